@@ -1,0 +1,196 @@
+//! Items the macros' generated code names through `::service_runtime::__private`.
+//!
+//! Not public API: nothing here follows semver, and user code must not name it.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use ::core::option::Option::{None, Some};
+pub use ::std::boxed::Box;
+pub use ::std::vec::Vec;
+
+use crate::health::{HealthDetail, HealthStatus};
+pub use crate::managed::ErasedService;
+use crate::service::{
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, ServiceConfig,
+};
+use crate::BoxError;
+
+/// What an init, cleanup or run hook resolves to once its output is normalised.
+pub type HookResult = Result<(), BoxError>;
+
+/// The boxed future of an init, cleanup or run hook.
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = HookResult> + Send + 'a>>;
+
+/// The boxed future of a health check.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = HealthDetail> + Send + 'a>>;
+
+/// One init, cleanup or run hook.
+#[derive(Clone, Copy, Debug)]
+pub struct HookSpec {
+    /// The method name.
+    pub name: &'static str,
+    /// `timeout = "…"` on the hook attribute, overriding the service's.
+    pub timeout: Option<Duration>,
+}
+
+/// One health check.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckSpec {
+    /// `name = "…"`, or the method name.
+    pub name: &'static str,
+    /// `critical` (the default) or `optional`.
+    pub critical: bool,
+    /// `timeout = "…"` on the hook attribute, overriding the service's.
+    pub timeout: Option<Duration>,
+}
+
+/// Every hook of a service, in source order.
+#[derive(Clone, Copy, Debug)]
+pub struct Hooks {
+    /// `#[init]` hooks.
+    pub init: &'static [HookSpec],
+    /// `#[cleanup]` hooks (source order; run in reverse).
+    pub cleanup: &'static [HookSpec],
+    /// `#[health]` checks.
+    pub health: &'static [CheckSpec],
+    /// The `#[run]` hook.
+    pub run: Option<HookSpec>,
+}
+
+impl Hooks {
+    /// A service without hooks.
+    pub const NONE: Hooks = Hooks {
+        init: &[],
+        cleanup: &[],
+        health: &[],
+        run: None,
+    };
+}
+
+/// The configuration written by `#[derive(Service)]`; `None` keeps a default.
+pub fn config(
+    name: &'static str,
+    version: &'static str,
+    start_timeout: Option<Duration>,
+    stop_timeout: Option<Duration>,
+    health_timeout: Option<Duration>,
+) -> ServiceConfig {
+    ServiceConfig::new(name)
+        .version(version)
+        .start_timeout(start_timeout.unwrap_or(DEFAULT_START_TIMEOUT))
+        .stop_timeout(stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT))
+        .health_timeout(health_timeout.unwrap_or(DEFAULT_HEALTH_TIMEOUT))
+}
+
+/// A `Duration` from milliseconds, usable in a `const`.
+pub const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// A `#[service(component)]` field, type-erased.
+pub struct ComponentEntry {
+    pub(crate) field: &'static str,
+    pub(crate) critical: bool,
+    pub(crate) handle: ErasedService,
+}
+
+/// Builds the entry of a `#[service(component)]` field; the bound reports a
+/// field of the wrong type at the field.
+pub fn component<C: crate::Component>(field: &'static str, critical: bool, value: &C) -> ComponentEntry {
+    ComponentEntry {
+        field,
+        critical,
+        handle: value.__erased(),
+    }
+}
+
+/// Normalises the output of an init, cleanup or run hook.
+#[diagnostic::on_unimplemented(
+    message = "lifecycle hooks must return `Result<(), E>`, not `{Self}`",
+    label = "expected `Result<(), E>` where `E` converts into `Box<dyn std::error::Error + Send + Sync>`",
+    note = "any error type works: `std::io::Error`, your own `thiserror` type, `anyhow::Error`, `Box<dyn Error + Send + Sync>`"
+)]
+pub trait IntoHookResult {
+    /// Converts into the runtime's result.
+    fn into_hook_result(self) -> HookResult;
+}
+
+impl<E> IntoHookResult for Result<(), E>
+where
+    E: Into<BoxError>,
+{
+    fn into_hook_result(self) -> HookResult {
+        self.map_err(Into::into)
+    }
+}
+
+/// Normalises the output of a health check.
+#[diagnostic::on_unimplemented(
+    message = "health checks must return `HealthStatus`, `HealthDetail`, `Result<(), E>` or `Result<HealthStatus, E>`, not `{Self}`",
+    label = "not a health check result",
+    note = "an `Err` counts as a failed check, and its message becomes the check's detail"
+)]
+pub trait IntoHealthDetail {
+    /// Converts into the runtime's check result.
+    fn into_health_detail(self) -> HealthDetail;
+}
+
+impl IntoHealthDetail for HealthStatus {
+    fn into_health_detail(self) -> HealthDetail {
+        HealthDetail::new(self)
+    }
+}
+
+impl IntoHealthDetail for HealthDetail {
+    fn into_health_detail(self) -> HealthDetail {
+        self
+    }
+}
+
+impl<E: Display> IntoHealthDetail for Result<(), E> {
+    fn into_health_detail(self) -> HealthDetail {
+        match self {
+            Ok(()) => HealthDetail::healthy(),
+            Err(error) => HealthDetail::unhealthy(error.to_string()),
+        }
+    }
+}
+
+impl<E: Display> IntoHealthDetail for Result<HealthStatus, E> {
+    fn into_health_detail(self) -> HealthDetail {
+        match self {
+            Ok(status) => HealthDetail::new(status),
+            Err(error) => HealthDetail::unhealthy(error.to_string()),
+        }
+    }
+}
+
+/// Boxes a hook's future; the `Send` bound makes a non-`Send` hook fail here,
+/// at the span of the user's method.
+pub fn hook<'a, F>(future: F) -> HookFuture<'a>
+where
+    F: Future<Output = HookResult> + Send + 'a,
+{
+    Box::pin(future)
+}
+
+/// Boxes a health check's future; see [`hook`].
+pub fn check<'a, F>(future: F) -> CheckFuture<'a>
+where
+    F: Future<Output = HealthDetail> + Send + 'a,
+{
+    Box::pin(future)
+}
+
+/// The future of a hook index that does not exist (a runtime bug if ever polled).
+pub fn missing_hook<'a>(kind: &'static str, index: usize) -> HookFuture<'a> {
+    Box::pin(async move { Err(format!("no {kind} hook number {index}").into()) })
+}
+
+/// The future of a health check index that does not exist.
+pub fn missing_check<'a>(index: usize) -> CheckFuture<'a> {
+    Box::pin(async move { HealthDetail::unhealthy(format!("no health check number {index}")) })
+}

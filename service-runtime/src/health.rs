@@ -1,0 +1,216 @@
+//! Health results: [`HealthStatus`], a check's [`HealthDetail`], and the [`HealthReport`]
+//! in the JSON shape of the design note.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How well a service or one of its dependencies works. Ordered from best to worst,
+/// so the worst of several is their maximum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Fully functional.
+    Healthy,
+    /// Working with reduced functionality (an optional dependency failed).
+    Degraded,
+    /// Not working (not running, or a critical dependency failed).
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// The lower-case name used in JSON and `Display`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// The worse of two statuses.
+    #[must_use]
+    pub fn worst(self, other: HealthStatus) -> HealthStatus {
+        self.max(other)
+    }
+
+    /// Whether a probe should count this as passing (`healthy` or `degraded`).
+    pub const fn is_ok(self) -> bool {
+        !matches!(self, HealthStatus::Unhealthy)
+    }
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The result of one health check: a status and, when it is not healthy, why.
+///
+/// A `#[health]` hook may return this directly to explain a degraded status:
+///
+/// ```
+/// # use service_runtime::HealthDetail;
+/// let lag_ms = 1_200;
+/// let detail = if lag_ms > 1_000 {
+///     HealthDetail::degraded(format!("consumer lag {lag_ms} ms"))
+/// } else {
+///     HealthDetail::healthy()
+/// };
+/// assert_eq!(detail.reason.as_deref(), Some("consumer lag 1200 ms"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthDetail {
+    /// The check's status.
+    pub status: HealthStatus,
+    /// Why the check is not healthy, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl HealthDetail {
+    /// A detail with the given status and no reason.
+    pub const fn new(status: HealthStatus) -> Self {
+        HealthDetail {
+            status,
+            reason: None,
+        }
+    }
+
+    /// A healthy result.
+    pub const fn healthy() -> Self {
+        HealthDetail::new(HealthStatus::Healthy)
+    }
+
+    /// A degraded result with its reason.
+    pub fn degraded(reason: impl Into<String>) -> Self {
+        HealthDetail {
+            status: HealthStatus::Degraded,
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// An unhealthy result with its reason.
+    pub fn unhealthy(reason: impl Into<String>) -> Self {
+        HealthDetail {
+            status: HealthStatus::Unhealthy,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+impl From<HealthStatus> for HealthDetail {
+    fn from(status: HealthStatus) -> Self {
+        HealthDetail::new(status)
+    }
+}
+
+/// A service's health, in the JSON shape of the design note:
+///
+/// ```json
+/// { "status": "healthy", "uptime": 3600, "service_name": "market_feed", "version": "1.0.0",
+///   "dependencies": { "upstream": "healthy", "consumer": "degraded" } }
+/// ```
+///
+/// `reason` (why the service is not healthy) and `details` (why each failing
+/// dependency failed) are added only when there is something to say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: HealthStatus,
+    /// Whole seconds since the service last became `running`; 0 when it is not running.
+    pub uptime: u64,
+    /// The service's name.
+    pub service_name: String,
+    /// The service's version.
+    pub version: String,
+    /// Each health check and component, by name.
+    pub dependencies: BTreeMap<String, HealthStatus>,
+    /// Why the service is not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why each dependency that is not healthy failed, where it said.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+}
+
+impl HealthReport {
+    /// Whether a probe should count this report as passing (`healthy` or `degraded`).
+    pub fn is_ok(&self) -> bool {
+        self.status.is_ok()
+    }
+}
+
+/// Folds check results into a service status: a critical check passes its status on,
+/// an optional one at most degrades the service. Returns the status and, when it is not
+/// healthy, the reason naming the checks that decided it.
+pub(crate) fn aggregate<'a>(
+    checks: impl IntoIterator<Item = (&'a str, bool, &'a HealthDetail)>,
+) -> (HealthStatus, Option<String>) {
+    let mut status = HealthStatus::Healthy;
+    let mut failing = Vec::new();
+    for (name, critical, detail) in checks {
+        let effect = if critical {
+            detail.status
+        } else {
+            detail.status.min(HealthStatus::Degraded)
+        };
+        if detail.status != HealthStatus::Healthy {
+            let kind = if critical { "critical" } else { "optional" };
+            failing.push(match &detail.reason {
+                Some(reason) => format!("{kind} dependency `{name}` is {}: {reason}", detail.status),
+                None => format!("{kind} dependency `{name}` is {}", detail.status),
+            });
+        }
+        status = status.worst(effect);
+    }
+    let reason = (!failing.is_empty()).then(|| failing.join("; "));
+    (status, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn critical_failures_are_unhealthy_optional_ones_degrade() {
+        let ok = HealthDetail::healthy();
+        let down = HealthDetail::unhealthy("refused");
+        let slow = HealthDetail::degraded("slow");
+        assert_eq!(aggregate([]), (HealthStatus::Healthy, None));
+        assert_eq!(aggregate([("db", true, &ok)]).0, HealthStatus::Healthy);
+        let (status, reason) = aggregate([("db", true, &ok), ("cache", false, &down)]);
+        assert_eq!(status, HealthStatus::Degraded);
+        assert_eq!(reason.unwrap(), "optional dependency `cache` is unhealthy: refused");
+        assert_eq!(aggregate([("db", true, &down), ("cache", false, &ok)]).0, HealthStatus::Unhealthy);
+        assert_eq!(aggregate([("db", true, &slow)]).0, HealthStatus::Degraded);
+        assert_eq!(aggregate([("db", false, &slow), ("x", true, &down)]).0, HealthStatus::Unhealthy);
+    }
+
+    #[test]
+    fn report_has_the_notes_json_shape() {
+        let report = HealthReport {
+            status: HealthStatus::Healthy,
+            uptime: 3600,
+            service_name: "my_service".into(),
+            version: "1.0.0".into(),
+            dependencies: [("database".to_owned(), HealthStatus::Healthy), ("kafka".to_owned(), HealthStatus::Degraded)]
+                .into_iter()
+                .collect(),
+            reason: None,
+            details: BTreeMap::new(),
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "status": "healthy", "uptime": 3600, "service_name": "my_service", "version": "1.0.0",
+                "dependencies": { "database": "healthy", "kafka": "degraded" }
+            })
+        );
+        let back: HealthReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+}

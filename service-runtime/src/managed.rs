@@ -1,0 +1,947 @@
+//! [`Managed`]: a service together with its state machine, its hooks' execution and its
+//! observers.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{RwLock, RwLockReadGuard, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::__private::{ComponentEntry, HookFuture};
+use crate::error::{HookFailure, HookKind, ServiceError};
+use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
+use crate::service::{Lifecycle, Service, ServiceConfig};
+use crate::status::ServiceStatus;
+use crate::util::{catch_unwind_future, join_all};
+use crate::Shutdown;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A service under management: the handle a program starts, stops, checks and watches.
+///
+/// `Managed<S>` is a cheap, cloneable handle (an `Arc`); every clone controls the same
+/// service. Start and stop run on spawned tasks, so dropping a `start()` or `stop()`
+/// future half-way never leaves the state machine stuck: the operation completes and a
+/// later call sees its outcome.
+///
+/// ```
+/// use service_runtime::{lifecycle, Managed, Service, ServiceStatus};
+///
+/// #[derive(Service)]
+/// struct Cache { entries: usize }
+///
+/// #[lifecycle]
+/// impl Cache {
+///     #[init]
+///     async fn warm(&mut self) -> Result<(), std::io::Error> {
+///         self.entries = 128;
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cache = Managed::new(Cache { entries: 0 });
+/// cache.start().await?;
+/// assert_eq!(cache.status(), ServiceStatus::Running);
+/// assert_eq!(cache.read().await.entries, 128);
+/// cache.stop().await?;
+/// # Ok::<(), service_runtime::ServiceError>(())
+/// # }).unwrap();
+/// ```
+pub struct Managed<S: Service> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Service> Clone for Managed<S> {
+    fn clone(&self) -> Self {
+        Managed {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: Service> fmt::Debug for Managed<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Managed")
+            .field("name", &self.name())
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One status change of a service, as delivered to [`Managed::subscribe`] receivers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StatusChange {
+    /// The service's name.
+    pub service: Arc<str>,
+    /// The status left.
+    pub from: ServiceStatus,
+    /// The status entered.
+    pub to: ServiceStatus,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+    /// Time spent in `from` (for `starting → running`, how long the start took).
+    pub duration: Duration,
+    /// The error that caused a change to `error`.
+    pub error: Option<ServiceError>,
+}
+
+/// The stream of a service's status changes, from [`Managed::subscribe`].
+///
+/// Unbounded, so a slow subscriber never slows the service nor loses a change; a
+/// dropped subscriber is forgotten at the next change.
+#[derive(Debug)]
+pub struct StatusChanges {
+    receiver: mpsc::UnboundedReceiver<StatusChange>,
+}
+
+impl StatusChanges {
+    /// The next change; `None` once the service is dropped and every change was read.
+    pub async fn recv(&mut self) -> Option<StatusChange> {
+        self.receiver.recv().await
+    }
+
+    /// The next change if one is waiting.
+    pub fn try_recv(&mut self) -> Option<StatusChange> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+struct Inner<S> {
+    config: ServiceConfig,
+    name: Arc<str>,
+    /// The status, readable from anywhere with one atomic load.
+    status: AtomicU8,
+    /// Everything changed together with the status. Never held across an `.await`.
+    ctl: Mutex<Control>,
+    watch: watch::Sender<ServiceStatus>,
+    span: tracing::Span,
+    /// The user's service. Init and cleanup hooks take the write lock (no one else
+    /// reads while `starting` or `stopping`); the run loop and health checks share it.
+    service: Arc<RwLock<S>>,
+}
+
+struct Control {
+    /// The start or stop in flight; it owns the `starting`/`stopping` states.
+    op: Option<Op>,
+    /// When the current status was entered.
+    since: Instant,
+    /// When the service last became `running`, while it is.
+    running_since: Option<Instant>,
+    /// Every init hook completed and the cleanup hooks have not run yet.
+    cleanup_owed: bool,
+    /// Components started by the last start, in start order.
+    components: Vec<ComponentEntry>,
+    run: Option<RunLoop>,
+    /// Set by a run loop that returned before its start finished.
+    early_run_exit: Option<Option<ServiceError>>,
+    last_error: Option<ServiceError>,
+    subscribers: Vec<mpsc::UnboundedSender<StatusChange>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Start,
+    Stop,
+}
+
+type OpResult = Option<Result<(), ServiceError>>;
+
+struct Op {
+    kind: OpKind,
+    done: watch::Receiver<OpResult>,
+    /// Requested by `stop()` to cancel a start in flight.
+    cancel: Shutdown,
+}
+
+struct RunLoop {
+    shutdown: Shutdown,
+    handle: JoinHandle<Option<ServiceError>>,
+}
+
+/// How one hook call ended.
+enum Outcome {
+    Done,
+    Failed(HookFailure),
+    Cancelled,
+}
+
+impl<S: Service> Managed<S> {
+    /// Manages `service` with the configuration of its `#[service(...)]` attribute.
+    pub fn new(service: S) -> Self {
+        Self::with_config(service, S::config())
+    }
+
+    /// Manages `service` with a configuration chosen at run time.
+    ///
+    /// ```
+    /// # use service_runtime::{lifecycle, Managed, Service};
+    /// # use std::time::Duration;
+    /// # #[derive(Service)] struct Worker;
+    /// # #[lifecycle] impl Worker {}
+    /// let worker = Managed::with_config(
+    ///     Worker,
+    ///     Worker::config().name("worker-7").stop_timeout(Duration::from_secs(3)),
+    /// );
+    /// assert_eq!(worker.name(), "worker-7");
+    /// ```
+    pub fn with_config(service: S, config: ServiceConfig) -> Self {
+        let name: Arc<str> = Arc::from(&*config.name);
+        let span = tracing::info_span!("service", service = %name, version = %config.version);
+        Managed {
+            inner: Arc::new(Inner {
+                name,
+                status: AtomicU8::new(ServiceStatus::Stopped as u8),
+                ctl: Mutex::new(Control {
+                    op: None,
+                    since: Instant::now(),
+                    running_since: None,
+                    cleanup_owed: false,
+                    components: Vec::new(),
+                    run: None,
+                    early_run_exit: None,
+                    last_error: None,
+                    subscribers: Vec::new(),
+                }),
+                watch: watch::Sender::new(ServiceStatus::Stopped),
+                span,
+                service: Arc::new(RwLock::new(service)),
+                config,
+            }),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The service's version.
+    pub fn version(&self) -> &str {
+        &self.inner.config.version
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// The current status: one atomic load, never waits for a hook.
+    pub fn status(&self) -> ServiceStatus {
+        self.inner.status()
+    }
+
+    /// Time since the service last became `running`; zero when it is not running.
+    pub fn uptime(&self) -> Duration {
+        self.inner.uptime()
+    }
+
+    /// The error of the last transition to `error`, kept until the next one.
+    pub fn last_error(&self) -> Option<ServiceError> {
+        self.inner.lock().last_error.clone()
+    }
+
+    /// Every status change from now on, in order, with time and cause.
+    pub fn subscribe(&self) -> StatusChanges {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner.lock().subscribers.push(sender);
+        StatusChanges { receiver }
+    }
+
+    /// A watch of the current status: a new receiver sees the current status at once,
+    /// then the latest one (intermediate statuses may be skipped; use
+    /// [`subscribe`](Self::subscribe) for every change).
+    pub fn watch(&self) -> watch::Receiver<ServiceStatus> {
+        self.inner.watch.subscribe()
+    }
+
+    /// Shared access to the service's fields.
+    ///
+    /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout).
+    pub async fn read(&self) -> RwLockReadGuard<'_, S> {
+        self.inner.service.read().await
+    }
+
+    /// Starts the service: init hooks in source order, then components in field order,
+    /// then the run loop; then `running`.
+    ///
+    /// Any failure (an `Err`, a panic, a timeout) ends in `error` with the started
+    /// components stopped in reverse; when every init hook had completed, the cleanup
+    /// hooks run too, so a failed start leaves nothing behind. Cleanup hooks never run
+    /// after a failed init hook.
+    ///
+    /// Idempotent: starting a running service returns `Ok` at once; concurrent calls
+    /// share one start and its result. From `error`, starts again (a restart), first
+    /// running any cleanup still owed.
+    pub async fn start(&self) -> Result<(), ServiceError> {
+        loop {
+            let pending = {
+                let mut ctl = self.inner.lock();
+                if let Some(op) = &ctl.op {
+                    match op.kind {
+                        OpKind::Start => Wait::Result(op.done.clone()),
+                        OpKind::Stop => Wait::ThenRetry(op.done.clone()),
+                    }
+                } else {
+                    match self.inner.status() {
+                        ServiceStatus::Running => return Ok(()),
+                        ServiceStatus::Stopped | ServiceStatus::Error => {
+                            Wait::Result(self.inner.clone().begin_start(&mut ctl))
+                        }
+                        // Without an op these states cannot last; look again.
+                        ServiceStatus::Starting | ServiceStatus::Stopping => continue,
+                    }
+                }
+            };
+            match pending {
+                Wait::Result(done) => return self.inner.outcome(done).await,
+                Wait::ThenRetry(done) => {
+                    let _ = self.inner.outcome(done).await;
+                }
+            }
+        }
+    }
+
+    /// Stops the service: the run loop is told to shut down and awaited (up to the stop
+    /// timeout), components stop in reverse field order, cleanup hooks run in reverse
+    /// source order. Every cleanup runs even if one fails; all errors are returned
+    /// together and the service ends in `error`, otherwise in `stopped`.
+    ///
+    /// Idempotent: stopping a stopped service does nothing; concurrent calls share one
+    /// stop. Stopping a service that is starting cancels the start: `running` is never
+    /// reported, and cleanup runs only if every init hook had completed.
+    pub async fn stop(&self) -> Result<(), ServiceError> {
+        loop {
+            let pending = {
+                let mut ctl = self.inner.lock();
+                if let Some(op) = &ctl.op {
+                    match op.kind {
+                        OpKind::Stop => Wait::Result(op.done.clone()),
+                        OpKind::Start => {
+                            op.cancel.request();
+                            Wait::ThenRetry(op.done.clone())
+                        }
+                    }
+                } else {
+                    match self.inner.status() {
+                        ServiceStatus::Stopped => return Ok(()),
+                        ServiceStatus::Error if !ctl.cleanup_owed && ctl.components.is_empty() => {
+                            self.inner.transition(&mut ctl, ServiceStatus::Stopped, None);
+                            return Ok(());
+                        }
+                        ServiceStatus::Running | ServiceStatus::Error => {
+                            Wait::Result(self.inner.clone().begin_stop(&mut ctl))
+                        }
+                        ServiceStatus::Starting | ServiceStatus::Stopping => continue,
+                    }
+                }
+            };
+            match pending {
+                Wait::Result(done) => return self.inner.outcome(done).await,
+                Wait::ThenRetry(done) => {
+                    let _ = self.inner.outcome(done).await;
+                }
+            }
+        }
+    }
+
+    /// The service's health report.
+    ///
+    /// A service that is not `running` is `unhealthy` with the reason
+    /// `"Service status: <status>"`, answered at once. Otherwise every health check and
+    /// component report runs concurrently, each under its timeout; a check that fails,
+    /// panics or hangs counts as unhealthy for itself alone. A critical failure makes the
+    /// service unhealthy, an optional one at most degraded.
+    pub async fn health(&self) -> HealthReport {
+        self.inner.health().await
+    }
+
+    pub(crate) fn erased(&self) -> ErasedService {
+        ErasedService(Arc::new(self.clone()))
+    }
+}
+
+enum Wait {
+    /// Return the outcome of this operation.
+    Result(watch::Receiver<OpResult>),
+    /// Let this operation finish, then decide again.
+    ThenRetry(watch::Receiver<OpResult>),
+}
+
+impl<S: Service> Inner<S> {
+    fn status(&self) -> ServiceStatus {
+        ServiceStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // A panic while holding the lock can only come from a subscriber's tracing
+        // layer; the control state is still consistent, so keep going.
+        self.ctl.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn uptime(&self) -> Duration {
+        self.lock().running_since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    /// Moves to `to`, recording, logging and broadcasting the change. Callers hold `ctl`,
+    /// so changes are totally ordered.
+    fn transition(&self, ctl: &mut Control, to: ServiceStatus, error: Option<ServiceError>) {
+        let from = self.status();
+        if !from.can_transition_to(to) {
+            // Unreachable by construction; the state-machine tests walk every path.
+            debug_assert!(false, "illegal transition {from} -> {to} of `{}`", self.name);
+            tracing::error!(parent: &self.span, %from, %to, "refused illegal status transition");
+            return;
+        }
+        let now = Instant::now();
+        let duration = now - ctl.since;
+        ctl.since = now;
+        ctl.running_since = (to == ServiceStatus::Running).then_some(now);
+        self.status.store(to as u8, Ordering::Release);
+        match &error {
+            Some(error) => {
+                tracing::error!(parent: &self.span, %from, %to, ?duration, %error, "status changed");
+                ctl.last_error = Some(error.clone());
+            }
+            None => tracing::info!(parent: &self.span, %from, %to, ?duration, "status changed"),
+        }
+        if !ctl.subscribers.is_empty() {
+            let change = StatusChange {
+                service: self.name.clone(),
+                from,
+                to,
+                at: SystemTime::now(),
+                duration,
+                error,
+            };
+            ctl.subscribers.retain(|sender| sender.send(change.clone()).is_ok());
+        }
+        self.watch.send_replace(to);
+    }
+
+    /// Registers a start operation and spawns it. Called with `ctl` held, no op in
+    /// flight, status `stopped` or `error`.
+    fn begin_start(self: Arc<Self>, ctl: &mut Control) -> watch::Receiver<OpResult> {
+        let (done_tx, done) = watch::channel(None);
+        let cancel = Shutdown::new();
+        let restart_cleanup = self.status() == ServiceStatus::Error && (ctl.cleanup_owed || !ctl.components.is_empty());
+        let first = if restart_cleanup {
+            ServiceStatus::Stopping
+        } else {
+            ServiceStatus::Starting
+        };
+        self.transition(ctl, first, None);
+        ctl.op = Some(Op {
+            kind: OpKind::Start,
+            done: done.clone(),
+            cancel: cancel.clone(),
+        });
+        let span = self.span.clone();
+        tokio::spawn(
+            async move {
+                let result = self.clone().start_sequence(cancel, restart_cleanup).await;
+                self.finish_op(done_tx, result);
+            }
+            .instrument(span),
+        );
+        done
+    }
+
+    /// Registers a stop operation and spawns it. Called with `ctl` held, no op in
+    /// flight, status `running` or `error` with something to clean up.
+    fn begin_stop(self: Arc<Self>, ctl: &mut Control) -> watch::Receiver<OpResult> {
+        let (done_tx, done) = watch::channel(None);
+        self.transition(ctl, ServiceStatus::Stopping, None);
+        ctl.op = Some(Op {
+            kind: OpKind::Stop,
+            done: done.clone(),
+            cancel: Shutdown::new(),
+        });
+        let span = self.span.clone();
+        tokio::spawn(
+            async move {
+                let result = self.stop_owed().await;
+                self.finish_op(done_tx, result);
+            }
+            .instrument(span),
+        );
+        done
+    }
+
+    /// Publishes an operation's result. The final transition already happened under
+    /// `ctl`; the op is cleared under the same lock so no caller sees one without the other.
+    fn finish_op(&self, done: watch::Sender<OpResult>, result: Result<(), ServiceError>) {
+        let mut ctl = self.lock();
+        ctl.op = None;
+        done.send_replace(Some(result));
+    }
+
+    async fn outcome(&self, mut done: watch::Receiver<OpResult>) -> Result<(), ServiceError> {
+        match done.wait_for(Option::is_some).await {
+            Ok(result) => result.clone().expect("wait_for returned a finished result"),
+            // The operation's task was dropped: its runtime is shutting down.
+            Err(_) => Err(ServiceError::StartCancelled {
+                service: self.name.clone(),
+            }),
+        }
+    }
+
+    /// Takes what a stop owes from `ctl`, runs the stop steps and ends in `stopped` or
+    /// `error`. Status is `stopping` on entry.
+    async fn stop_owed(&self) -> Result<(), ServiceError> {
+        let (run, components, cleanup) = {
+            let mut ctl = self.lock();
+            (
+                ctl.run.take(),
+                std::mem::take(&mut ctl.components),
+                std::mem::replace(&mut ctl.cleanup_owed, false),
+            )
+        };
+        let errors = self.stop_steps(run, components, cleanup).await;
+        let mut ctl = self.lock();
+        match ServiceError::combine(&self.name, errors) {
+            None => {
+                self.transition(&mut ctl, ServiceStatus::Stopped, None);
+                Ok(())
+            }
+            Some(error) => {
+                self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops the run loop, the components (in reverse) and runs the cleanup hooks (in
+    /// reverse), collecting every error. Each step is bounded by its timeout.
+    async fn stop_steps(
+        &self,
+        run: Option<RunLoop>,
+        components: Vec<ComponentEntry>,
+        cleanup: bool,
+    ) -> Vec<ServiceError> {
+        let mut errors = Vec::new();
+        if let Some(RunLoop { shutdown, mut handle }) = run {
+            shutdown.request();
+            let limit = self.config.stop_timeout;
+            match tokio::time::timeout(limit, &mut handle).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(error))) => errors.push(error),
+                Ok(Err(join_error)) => errors.push(self.hook_error(
+                    HookKind::Run,
+                    run_hook_name::<S>(),
+                    HookFailure::Panic(join_error.to_string()),
+                )),
+                Err(_) => {
+                    handle.abort();
+                    errors.push(self.hook_error(HookKind::Run, run_hook_name::<S>(), HookFailure::Timeout(limit)));
+                }
+            }
+        }
+        for entry in components.iter().rev() {
+            if let Err(error) = entry.handle.0.stop().await {
+                errors.push(ServiceError::Component {
+                    service: self.name.clone(),
+                    component: entry.field,
+                    source: Box::new(error),
+                });
+            }
+        }
+        if cleanup && !S::__HOOKS.cleanup.is_empty() {
+            let limit = self.config.stop_timeout;
+            match tokio::time::timeout(limit, self.service.write()).await {
+                Ok(mut service) => {
+                    for (index, spec) in S::__HOOKS.cleanup.iter().enumerate().rev() {
+                        let timeout = spec.timeout.unwrap_or(limit);
+                        let future = service.__cleanup(index);
+                        if let Outcome::Failed(failure) =
+                            self.run_hook(HookKind::Cleanup, spec.name, future, timeout, None).await
+                        {
+                            errors.push(self.hook_error(HookKind::Cleanup, spec.name, failure));
+                        }
+                    }
+                }
+                Err(_) => {
+                    let first = S::__HOOKS.cleanup.last().map_or("?", |spec| spec.name);
+                    errors.push(self.hook_error(
+                        HookKind::Cleanup,
+                        first,
+                        HookFailure::Error(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                            "no cleanup hook ran: a `Managed::read()` guard or a health check still held the service after {limit:?}"
+                        )))),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
+    /// The body of a start operation. Returns once the service is `running`, `error`
+    /// (the start failed) or `stopped` (the start was cancelled).
+    async fn start_sequence(self: Arc<Self>, cancel: Shutdown, restart_cleanup: bool) -> Result<(), ServiceError> {
+        if restart_cleanup {
+            self.stop_owed().await?;
+            let mut ctl = self.lock();
+            if cancel.is_requested() {
+                return Err(self.cancelled());
+            }
+            self.transition(&mut ctl, ServiceStatus::Starting, None);
+        }
+
+        let mut service = self.service.write().await;
+        for (index, spec) in S::__HOOKS.init.iter().enumerate() {
+            let timeout = spec.timeout.unwrap_or(self.config.start_timeout);
+            let future = service.__init(index);
+            match self.run_hook(HookKind::Init, spec.name, future, timeout, Some(&cancel)).await {
+                Outcome::Done => {}
+                Outcome::Cancelled => {
+                    drop(service);
+                    return Err(self.abandon_start(None, Vec::new(), false).await);
+                }
+                Outcome::Failed(failure) => {
+                    let error = self.hook_error(HookKind::Init, spec.name, failure);
+                    let mut ctl = self.lock();
+                    self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+                    return Err(error);
+                }
+            }
+        }
+        let mut components = Vec::new();
+        service.__components(&mut components);
+        drop(service);
+
+        let mut started = Vec::with_capacity(components.len());
+        for entry in components {
+            let result = tokio::select! {
+                biased;
+                () = cancel.requested() => None,
+                result = entry.handle.0.start() => Some(result),
+            };
+            match result {
+                Some(Ok(())) => started.push(entry),
+                None => {
+                    // The child's start goes on in its own task; stopping it cancels it.
+                    started.push(entry);
+                    return Err(self.abandon_start(None, started, true).await);
+                }
+                Some(Err(error)) => {
+                    let error = ServiceError::Component {
+                        service: self.name.clone(),
+                        component: entry.field,
+                        source: Box::new(error),
+                    };
+                    return Err(self.fail_start(error, None, started).await);
+                }
+            }
+        }
+
+        let run = S::__HOOKS.run.map(|spec| self.spawn_run_loop(spec.name));
+        // Decide under the lock, act after releasing it (no guard lives across `.await`).
+        let undo = {
+            let mut ctl = self.lock();
+            let early_exit = ctl.early_run_exit.take();
+            if cancel.is_requested() {
+                Some((None, run, started))
+            } else if let Some(Some(error)) = early_exit {
+                Some((Some(error), run, started))
+            } else {
+                let finished_early = early_exit.is_some();
+                ctl.run = run;
+                ctl.components = started;
+                ctl.cleanup_owed = true;
+                self.transition(&mut ctl, ServiceStatus::Running, None);
+                if finished_early {
+                    // The run hook returned `Ok` before the start finished: it is done, so stop.
+                    drop(ctl);
+                    self.clone().stop_after_run_returned();
+                }
+                None
+            }
+        };
+        match undo {
+            None => Ok(()),
+            Some((None, run, started)) => Err(self.abandon_start(run, started, true).await),
+            Some((Some(error), run, started)) => Err(self.fail_start(error, run, started).await),
+        }
+    }
+
+    /// A start failed after every init hook completed: undo it (run loop, components,
+    /// cleanup hooks) and end in `error` with the first cause.
+    async fn fail_start(&self, error: ServiceError, run: Option<RunLoop>, started: Vec<ComponentEntry>) -> ServiceError {
+        for secondary in self.stop_steps(run, started, true).await {
+            tracing::error!(parent: &self.span, error = %secondary, "while undoing a failed start");
+        }
+        let mut ctl = self.lock();
+        ctl.early_run_exit = None;
+        self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+        error
+    }
+
+    /// `stop()` cancelled the start: `starting → stopping`, undo what was done, `→ stopped`.
+    async fn abandon_start(&self, run: Option<RunLoop>, started: Vec<ComponentEntry>, cleanup: bool) -> ServiceError {
+        {
+            let mut ctl = self.lock();
+            self.transition(&mut ctl, ServiceStatus::Stopping, None);
+        }
+        let errors = self.stop_steps(run, started, cleanup).await;
+        let mut ctl = self.lock();
+        ctl.early_run_exit = None;
+        match ServiceError::combine(&self.name, errors) {
+            None => self.transition(&mut ctl, ServiceStatus::Stopped, None),
+            Some(error) => self.transition(&mut ctl, ServiceStatus::Error, Some(error)),
+        }
+        self.cancelled()
+    }
+
+    fn cancelled(&self) -> ServiceError {
+        ServiceError::StartCancelled {
+            service: self.name.clone(),
+        }
+    }
+
+    fn spawn_run_loop(self: &Arc<Self>, hook: &'static str) -> RunLoop {
+        let shutdown = Shutdown::new();
+        let service = self.service.clone();
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let signal = shutdown.clone();
+        let span = tracing::info_span!(parent: &self.span, "hook", kind = "run", hook);
+        let handle = tokio::spawn(
+            async move {
+                let outcome = {
+                    let guard = service.read().await;
+                    catch_unwind_future(guard.__run(signal)).await
+                };
+                let error = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
+                    Err(panic) => Some(HookFailure::Panic(panic)),
+                };
+                match weak.upgrade() {
+                    Some(inner) => inner.on_run_exit(hook, error),
+                    None => None,
+                }
+            }
+            .instrument(span),
+        );
+        RunLoop { shutdown, handle }
+    }
+
+    /// The run loop ended. While `running`, an error moves the service to `error`
+    /// (cleanup stays owed until `stop()`), and `Ok` stops the service. While starting
+    /// or stopping, the operation in flight reports it; the returned error is for it.
+    fn on_run_exit(self: Arc<Self>, hook: &'static str, failure: Option<HookFailure>) -> Option<ServiceError> {
+        let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
+        let mut ctl = self.lock();
+        match self.status() {
+            ServiceStatus::Running => {
+                match error {
+                    Some(error) => self.transition(&mut ctl, ServiceStatus::Error, Some(error)),
+                    None => {
+                        drop(ctl);
+                        tracing::info!(parent: &self.span, hook, "run hook returned; stopping the service");
+                        self.stop_after_run_returned();
+                    }
+                }
+                None
+            }
+            ServiceStatus::Starting => {
+                ctl.early_run_exit = Some(error);
+                None
+            }
+            _ => error,
+        }
+    }
+
+    fn stop_after_run_returned(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let _ = Managed { inner: self }.stop().await;
+        });
+    }
+
+    /// Runs one hook under its timeout and span, catching a panic; `cancel` abandons it.
+    async fn run_hook(
+        &self,
+        kind: HookKind,
+        hook: &'static str,
+        future: HookFuture<'_>,
+        timeout: Duration,
+        cancel: Option<&Shutdown>,
+    ) -> Outcome {
+        let span = tracing::info_span!(parent: &self.span, "hook", kind = kind.as_str(), hook);
+        let started = Instant::now();
+        let guarded = tokio::time::timeout(timeout, catch_unwind_future(future)).instrument(span.clone());
+        let result = match cancel {
+            Some(cancel) => tokio::select! {
+                biased;
+                () = cancel.requested() => {
+                    tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
+                    return Outcome::Cancelled;
+                }
+                result = guarded => result,
+            },
+            None => guarded.await,
+        };
+        let outcome = match result {
+            Ok(Ok(Ok(()))) => Outcome::Done,
+            Ok(Ok(Err(error))) => Outcome::Failed(HookFailure::Error(Arc::from(error))),
+            Ok(Err(panic)) => Outcome::Failed(HookFailure::Panic(panic)),
+            Err(_) => Outcome::Failed(HookFailure::Timeout(timeout)),
+        };
+        let elapsed = started.elapsed();
+        match &outcome {
+            Outcome::Failed(failure) => tracing::error!(parent: &span, ?elapsed, %failure, "hook failed"),
+            _ => tracing::debug!(parent: &span, ?elapsed, "hook done"),
+        }
+        outcome
+    }
+
+    fn hook_error(&self, kind: HookKind, hook: &'static str, failure: HookFailure) -> ServiceError {
+        ServiceError::Hook {
+            service: self.name.clone(),
+            kind,
+            hook,
+            failure,
+        }
+    }
+
+    async fn health(&self) -> HealthReport {
+        let status = self.status();
+        let mut report = HealthReport {
+            status: HealthStatus::Unhealthy,
+            uptime: 0,
+            service_name: self.name.to_string(),
+            version: self.config.version.to_string(),
+            dependencies: Default::default(),
+            reason: None,
+            details: Default::default(),
+        };
+        let components: Vec<(&'static str, bool, ErasedService)> = {
+            let ctl = self.lock();
+            if status != ServiceStatus::Running {
+                report.reason = Some(match (&ctl.last_error, status) {
+                    (Some(error), ServiceStatus::Error) => format!("Service status: {status}: {error}"),
+                    _ => format!("Service status: {status}"),
+                });
+                return report;
+            }
+            report.uptime = ctl.running_since.map_or(0, |since| since.elapsed().as_secs());
+            ctl.components
+                .iter()
+                .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
+                .collect()
+        };
+        let limit = self.config.health_timeout;
+        // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
+        let Ok(service) = tokio::time::timeout(limit, self.service.read()).await else {
+            report.reason = Some(format!("Service status: {}", self.status()));
+            return report;
+        };
+        let mut checks: Vec<BoxFuture<'_, HealthDetail>> = Vec::with_capacity(S::__HOOKS.health.len() + components.len());
+        for (index, spec) in S::__HOOKS.health.iter().enumerate() {
+            let timeout = spec.timeout.unwrap_or(limit);
+            let future = service.__health(index);
+            let span = tracing::debug_span!(parent: &self.span, "hook", kind = "health", hook = spec.name);
+            checks.push(Box::pin(
+                async move {
+                    match tokio::time::timeout(timeout, catch_unwind_future(future)).await {
+                        Ok(Ok(detail)) => detail,
+                        Ok(Err(panic)) => HealthDetail::unhealthy(format!("check panicked: {panic}")),
+                        Err(_) => HealthDetail::unhealthy(format!("check timed out after {timeout:?}")),
+                    }
+                }
+                .instrument(span),
+            ));
+        }
+        for (_, _, handle) in &components {
+            checks.push(Box::pin(async move {
+                let child = handle.0.health().await;
+                HealthDetail {
+                    status: child.status,
+                    reason: child.reason,
+                }
+            }));
+        }
+        let results = join_all(checks).await;
+        drop(service);
+
+        let names = S::__HOOKS
+            .health
+            .iter()
+            .map(|spec| (spec.name, spec.critical))
+            .chain(components.iter().map(|(field, critical, _)| (*field, *critical)));
+        let (overall, reason) = aggregate(names.clone().zip(&results).map(|((name, critical), detail)| (name, critical, detail)));
+        for ((name, _), detail) in names.zip(results) {
+            report.dependencies.insert(name.to_owned(), detail.status);
+            if let Some(reason) = detail.reason {
+                report.details.insert(name.to_owned(), reason);
+            }
+        }
+        report.status = overall;
+        report.reason = reason;
+        report
+    }
+}
+
+impl<S> Drop for Inner<S> {
+    fn drop(&mut self) {
+        // The last handle is gone: nothing can stop the run loop any more, so end it.
+        let ctl = self.ctl.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(run) = ctl.run.take() {
+            run.shutdown.request();
+            run.handle.abort();
+        }
+    }
+}
+
+fn run_hook_name<S: Lifecycle>() -> &'static str {
+    S::__HOOKS.run.map_or("run", |spec| spec.name)
+}
+
+/// A type-erased managed service (a component, or an entry of a supervisor).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct ErasedService(pub(crate) Arc<dyn DynService>);
+
+pub(crate) trait DynService: Send + Sync {
+    fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
+    fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
+    fn health(&self) -> BoxFuture<'_, HealthReport>;
+}
+
+impl<S: Service> DynService for Managed<S> {
+    fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
+        Box::pin(Managed::start(self))
+    }
+
+    fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
+        Box::pin(Managed::stop(self))
+    }
+
+    fn health(&self) -> BoxFuture<'_, HealthReport> {
+        Box::pin(Managed::health(self))
+    }
+}
+
+/// A field type that can be a `#[service(component)]`: a child service started after
+/// the parent's init hooks and stopped before its cleanup hooks.
+#[diagnostic::on_unimplemented(
+    message = "`#[service(component)]` fields must be `Managed<S>`, not `{Self}`",
+    label = "not a managed service",
+    note = "wrap the child service: `Managed::new(child)`"
+)]
+pub trait Component {
+    #[doc(hidden)]
+    fn __erased(&self) -> ErasedService;
+}
+
+impl<S: Service> Component for Managed<S> {
+    fn __erased(&self) -> ErasedService {
+        self.erased()
+    }
+}

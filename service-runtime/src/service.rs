@@ -1,0 +1,135 @@
+//! The traits the macros implement, and the configuration a service starts with.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::__private::{CheckFuture, ComponentEntry, HookFuture, Hooks};
+use crate::Shutdown;
+
+/// Timeout applied to each init hook when `#[service(start_timeout = "…")]` is absent.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout applied to each cleanup hook (and to the run loop's exit) when
+/// `#[service(stop_timeout = "…")]` is absent.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout applied to each health check when `#[service(health_timeout = "…")]` is absent.
+///
+/// Two seconds keeps a report inside Kubernetes' default probe timeout budget
+/// when checks run concurrently, as they do here.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A service's identity and time budgets.
+///
+/// [`#[derive(Service)]`](macro@crate::Service) fills it from the `#[service(...)]`
+/// attribute; [`Managed::with_config`](crate::Managed::with_config) lets a program
+/// override it at run time (for example from its own settings file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// The name that appears in every log line, error, event and health report.
+    pub name: Cow<'static, str>,
+    /// The version reported by health checks (by default the user's crate version).
+    pub version: Cow<'static, str>,
+    /// How long each init hook may take before the start fails.
+    pub start_timeout: Duration,
+    /// How long each cleanup hook, and the run loop after shutdown is requested, may take.
+    pub stop_timeout: Duration,
+    /// How long each health check may take before it counts as unhealthy.
+    pub health_timeout: Duration,
+}
+
+impl ServiceConfig {
+    /// A configuration with the given name, version `0.0.0` and the default timeouts.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        ServiceConfig {
+            name: name.into(),
+            version: Cow::Borrowed("0.0.0"),
+            start_timeout: DEFAULT_START_TIMEOUT,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
+        }
+    }
+
+    /// Sets the reported name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the reported version.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<Cow<'static, str>>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets the timeout of each init hook.
+    #[must_use]
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Sets the timeout of each cleanup hook and of the run loop's exit.
+    #[must_use]
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Sets the timeout of each health check.
+    #[must_use]
+    pub fn health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+}
+
+/// A service: a struct with `#[derive(Service)]` and a `#[lifecycle]` impl block.
+///
+/// Implemented by the derive; not meant to be implemented by hand. Wrap a value in
+/// [`Managed`](crate::Managed) to start, stop and observe it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a service",
+    label = "add `#[derive(Service)]` to `{Self}`",
+    note = "a service is a struct with `#[derive(Service)]` and a `#[lifecycle]` impl block"
+)]
+pub trait Service: Lifecycle {
+    /// The configuration given by the `#[service(...)]` attribute.
+    fn config() -> ServiceConfig;
+
+    /// Appends the `#[service(component)]` fields, in field order.
+    #[doc(hidden)]
+    fn __components(&self, out: &mut Vec<ComponentEntry>);
+}
+
+/// The hooks of a service, implemented by `#[lifecycle]`.
+///
+/// Not meant to be implemented by hand: write an inherent impl block with
+/// `#[lifecycle]` and mark its methods `#[init]`, `#[cleanup]`, `#[health]`, `#[run]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has `#[derive(Service)]` but no `#[lifecycle]` impl block",
+    label = "the hooks of `{Self}` are declared by a `#[lifecycle]` impl block",
+    note = "add `#[lifecycle] impl {Self} {{ ... }}` with its hooks; an empty block is fine for a service without hooks"
+)]
+pub trait Lifecycle: Send + Sync + Sized + 'static {
+    /// Names and options of the hooks, in source order.
+    #[doc(hidden)]
+    const __HOOKS: Hooks;
+
+    /// Runs init hook number `index` (source order).
+    #[doc(hidden)]
+    fn __init(&mut self, index: usize) -> HookFuture<'_>;
+
+    /// Runs cleanup hook number `index` (source order; the runtime walks them in reverse).
+    #[doc(hidden)]
+    fn __cleanup(&mut self, index: usize) -> HookFuture<'_>;
+
+    /// Runs health check number `index` (source order).
+    #[doc(hidden)]
+    fn __health(&self, index: usize) -> CheckFuture<'_>;
+
+    /// Runs the `#[run]` hook, if `__HOOKS.run` is `Some`.
+    #[doc(hidden)]
+    fn __run(&self, shutdown: Shutdown) -> HookFuture<'_>;
+}
