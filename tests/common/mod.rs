@@ -1,0 +1,80 @@
+//! Shared fixtures of the integration tests: an event log the hooks write to, faults to
+//! inject, and a recorder of status changes.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::{Arc, Mutex};
+
+use service_runtime::{Managed, Service, ServiceStatus, StatusChanges};
+
+/// What a hook does when it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Succeeds.
+    #[default]
+    None,
+    /// Returns `Err`.
+    Err,
+    /// Panics.
+    Panic,
+    /// Never finishes.
+    Hang,
+}
+
+impl Fault {
+    /// Acts out the fault; `what` names it in the error or panic.
+    pub async fn act(self, what: &str) -> Result<(), std::io::Error> {
+        match self {
+            Fault::None => Ok(()),
+            Fault::Err => Err(std::io::Error::other(format!("{what} refused"))),
+            Fault::Panic => panic!("{what} exploded"),
+            Fault::Hang => std::future::pending().await,
+        }
+    }
+}
+
+/// An ordered record of what hooks ran, shared between a test and its services.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, entry: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| *e == entry).count()
+    }
+}
+
+/// Drains every status change received so far as `(from, to)` pairs.
+pub fn history(changes: &mut StatusChanges) -> Vec<(ServiceStatus, ServiceStatus)> {
+    let mut out = Vec::new();
+    while let Some(change) = changes.try_recv() {
+        assert!(
+            change.from.can_transition_to(change.to),
+            "illegal transition reported: {} -> {}",
+            change.from,
+            change.to
+        );
+        out.push((change.from, change.to));
+    }
+    out
+}
+
+/// Lets spawned tasks run until they block.
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Subscribes before anything happens.
+pub fn watched<S: Service>(service: S) -> (Managed<S>, StatusChanges) {
+    let managed = Managed::new(service);
+    let changes = managed.subscribe();
+    (managed, changes)
+}

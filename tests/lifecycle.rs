@@ -1,0 +1,594 @@
+//! Behaviour of one managed service: hooks, faults, timeouts, concurrency and observers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fault, Log, history, settle, watched};
+use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
+use service_runtime::{HealthDetail, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown, lifecycle};
+use tokio::time::Instant;
+
+/// A service whose every hook logs itself and can be told to fail.
+#[derive(Service, Default)]
+#[service(name = "probe", version = "9.9.9", start_timeout = "10s", stop_timeout = "5s", health_timeout = "1s")]
+struct Probe {
+    log: Log,
+    init_fault: Fault,
+    second_init_fault: Fault,
+    cleanup_faults: [Fault; 3],
+    run_fault: Fault,
+    run_returns: bool,
+    check_fault: Fault,
+}
+
+#[lifecycle]
+impl Probe {
+    #[init]
+    async fn connect(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("init:connect");
+        self.init_fault.act("connect").await
+    }
+
+    #[init]
+    async fn subscribe(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("init:subscribe");
+        self.second_init_fault.act("subscribe").await
+    }
+
+    #[cleanup]
+    async fn close_a(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("cleanup:a");
+        self.cleanup_faults[0].act("close_a").await
+    }
+
+    #[cleanup]
+    async fn close_b(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("cleanup:b");
+        self.cleanup_faults[1].act("close_b").await
+    }
+
+    #[cleanup]
+    async fn close_c(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("cleanup:c");
+        self.cleanup_faults[2].act("close_c").await
+    }
+
+    #[health(name = "upstream", critical)]
+    async fn upstream(&self) -> Result<(), std::io::Error> {
+        self.check_fault.act("upstream").await
+    }
+
+    #[health(name = "cache", optional)]
+    async fn cache(&self) -> HealthStatus {
+        HealthStatus::Healthy
+    }
+
+    #[run]
+    async fn pump(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+        self.log.push("run:start");
+        if self.run_returns {
+            return Ok(());
+        }
+        tokio::select! {
+            () = shutdown.requested() => {}
+            result = self.run_fault.act("pump"), if self.run_fault != Fault::None => result?,
+        }
+        self.log.push("run:end");
+        Ok(())
+    }
+}
+
+fn probe(log: &Log) -> Probe {
+    Probe {
+        log: log.clone(),
+        ..Probe::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn clean_start_and_stop_run_every_hook_in_order() {
+    let log = Log::default();
+    let (service, mut changes) = watched(probe(&log));
+    assert_eq!(service.name(), "probe");
+    assert_eq!(service.version(), "9.9.9");
+    service.start().await.unwrap();
+    assert_eq!(service.status(), Running);
+    settle().await;
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
+    assert_eq!(
+        log.entries(),
+        ["init:connect", "init:subscribe", "run:start", "run:end", "cleanup:c", "cleanup:b", "cleanup:a"]
+    );
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Stopped)]
+    );
+}
+
+async fn failed_start(fault: Fault) -> (ServiceError, Log, Vec<(service_runtime::ServiceStatus, service_runtime::ServiceStatus)>) {
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        second_init_fault: fault,
+        ..probe(&log)
+    });
+    let error = service.start().await.unwrap_err();
+    assert_eq!(service.status(), Error);
+    assert_eq!(service.last_error().unwrap().to_string(), error.to_string());
+    // No cleanup is owed after a failed init: stopping goes straight to `stopped`.
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
+    (error, log, history(&mut changes))
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_error_ends_in_error_without_cleanup() {
+    let (error, log, history) = failed_start(Fault::Err).await;
+    assert_eq!(error.service(), "probe");
+    assert_eq!(error.hook(), Some((HookKind::Init, "subscribe")));
+    assert_eq!(error.to_string(), "service `probe`: init hook `subscribe` failed: subscribe refused");
+    assert!(error.hook_cause().unwrap().downcast_ref::<std::io::Error>().is_some());
+    assert_eq!(log.entries(), ["init:connect", "init:subscribe"]);
+    assert_eq!(history, [(Stopped, Starting), (Starting, Error), (Error, Stopped)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_panic_is_caught_and_ends_in_error() {
+    let (error, log, history) = failed_start(Fault::Panic).await;
+    assert!(error.is_panic());
+    assert_eq!(error.to_string(), "service `probe`: init hook `subscribe` panicked: subscribe exploded");
+    assert_eq!(log.entries(), ["init:connect", "init:subscribe"]);
+    assert_eq!(history, [(Stopped, Starting), (Starting, Error), (Error, Stopped)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_timeout_drops_the_hung_hook_after_start_timeout() {
+    let began = Instant::now();
+    let (error, log, history) = failed_start(Fault::Hang).await;
+    assert_eq!(began.elapsed(), Duration::from_secs(10), "start_timeout = \"10s\"");
+    assert!(error.is_timeout());
+    assert_eq!(error.to_string(), "service `probe`: init hook `subscribe` timed out after 10s");
+    assert_eq!(log.entries(), ["init:connect", "init:subscribe"]);
+    assert_eq!(history, [(Stopped, Starting), (Starting, Error), (Error, Stopped)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_cleanup_runs_and_every_failure_is_reported() {
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        cleanup_faults: [Fault::Err, Fault::Hang, Fault::Panic],
+        ..probe(&log)
+    });
+    service.start().await.unwrap();
+    let began = Instant::now();
+    let error = service.stop().await.unwrap_err();
+    assert_eq!(began.elapsed(), Duration::from_secs(5), "only the hung cleanup waits, for stop_timeout");
+    assert_eq!(service.status(), Error);
+    let errors = error.errors();
+    assert_eq!(errors.len(), 3, "{error}");
+    assert!(errors[0].is_panic() && errors[0].hook() == Some((HookKind::Cleanup, "close_c")));
+    assert!(errors[1].is_timeout() && errors[1].hook() == Some((HookKind::Cleanup, "close_b")));
+    assert_eq!(errors[2].hook(), Some((HookKind::Cleanup, "close_a")));
+    assert_eq!(
+        error.to_string(),
+        "service `probe`: 3 errors: [1] service `probe`: cleanup hook `close_c` panicked: close_c exploded; \
+         [2] service `probe`: cleanup hook `close_b` timed out after 5s; \
+         [3] service `probe`: cleanup hook `close_a` failed: close_a refused"
+    );
+    assert_eq!(log.count("cleanup:a") + log.count("cleanup:b") + log.count("cleanup:c"), 3);
+    // The cleanup was done (badly); a second stop does not run it again.
+    service.stop().await.unwrap();
+    assert_eq!(log.count("cleanup:a"), 1);
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Error), (Error, Stopped)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_while_starting_cancels_init_and_never_reports_running() {
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        second_init_fault: Fault::Hang,
+        ..probe(&log)
+    });
+    let starting = tokio::spawn({
+        let service = service.clone();
+        async move { service.start().await }
+    });
+    settle().await;
+    assert_eq!(service.status(), Starting);
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
+    let error = starting.await.unwrap().unwrap_err();
+    assert!(matches!(error, ServiceError::StartCancelled { .. }), "{error}");
+    assert_eq!(log.entries(), ["init:connect", "init:subscribe"], "no cleanup is owed");
+    assert_eq!(history(&mut changes), [(Stopped, Starting), (Starting, Stopping), (Stopping, Stopped)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_starts_share_one_init() {
+    let log = Log::default();
+    let (service, mut changes) = watched(probe(&log));
+    let (a, b, c) = tokio::join!(service.start(), service.start(), service.start());
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    service.start().await.unwrap();
+    assert_eq!(log.count("init:connect"), 1);
+    assert_eq!(history(&mut changes), [(Stopped, Starting), (Starting, Running)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_starts_share_one_failure() {
+    let log = Log::default();
+    let (service, _changes) = watched(Probe {
+        init_fault: Fault::Err,
+        ..probe(&log)
+    });
+    let (a, b) = tokio::join!(service.start(), service.start());
+    assert_eq!(a.unwrap_err().to_string(), b.unwrap_err().to_string());
+    assert_eq!(log.count("init:connect"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_stops_run_cleanup_once() {
+    let log = Log::default();
+    let (service, mut changes) = watched(probe(&log));
+    service.start().await.unwrap();
+    let (a, b, c) = tokio::join!(service.stop(), service.stop(), service.stop());
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    assert_eq!(log.count("cleanup:a"), 1);
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Stopped)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_a_never_started_service_does_nothing() {
+    let log = Log::default();
+    let (service, mut changes) = watched(probe(&log));
+    service.stop().await.unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
+    assert!(log.entries().is_empty());
+    assert!(history(&mut changes).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_health_check_is_unhealthy_after_its_timeout() {
+    let log = Log::default();
+    let service = Managed::new(Probe {
+        check_fault: Fault::Hang,
+        ..probe(&log)
+    });
+    service.start().await.unwrap();
+    let began = Instant::now();
+    let report = service.health().await;
+    assert_eq!(began.elapsed(), Duration::from_secs(1), "health_timeout = \"1s\"");
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert_eq!(report.dependencies["upstream"], HealthStatus::Unhealthy);
+    assert_eq!(report.dependencies["cache"], HealthStatus::Healthy);
+    assert_eq!(report.details["upstream"], "check timed out after 1s");
+    // The hung check held shared access only until its timeout: stopping is not blocked.
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_and_panicking_checks_fail_alone() {
+    for (fault, detail) in [(Fault::Err, "upstream refused"), (Fault::Panic, "check panicked: upstream exploded")] {
+        let service = Managed::new(Probe {
+            check_fault: fault,
+            ..probe(&Log::default())
+        });
+        service.start().await.unwrap();
+        let report = service.health().await;
+        assert_eq!(report.status, HealthStatus::Unhealthy);
+        assert_eq!(report.details["upstream"], detail);
+        assert_eq!(report.dependencies["cache"], HealthStatus::Healthy);
+        assert_eq!(
+            report.reason.as_deref(),
+            Some(format!("critical dependency `upstream` is unhealthy: {detail}").as_str())
+        );
+        assert_eq!(service.status(), Running, "a failing check does not change the status");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_report_has_the_notes_shape_and_counts_uptime() {
+    let service = Managed::new(probe(&Log::default()));
+    let report = service.health().await;
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert_eq!(report.reason.as_deref(), Some("Service status: stopped"));
+    assert_eq!(service.uptime(), Duration::ZERO);
+
+    service.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(service.uptime(), Duration::from_secs(3600));
+    let json = serde_json::to_value(service.health().await).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "status": "healthy", "uptime": 3600, "service_name": "probe", "version": "9.9.9",
+            "dependencies": { "upstream": "healthy", "cache": "healthy" }
+        })
+    );
+    service.stop().await.unwrap();
+    assert_eq!(service.uptime(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_and_status_answer_at_once_while_init_runs() {
+    let service = Managed::new(Probe {
+        second_init_fault: Fault::Hang,
+        ..probe(&Log::default())
+    });
+    let starting = tokio::spawn({
+        let service = service.clone();
+        async move { service.start().await }
+    });
+    settle().await;
+    let began = Instant::now();
+    assert_eq!(service.status(), Starting);
+    let report = service.health().await;
+    assert_eq!(began.elapsed(), Duration::ZERO);
+    assert_eq!(report.reason.as_deref(), Some("Service status: starting"));
+    service.stop().await.unwrap();
+    assert!(starting.await.unwrap().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_run_loop_ends_in_error_and_cleanup_runs_on_stop() {
+    for fault in [Fault::Err, Fault::Panic] {
+        let log = Log::default();
+        let (service, mut changes) = watched(Probe {
+            run_fault: fault,
+            ..probe(&log)
+        });
+        let mut status = service.watch();
+        service.start().await.unwrap();
+        status.wait_for(|s| *s == Error).await.unwrap();
+        let error = service.last_error().unwrap();
+        assert_eq!(error.hook(), Some((HookKind::Run, "pump")));
+        assert_eq!(error.is_panic(), fault == Fault::Panic);
+        assert_eq!(log.count("cleanup:a"), 0, "cleanup waits for stop()");
+        service.stop().await.unwrap();
+        assert_eq!(log.count("cleanup:a"), 1);
+        assert_eq!(
+            history(&mut changes),
+            [(Stopped, Starting), (Starting, Running), (Running, Error), (Error, Stopping), (Stopping, Stopped)]
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_after_a_run_failure_cleans_up_first() {
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        run_fault: Fault::Err,
+        ..probe(&log)
+    });
+    let mut status = service.watch();
+    service.start().await.unwrap();
+    status.wait_for(|s| *s == Error).await.unwrap();
+    service.start().await.unwrap();
+    assert_eq!(
+        log.entries()[..8],
+        ["init:connect", "init:subscribe", "run:start", "cleanup:c", "cleanup:b", "cleanup:a", "init:connect", "init:subscribe"]
+    );
+    assert_eq!(
+        history(&mut changes)[2..7],
+        [(Running, Error), (Error, Stopping), (Stopping, Stopped), (Stopped, Starting), (Starting, Running)],
+        "the second incarnation fails again later; its first transitions are what matters"
+    );
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_loop_that_returns_stops_the_service() {
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        run_returns: true,
+        ..probe(&log)
+    });
+    let mut status = service.watch();
+    service.start().await.unwrap();
+    status.wait_for(|s| *s == Stopped).await.unwrap();
+    assert_eq!(log.count("cleanup:a"), 1);
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Stopped)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_and_slow_subscribers_do_not_affect_the_lifecycle() {
+    let log = Log::default();
+    let service = Managed::new(probe(&log));
+    drop(service.subscribe());
+    let mut slow = service.subscribe();
+    for _ in 0..3 {
+        service.start().await.unwrap();
+        service.stop().await.unwrap();
+    }
+    assert_eq!(log.count("cleanup:a"), 3);
+    // The slow subscriber lost nothing.
+    assert_eq!(history(&mut slow).len(), 12);
+    let late = service.watch();
+    assert_eq!(*late.borrow(), Stopped, "a late watcher sees the current status");
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_changes_carry_time_duration_and_error() {
+    let (service, mut changes) = watched(Probe {
+        init_fault: Fault::Err,
+        ..probe(&Log::default())
+    });
+    let _ = service.start().await;
+    let starting = changes.recv().await.unwrap();
+    assert_eq!(&*starting.service, "probe");
+    assert!(starting.error.is_none());
+    let failed = changes.recv().await.unwrap();
+    assert_eq!((failed.from, failed.to), (Starting, Error));
+    assert_eq!(failed.error.unwrap().hook(), Some((HookKind::Init, "connect")));
+    assert!(failed.at <= std::time::SystemTime::now());
+}
+
+// ---- components ----
+
+#[derive(Service)]
+struct Child {
+    log: Log,
+    label: &'static str,
+    fault: Fault,
+    health: HealthStatus,
+}
+
+#[lifecycle]
+impl Child {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        self.log.push(format!("init:{}", self.label));
+        self.fault.act(self.label).await
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.log.push(format!("cleanup:{}", self.label));
+        Ok(())
+    }
+
+    #[health]
+    async fn ok(&self) -> HealthDetail {
+        match self.health {
+            HealthStatus::Healthy => HealthDetail::healthy(),
+            other => HealthDetail {
+                status: other,
+                reason: Some(format!("{} is {other}", self.label)),
+            },
+        }
+    }
+}
+
+fn child(log: &Log, label: &'static str) -> Managed<Child> {
+    Managed::with_config(
+        Child {
+            log: log.clone(),
+            label,
+            fault: Fault::None,
+            health: HealthStatus::Healthy,
+        },
+        Child::config().name(label),
+    )
+}
+
+#[derive(Service)]
+#[service(name = "parent")]
+struct Parent {
+    log: Log,
+    #[service(component)]
+    first: Managed<Child>,
+    #[service(component, optional)]
+    second: Managed<Child>,
+    #[service(component)]
+    third: Managed<Child>,
+}
+
+#[lifecycle]
+impl Parent {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("init:parent");
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("cleanup:parent");
+        Ok(())
+    }
+}
+
+fn parent(log: &Log) -> Parent {
+    Parent {
+        log: log.clone(),
+        first: child(log, "first"),
+        second: child(log, "second"),
+        third: child(log, "third"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn components_start_after_init_and_stop_before_cleanup() {
+    let log = Log::default();
+    let service = Managed::new(parent(&log));
+    service.start().await.unwrap();
+    assert_eq!(log.entries(), ["init:parent", "init:first", "init:second", "init:third"]);
+    let report = service.health().await;
+    assert_eq!(report.status, HealthStatus::Healthy);
+    assert_eq!(report.dependencies.len(), 3);
+    service.stop().await.unwrap();
+    assert_eq!(
+        log.entries()[4..],
+        ["cleanup:third", "cleanup:second", "cleanup:first", "cleanup:parent"]
+    );
+    let children = service.read().await;
+    assert_eq!(children.first.status(), Stopped);
+    assert_eq!(children.third.status(), Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_component_stops_the_started_ones_and_fails_the_start() {
+    let log = Log::default();
+    let mut parent = parent(&log);
+    parent.third = Managed::new(Child {
+        log: log.clone(),
+        label: "third",
+        fault: Fault::Err,
+        health: HealthStatus::Healthy,
+    });
+    let (service, mut changes) = watched(parent);
+    let error = service.start().await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `parent`: component `third`: service `child`: init hook `open` failed: third refused"
+    );
+    assert_eq!(error.hook(), Some((HookKind::Init, "open")));
+    assert_eq!(
+        log.entries(),
+        ["init:parent", "init:first", "init:second", "init:third", "cleanup:second", "cleanup:first", "cleanup:parent"],
+        "every init hook completed, so the failed start cleans up after itself"
+    );
+    assert_eq!(history(&mut changes), [(Stopped, Starting), (Starting, Error)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn component_health_nests_critical_and_optional() {
+    let log = Log::default();
+    let parent = parent(&log);
+    let service = Managed::new(Parent {
+        second: Managed::with_config(
+            Child {
+                log: log.clone(),
+                label: "second",
+                fault: Fault::None,
+                health: HealthStatus::Unhealthy,
+            },
+            Child::config().name("second"),
+        ),
+        ..parent
+    });
+    service.start().await.unwrap();
+    let report = service.health().await;
+    assert_eq!(report.status, HealthStatus::Degraded, "the failing component is optional");
+    assert_eq!(report.dependencies["second"], HealthStatus::Unhealthy);
+    assert_eq!(
+        report.details["second"],
+        "critical dependency `ok` is unhealthy: second is unhealthy"
+    );
+    service.stop().await.unwrap();
+}
