@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use service_runtime::{HealthDetail, HealthStatus, Managed, Service, ServiceStatus, Shutdown, lifecycle};
+use service_runtime::{
+    HealthDetail, HealthStatus, Managed, Service, ServiceStatus, Shutdown, lifecycle,
+};
 
 /// What the service is configured with.
 struct Settings {
@@ -19,7 +21,12 @@ struct Pool {
 }
 
 #[derive(Service)]
-#[service(name = "my_service", version = "1.0.0", start_timeout = "10s", stop_timeout = "5s")]
+#[service(
+    name = "my_service",
+    version = "1.0.0",
+    start_timeout = "10s",
+    stop_timeout = "5s"
+)]
 struct MyService {
     settings: Settings,
     pool: Option<Pool>,
@@ -114,7 +121,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Health: {}", serde_json::to_string_pretty(&health)?);
     println!(
         "processed {} ticks",
-        service.read().await.processed.load(std::sync::atomic::Ordering::Relaxed)
+        service
+            .read()
+            .await
+            .processed
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
 
     service.stop().await?;

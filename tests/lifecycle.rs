@@ -6,12 +6,20 @@ use std::time::Duration;
 
 use common::{Fault, Log, history, settle, watched};
 use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
-use service_runtime::{HealthDetail, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown, lifecycle};
+use service_runtime::{
+    HealthDetail, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown, lifecycle,
+};
 use tokio::time::Instant;
 
 /// A service whose every hook logs itself and can be told to fail.
 #[derive(Service, Default)]
-#[service(name = "probe", version = "9.9.9", start_timeout = "10s", stop_timeout = "5s", health_timeout = "1s")]
+#[service(
+    name = "probe",
+    version = "9.9.9",
+    start_timeout = "10s",
+    stop_timeout = "5s",
+    health_timeout = "1s"
+)]
 struct Probe {
     log: Log,
     init_fault: Fault,
@@ -99,15 +107,37 @@ async fn clean_start_and_stop_run_every_hook_in_order() {
     assert_eq!(service.status(), Stopped);
     assert_eq!(
         log.entries(),
-        ["init:connect", "init:subscribe", "run:start", "run:end", "cleanup:c", "cleanup:b", "cleanup:a"]
+        [
+            "init:connect",
+            "init:subscribe",
+            "run:start",
+            "run:end",
+            "cleanup:c",
+            "cleanup:b",
+            "cleanup:a"
+        ]
     );
     assert_eq!(
         history(&mut changes),
-        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Stopped)]
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
     );
 }
 
-async fn failed_start(fault: Fault) -> (ServiceError, Log, Vec<(service_runtime::ServiceStatus, service_runtime::ServiceStatus)>) {
+async fn failed_start(
+    fault: Fault,
+) -> (
+    ServiceError,
+    Log,
+    Vec<(
+        service_runtime::ServiceStatus,
+        service_runtime::ServiceStatus,
+    )>,
+) {
     let log = Log::default();
     let (service, mut changes) = watched(Probe {
         second_init_fault: fault,
@@ -127,30 +157,58 @@ async fn init_error_ends_in_error_without_cleanup() {
     let (error, log, history) = failed_start(Fault::Err).await;
     assert_eq!(error.service(), "probe");
     assert_eq!(error.hook(), Some((HookKind::Init, "subscribe")));
-    assert_eq!(error.to_string(), "service `probe`: init hook `subscribe` failed: subscribe refused");
-    assert!(error.hook_cause().unwrap().downcast_ref::<std::io::Error>().is_some());
+    assert_eq!(
+        error.to_string(),
+        "service `probe`: init hook `subscribe` failed: subscribe refused"
+    );
+    assert!(
+        error
+            .hook_cause()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .is_some()
+    );
     assert_eq!(log.entries(), ["init:connect", "init:subscribe"]);
-    assert_eq!(history, [(Stopped, Starting), (Starting, Error), (Error, Stopped)]);
+    assert_eq!(
+        history,
+        [(Stopped, Starting), (Starting, Error), (Error, Stopped)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn init_panic_is_caught_and_ends_in_error() {
     let (error, log, history) = failed_start(Fault::Panic).await;
     assert!(error.is_panic());
-    assert_eq!(error.to_string(), "service `probe`: init hook `subscribe` panicked: subscribe exploded");
+    assert_eq!(
+        error.to_string(),
+        "service `probe`: init hook `subscribe` panicked: subscribe exploded"
+    );
     assert_eq!(log.entries(), ["init:connect", "init:subscribe"]);
-    assert_eq!(history, [(Stopped, Starting), (Starting, Error), (Error, Stopped)]);
+    assert_eq!(
+        history,
+        [(Stopped, Starting), (Starting, Error), (Error, Stopped)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn init_timeout_drops_the_hung_hook_after_start_timeout() {
     let began = Instant::now();
     let (error, log, history) = failed_start(Fault::Hang).await;
-    assert_eq!(began.elapsed(), Duration::from_secs(10), "start_timeout = \"10s\"");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(10),
+        "start_timeout = \"10s\""
+    );
     assert!(error.is_timeout());
-    assert_eq!(error.to_string(), "service `probe`: init hook `subscribe` timed out after 10s");
+    assert_eq!(
+        error.to_string(),
+        "service `probe`: init hook `subscribe` timed out after 10s"
+    );
     assert_eq!(log.entries(), ["init:connect", "init:subscribe"]);
-    assert_eq!(history, [(Stopped, Starting), (Starting, Error), (Error, Stopped)]);
+    assert_eq!(
+        history,
+        [(Stopped, Starting), (Starting, Error), (Error, Stopped)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,7 +221,11 @@ async fn every_cleanup_runs_and_every_failure_is_reported() {
     service.start().await.unwrap();
     let began = Instant::now();
     let error = service.stop().await.unwrap_err();
-    assert_eq!(began.elapsed(), Duration::from_secs(5), "only the hung cleanup waits, for stop_timeout");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(5),
+        "only the hung cleanup waits, for stop_timeout"
+    );
     assert_eq!(service.status(), Error);
     let errors = error.errors();
     assert_eq!(errors.len(), 3, "{error}");
@@ -176,13 +238,22 @@ async fn every_cleanup_runs_and_every_failure_is_reported() {
          [2] service `probe`: cleanup hook `close_b` timed out after 5s; \
          [3] service `probe`: cleanup hook `close_a` failed: close_a refused"
     );
-    assert_eq!(log.count("cleanup:a") + log.count("cleanup:b") + log.count("cleanup:c"), 3);
+    assert_eq!(
+        log.count("cleanup:a") + log.count("cleanup:b") + log.count("cleanup:c"),
+        3
+    );
     // The cleanup was done (badly); a second stop does not run it again.
     service.stop().await.unwrap();
     assert_eq!(log.count("cleanup:a"), 1);
     assert_eq!(
         history(&mut changes),
-        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Error), (Error, Stopped)]
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Error),
+            (Error, Stopped)
+        ]
     );
 }
 
@@ -202,9 +273,23 @@ async fn stop_while_starting_cancels_init_and_never_reports_running() {
     service.stop().await.unwrap();
     assert_eq!(service.status(), Stopped);
     let error = starting.await.unwrap().unwrap_err();
-    assert!(matches!(error, ServiceError::StartCancelled { .. }), "{error}");
-    assert_eq!(log.entries(), ["init:connect", "init:subscribe"], "no cleanup is owed");
-    assert_eq!(history(&mut changes), [(Stopped, Starting), (Starting, Stopping), (Stopping, Stopped)]);
+    assert!(
+        matches!(error, ServiceError::StartCancelled { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        log.entries(),
+        ["init:connect", "init:subscribe"],
+        "no cleanup is owed"
+    );
+    assert_eq!(
+        history(&mut changes),
+        [
+            (Stopped, Starting),
+            (Starting, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -217,7 +302,10 @@ async fn concurrent_starts_share_one_init() {
     c.unwrap();
     service.start().await.unwrap();
     assert_eq!(log.count("init:connect"), 1);
-    assert_eq!(history(&mut changes), [(Stopped, Starting), (Starting, Running)]);
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Running)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,7 +332,12 @@ async fn concurrent_stops_run_cleanup_once() {
     assert_eq!(log.count("cleanup:a"), 1);
     assert_eq!(
         history(&mut changes),
-        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Stopped)]
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
     );
 }
 
@@ -269,7 +362,11 @@ async fn a_hung_health_check_is_unhealthy_after_its_timeout() {
     service.start().await.unwrap();
     let began = Instant::now();
     let report = service.health().await;
-    assert_eq!(began.elapsed(), Duration::from_secs(1), "health_timeout = \"1s\"");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(1),
+        "health_timeout = \"1s\""
+    );
     assert_eq!(report.status, HealthStatus::Unhealthy);
     assert_eq!(report.dependencies["upstream"], HealthStatus::Unhealthy);
     assert_eq!(report.dependencies["cache"], HealthStatus::Healthy);
@@ -280,7 +377,10 @@ async fn a_hung_health_check_is_unhealthy_after_its_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn failing_and_panicking_checks_fail_alone() {
-    for (fault, detail) in [(Fault::Err, "upstream refused"), (Fault::Panic, "check panicked: upstream exploded")] {
+    for (fault, detail) in [
+        (Fault::Err, "upstream refused"),
+        (Fault::Panic, "check panicked: upstream exploded"),
+    ] {
         let service = Managed::new(Probe {
             check_fault: fault,
             ..probe(&Log::default())
@@ -294,7 +394,11 @@ async fn failing_and_panicking_checks_fail_alone() {
             report.reason.as_deref(),
             Some(format!("critical dependency `upstream` is unhealthy: {detail}").as_str())
         );
-        assert_eq!(service.status(), Running, "a failing check does not change the status");
+        assert_eq!(
+            service.status(),
+            Running,
+            "a failing check does not change the status"
+        );
     }
 }
 
@@ -360,7 +464,13 @@ async fn a_failing_run_loop_ends_in_error_and_cleanup_runs_on_stop() {
         assert_eq!(log.count("cleanup:a"), 1);
         assert_eq!(
             history(&mut changes),
-            [(Stopped, Starting), (Starting, Running), (Running, Error), (Error, Stopping), (Stopping, Stopped)]
+            [
+                (Stopped, Starting),
+                (Starting, Running),
+                (Running, Error),
+                (Error, Stopping),
+                (Stopping, Stopped)
+            ]
         );
     }
 }
@@ -378,11 +488,26 @@ async fn restart_after_a_run_failure_cleans_up_first() {
     service.start().await.unwrap();
     assert_eq!(
         log.entries()[..8],
-        ["init:connect", "init:subscribe", "run:start", "cleanup:c", "cleanup:b", "cleanup:a", "init:connect", "init:subscribe"]
+        [
+            "init:connect",
+            "init:subscribe",
+            "run:start",
+            "cleanup:c",
+            "cleanup:b",
+            "cleanup:a",
+            "init:connect",
+            "init:subscribe"
+        ]
     );
     assert_eq!(
         history(&mut changes)[2..7],
-        [(Running, Error), (Error, Stopping), (Stopping, Stopped), (Stopped, Starting), (Starting, Running)],
+        [
+            (Running, Error),
+            (Error, Stopping),
+            (Stopping, Stopped),
+            (Stopped, Starting),
+            (Starting, Running)
+        ],
         "the second incarnation fails again later; its first transitions are what matters"
     );
     service.stop().await.unwrap();
@@ -401,7 +526,12 @@ async fn a_run_loop_that_returns_stops_the_service() {
     assert_eq!(log.count("cleanup:a"), 1);
     assert_eq!(
         history(&mut changes),
-        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Stopped)]
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
     );
 }
 
@@ -419,7 +549,11 @@ async fn dropped_and_slow_subscribers_do_not_affect_the_lifecycle() {
     // The slow subscriber lost nothing.
     assert_eq!(history(&mut slow).len(), 12);
     let late = service.watch();
-    assert_eq!(*late.borrow(), Stopped, "a late watcher sees the current status");
+    assert_eq!(
+        *late.borrow(),
+        Stopped,
+        "a late watcher sees the current status"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -434,7 +568,10 @@ async fn status_changes_carry_time_duration_and_error() {
     assert!(starting.error.is_none());
     let failed = changes.recv().await.unwrap();
     assert_eq!((failed.from, failed.to), (Starting, Error));
-    assert_eq!(failed.error.unwrap().hook(), Some((HookKind::Init, "connect")));
+    assert_eq!(
+        failed.error.unwrap().hook(),
+        Some((HookKind::Init, "connect"))
+    );
     assert!(failed.at <= std::time::SystemTime::now());
 }
 
@@ -527,14 +664,22 @@ async fn components_start_after_init_and_stop_before_cleanup() {
     let log = Log::default();
     let service = Managed::new(parent(&log));
     service.start().await.unwrap();
-    assert_eq!(log.entries(), ["init:parent", "init:first", "init:second", "init:third"]);
+    assert_eq!(
+        log.entries(),
+        ["init:parent", "init:first", "init:second", "init:third"]
+    );
     let report = service.health().await;
     assert_eq!(report.status, HealthStatus::Healthy);
     assert_eq!(report.dependencies.len(), 3);
     service.stop().await.unwrap();
     assert_eq!(
         log.entries()[4..],
-        ["cleanup:third", "cleanup:second", "cleanup:first", "cleanup:parent"]
+        [
+            "cleanup:third",
+            "cleanup:second",
+            "cleanup:first",
+            "cleanup:parent"
+        ]
     );
     let children = service.read().await;
     assert_eq!(children.first.status(), Stopped);
@@ -560,10 +705,21 @@ async fn a_failing_component_stops_the_started_ones_and_fails_the_start() {
     assert_eq!(error.hook(), Some((HookKind::Init, "open")));
     assert_eq!(
         log.entries(),
-        ["init:parent", "init:first", "init:second", "init:third", "cleanup:second", "cleanup:first", "cleanup:parent"],
+        [
+            "init:parent",
+            "init:first",
+            "init:second",
+            "init:third",
+            "cleanup:second",
+            "cleanup:first",
+            "cleanup:parent"
+        ],
         "every init hook completed, so the failed start cleans up after itself"
     );
-    assert_eq!(history(&mut changes), [(Stopped, Starting), (Starting, Error)]);
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Error)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -584,7 +740,11 @@ async fn component_health_nests_critical_and_optional() {
     });
     service.start().await.unwrap();
     let report = service.health().await;
-    assert_eq!(report.status, HealthStatus::Degraded, "the failing component is optional");
+    assert_eq!(
+        report.status,
+        HealthStatus::Degraded,
+        "the failing component is optional"
+    );
     assert_eq!(report.dependencies["second"], HealthStatus::Unhealthy);
     assert_eq!(
         report.details["second"],

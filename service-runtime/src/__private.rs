@@ -11,12 +11,12 @@ pub use ::core::option::Option::{None, Some};
 pub use ::std::boxed::Box;
 pub use ::std::vec::Vec;
 
+use crate::BoxError;
 use crate::health::{HealthDetail, HealthStatus};
 pub use crate::managed::ErasedService;
 use crate::service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, ServiceConfig,
 };
-use crate::BoxError;
 
 /// What an init, cleanup or run hook resolves to once its output is normalised.
 pub type HookResult = Result<(), BoxError>;
@@ -99,7 +99,11 @@ pub struct ComponentEntry {
 
 /// Builds the entry of a `#[service(component)]` field; the bound reports a
 /// field of the wrong type at the field.
-pub fn component<C: crate::Component>(field: &'static str, critical: bool, value: &C) -> ComponentEntry {
+pub fn component<C: crate::Component>(
+    field: &'static str,
+    critical: bool,
+    value: &C,
+) -> ComponentEntry {
     ComponentEntry {
         field,
         critical,

@@ -151,7 +151,9 @@ impl ServiceError {
                 ..
             } => Some(&**error),
             ServiceError::Component { source, .. } => source.hook_cause(),
-            ServiceError::Multiple { errors, .. } => errors.iter().find_map(ServiceError::hook_cause),
+            ServiceError::Multiple { errors, .. } => {
+                errors.iter().find_map(ServiceError::hook_cause)
+            }
             _ => None,
         }
     }
@@ -183,7 +185,10 @@ impl ServiceError {
     }
 
     /// One error from several: `None` for none, the error itself for one.
-    pub(crate) fn combine(service: &Arc<str>, mut errors: Vec<ServiceError>) -> Option<ServiceError> {
+    pub(crate) fn combine(
+        service: &Arc<str>,
+        mut errors: Vec<ServiceError>,
+    ) -> Option<ServiceError> {
         match errors.len() {
             0 => None,
             1 => errors.pop(),
@@ -222,7 +227,9 @@ impl fmt::Display for ServiceError {
             ServiceError::StartCancelled { service } => {
                 write!(f, "service `{service}`: start cancelled by stop()")
             }
-            ServiceError::Transition { service, error } => write!(f, "service `{service}`: {error}"),
+            ServiceError::Transition { service, error } => {
+                write!(f, "service `{service}`: {error}")
+            }
         }
     }
 }

@@ -160,7 +160,9 @@ pub(crate) fn aggregate<'a>(
         if detail.status != HealthStatus::Healthy {
             let kind = if critical { "critical" } else { "optional" };
             failing.push(match &detail.reason {
-                Some(reason) => format!("{kind} dependency `{name}` is {}: {reason}", detail.status),
+                Some(reason) => {
+                    format!("{kind} dependency `{name}` is {}: {reason}", detail.status)
+                }
                 None => format!("{kind} dependency `{name}` is {}", detail.status),
             });
         }
@@ -183,10 +185,19 @@ mod tests {
         assert_eq!(aggregate([("db", true, &ok)]).0, HealthStatus::Healthy);
         let (status, reason) = aggregate([("db", true, &ok), ("cache", false, &down)]);
         assert_eq!(status, HealthStatus::Degraded);
-        assert_eq!(reason.unwrap(), "optional dependency `cache` is unhealthy: refused");
-        assert_eq!(aggregate([("db", true, &down), ("cache", false, &ok)]).0, HealthStatus::Unhealthy);
+        assert_eq!(
+            reason.unwrap(),
+            "optional dependency `cache` is unhealthy: refused"
+        );
+        assert_eq!(
+            aggregate([("db", true, &down), ("cache", false, &ok)]).0,
+            HealthStatus::Unhealthy
+        );
         assert_eq!(aggregate([("db", true, &slow)]).0, HealthStatus::Degraded);
-        assert_eq!(aggregate([("db", false, &slow), ("x", true, &down)]).0, HealthStatus::Unhealthy);
+        assert_eq!(
+            aggregate([("db", false, &slow), ("x", true, &down)]).0,
+            HealthStatus::Unhealthy
+        );
     }
 
     #[test]
@@ -196,9 +207,12 @@ mod tests {
             uptime: 3600,
             service_name: "my_service".into(),
             version: "1.0.0".into(),
-            dependencies: [("database".to_owned(), HealthStatus::Healthy), ("kafka".to_owned(), HealthStatus::Degraded)]
-                .into_iter()
-                .collect(),
+            dependencies: [
+                ("database".to_owned(), HealthStatus::Healthy),
+                ("kafka".to_owned(), HealthStatus::Degraded),
+            ]
+            .into_iter()
+            .collect(),
             reason: None,
             details: BTreeMap::new(),
         };

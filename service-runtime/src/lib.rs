@@ -58,17 +58,25 @@ pub mod __private;
 mod error;
 mod health;
 mod managed;
+mod restart;
 mod service;
 mod shutdown;
 mod status;
+mod supervisor;
 mod util;
 
 pub use error::{BoxError, HookFailure, HookKind, ServiceError};
 pub use health::{HealthDetail, HealthReport, HealthStatus};
-pub use managed::{Component, Managed, StatusChange, StatusChanges};
+pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
+pub use restart::{Restart, RestartPolicy};
 pub use service::{
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service, ServiceConfig,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service,
+    ServiceConfig,
 };
 pub use service_macros::{Service, lifecycle};
 pub use shutdown::Shutdown;
 pub use status::{ServiceStatus, TransitionError};
+pub use supervisor::{
+    DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, ServiceRef,
+    ServiceStats, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
+};

@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::__private::{ComponentEntry, HookFuture};
+use crate::Shutdown;
 use crate::error::{HookFailure, HookKind, ServiceError};
 use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
 use crate::service::{Lifecycle, Service, ServiceConfig};
 use crate::status::ServiceStatus;
 use crate::util::{catch_unwind_future, join_all};
-use crate::Shutdown;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -103,6 +103,10 @@ pub struct StatusChanges {
 }
 
 impl StatusChanges {
+    pub(crate) fn from_receiver(receiver: mpsc::UnboundedReceiver<StatusChange>) -> Self {
+        StatusChanges { receiver }
+    }
+
     /// The next change; `None` once the service is dropped and every change was read.
     pub async fn recv(&mut self) -> Option<StatusChange> {
         self.receiver.recv().await
@@ -252,7 +256,7 @@ impl<S: Service> Managed<S> {
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.inner.lock().subscribers.push(sender);
-        StatusChanges { receiver }
+        StatusChanges::from_receiver(receiver)
     }
 
     /// A watch of the current status: a new receiver sees the current status at once,
@@ -333,7 +337,8 @@ impl<S: Service> Managed<S> {
                     match self.inner.status() {
                         ServiceStatus::Stopped => return Ok(()),
                         ServiceStatus::Error if !ctl.cleanup_owed && ctl.components.is_empty() => {
-                            self.inner.transition(&mut ctl, ServiceStatus::Stopped, None);
+                            self.inner
+                                .transition(&mut ctl, ServiceStatus::Stopped, None);
                             return Ok(());
                         }
                         ServiceStatus::Running | ServiceStatus::Error => {
@@ -383,11 +388,15 @@ impl<S: Service> Inner<S> {
     fn lock(&self) -> MutexGuard<'_, Control> {
         // A panic while holding the lock can only come from a subscriber's tracing
         // layer; the control state is still consistent, so keep going.
-        self.ctl.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.ctl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn uptime(&self) -> Duration {
-        self.lock().running_since.map_or(Duration::ZERO, |since| since.elapsed())
+        self.lock()
+            .running_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Moves to `to`, recording, logging and broadcasting the change. Callers hold `ctl`,
@@ -396,7 +405,11 @@ impl<S: Service> Inner<S> {
         let from = self.status();
         if !from.can_transition_to(to) {
             // Unreachable by construction; the state-machine tests walk every path.
-            debug_assert!(false, "illegal transition {from} -> {to} of `{}`", self.name);
+            debug_assert!(
+                false,
+                "illegal transition {from} -> {to} of `{}`",
+                self.name
+            );
             tracing::error!(parent: &self.span, %from, %to, "refused illegal status transition");
             return;
         }
@@ -421,7 +434,8 @@ impl<S: Service> Inner<S> {
                 duration,
                 error,
             };
-            ctl.subscribers.retain(|sender| sender.send(change.clone()).is_ok());
+            ctl.subscribers
+                .retain(|sender| sender.send(change.clone()).is_ok());
         }
         self.watch.send_replace(to);
     }
@@ -431,7 +445,8 @@ impl<S: Service> Inner<S> {
     fn begin_start(self: Arc<Self>, ctl: &mut Control) -> watch::Receiver<OpResult> {
         let (done_tx, done) = watch::channel(None);
         let cancel = Shutdown::new();
-        let restart_cleanup = self.status() == ServiceStatus::Error && (ctl.cleanup_owed || !ctl.components.is_empty());
+        let restart_cleanup = self.status() == ServiceStatus::Error
+            && (ctl.cleanup_owed || !ctl.components.is_empty());
         let first = if restart_cleanup {
             ServiceStatus::Stopping
         } else {
@@ -527,7 +542,11 @@ impl<S: Service> Inner<S> {
         cleanup: bool,
     ) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        if let Some(RunLoop { shutdown, mut handle }) = run {
+        if let Some(RunLoop {
+            shutdown,
+            mut handle,
+        }) = run
+        {
             shutdown.request();
             let limit = self.config.stop_timeout;
             match tokio::time::timeout(limit, &mut handle).await {
@@ -540,7 +559,11 @@ impl<S: Service> Inner<S> {
                 )),
                 Err(_) => {
                     handle.abort();
-                    errors.push(self.hook_error(HookKind::Run, run_hook_name::<S>(), HookFailure::Timeout(limit)));
+                    errors.push(self.hook_error(
+                        HookKind::Run,
+                        run_hook_name::<S>(),
+                        HookFailure::Timeout(limit),
+                    ));
                 }
             }
         }
@@ -560,8 +583,9 @@ impl<S: Service> Inner<S> {
                     for (index, spec) in S::__HOOKS.cleanup.iter().enumerate().rev() {
                         let timeout = spec.timeout.unwrap_or(limit);
                         let future = service.__cleanup(index);
-                        if let Outcome::Failed(failure) =
-                            self.run_hook(HookKind::Cleanup, spec.name, future, timeout, None).await
+                        if let Outcome::Failed(failure) = self
+                            .run_hook(HookKind::Cleanup, spec.name, future, timeout, None)
+                            .await
                         {
                             errors.push(self.hook_error(HookKind::Cleanup, spec.name, failure));
                         }
@@ -584,7 +608,11 @@ impl<S: Service> Inner<S> {
 
     /// The body of a start operation. Returns once the service is `running`, `error`
     /// (the start failed) or `stopped` (the start was cancelled).
-    async fn start_sequence(self: Arc<Self>, cancel: Shutdown, restart_cleanup: bool) -> Result<(), ServiceError> {
+    async fn start_sequence(
+        self: Arc<Self>,
+        cancel: Shutdown,
+        restart_cleanup: bool,
+    ) -> Result<(), ServiceError> {
         if restart_cleanup {
             self.stop_owed().await?;
             let mut ctl = self.lock();
@@ -598,7 +626,10 @@ impl<S: Service> Inner<S> {
         for (index, spec) in S::__HOOKS.init.iter().enumerate() {
             let timeout = spec.timeout.unwrap_or(self.config.start_timeout);
             let future = service.__init(index);
-            match self.run_hook(HookKind::Init, spec.name, future, timeout, Some(&cancel)).await {
+            match self
+                .run_hook(HookKind::Init, spec.name, future, timeout, Some(&cancel))
+                .await
+            {
                 Outcome::Done => {}
                 Outcome::Cancelled => {
                     drop(service);
@@ -673,7 +704,12 @@ impl<S: Service> Inner<S> {
 
     /// A start failed after every init hook completed: undo it (run loop, components,
     /// cleanup hooks) and end in `error` with the first cause.
-    async fn fail_start(&self, error: ServiceError, run: Option<RunLoop>, started: Vec<ComponentEntry>) -> ServiceError {
+    async fn fail_start(
+        &self,
+        error: ServiceError,
+        run: Option<RunLoop>,
+        started: Vec<ComponentEntry>,
+    ) -> ServiceError {
         for secondary in self.stop_steps(run, started, true).await {
             tracing::error!(parent: &self.span, error = %secondary, "while undoing a failed start");
         }
@@ -684,7 +720,12 @@ impl<S: Service> Inner<S> {
     }
 
     /// `stop()` cancelled the start: `starting → stopping`, undo what was done, `→ stopped`.
-    async fn abandon_start(&self, run: Option<RunLoop>, started: Vec<ComponentEntry>, cleanup: bool) -> ServiceError {
+    async fn abandon_start(
+        &self,
+        run: Option<RunLoop>,
+        started: Vec<ComponentEntry>,
+        cleanup: bool,
+    ) -> ServiceError {
         {
             let mut ctl = self.lock();
             self.transition(&mut ctl, ServiceStatus::Stopping, None);
@@ -735,7 +776,11 @@ impl<S: Service> Inner<S> {
     /// The run loop ended. While `running`, an error moves the service to `error`
     /// (cleanup stays owed until `stop()`), and `Ok` stops the service. While starting
     /// or stopping, the operation in flight reports it; the returned error is for it.
-    fn on_run_exit(self: Arc<Self>, hook: &'static str, failure: Option<HookFailure>) -> Option<ServiceError> {
+    fn on_run_exit(
+        self: Arc<Self>,
+        hook: &'static str,
+        failure: Option<HookFailure>,
+    ) -> Option<ServiceError> {
         let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
         let mut ctl = self.lock();
         match self.status() {
@@ -775,7 +820,8 @@ impl<S: Service> Inner<S> {
     ) -> Outcome {
         let span = tracing::info_span!(parent: &self.span, "hook", kind = kind.as_str(), hook);
         let started = Instant::now();
-        let guarded = tokio::time::timeout(timeout, catch_unwind_future(future)).instrument(span.clone());
+        let guarded =
+            tokio::time::timeout(timeout, catch_unwind_future(future)).instrument(span.clone());
         let result = match cancel {
             Some(cancel) => tokio::select! {
                 biased;
@@ -795,7 +841,9 @@ impl<S: Service> Inner<S> {
         };
         let elapsed = started.elapsed();
         match &outcome {
-            Outcome::Failed(failure) => tracing::error!(parent: &span, ?elapsed, %failure, "hook failed"),
+            Outcome::Failed(failure) => {
+                tracing::error!(parent: &span, ?elapsed, %failure, "hook failed")
+            }
             _ => tracing::debug!(parent: &span, ?elapsed, "hook done"),
         }
         outcome
@@ -825,12 +873,16 @@ impl<S: Service> Inner<S> {
             let ctl = self.lock();
             if status != ServiceStatus::Running {
                 report.reason = Some(match (&ctl.last_error, status) {
-                    (Some(error), ServiceStatus::Error) => format!("Service status: {status}: {error}"),
+                    (Some(error), ServiceStatus::Error) => {
+                        format!("Service status: {status}: {error}")
+                    }
                     _ => format!("Service status: {status}"),
                 });
                 return report;
             }
-            report.uptime = ctl.running_since.map_or(0, |since| since.elapsed().as_secs());
+            report.uptime = ctl
+                .running_since
+                .map_or(0, |since| since.elapsed().as_secs());
             ctl.components
                 .iter()
                 .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
@@ -842,17 +894,23 @@ impl<S: Service> Inner<S> {
             report.reason = Some(format!("Service status: {}", self.status()));
             return report;
         };
-        let mut checks: Vec<BoxFuture<'_, HealthDetail>> = Vec::with_capacity(S::__HOOKS.health.len() + components.len());
+        let mut checks: Vec<BoxFuture<'_, HealthDetail>> =
+            Vec::with_capacity(S::__HOOKS.health.len() + components.len());
         for (index, spec) in S::__HOOKS.health.iter().enumerate() {
             let timeout = spec.timeout.unwrap_or(limit);
             let future = service.__health(index);
-            let span = tracing::debug_span!(parent: &self.span, "hook", kind = "health", hook = spec.name);
+            let span =
+                tracing::debug_span!(parent: &self.span, "hook", kind = "health", hook = spec.name);
             checks.push(Box::pin(
                 async move {
                     match tokio::time::timeout(timeout, catch_unwind_future(future)).await {
                         Ok(Ok(detail)) => detail,
-                        Ok(Err(panic)) => HealthDetail::unhealthy(format!("check panicked: {panic}")),
-                        Err(_) => HealthDetail::unhealthy(format!("check timed out after {timeout:?}")),
+                        Ok(Err(panic)) => {
+                            HealthDetail::unhealthy(format!("check panicked: {panic}"))
+                        }
+                        Err(_) => {
+                            HealthDetail::unhealthy(format!("check timed out after {timeout:?}"))
+                        }
                     }
                 }
                 .instrument(span),
@@ -874,8 +932,17 @@ impl<S: Service> Inner<S> {
             .health
             .iter()
             .map(|spec| (spec.name, spec.critical))
-            .chain(components.iter().map(|(field, critical, _)| (*field, *critical)));
-        let (overall, reason) = aggregate(names.clone().zip(&results).map(|((name, critical), detail)| (name, critical, detail)));
+            .chain(
+                components
+                    .iter()
+                    .map(|(field, critical, _)| (*field, *critical)),
+            );
+        let (overall, reason) = aggregate(
+            names
+                .clone()
+                .zip(&results)
+                .map(|((name, critical), detail)| (name, critical, detail)),
+        );
         for ((name, _), detail) in names.zip(results) {
             report.dependencies.insert(name.to_owned(), detail.status);
             if let Some(reason) = detail.reason {
@@ -891,7 +958,10 @@ impl<S: Service> Inner<S> {
 impl<S> Drop for Inner<S> {
     fn drop(&mut self) {
         // The last handle is gone: nothing can stop the run loop any more, so end it.
-        let ctl = self.ctl.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ctl = self
+            .ctl
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(run) = ctl.run.take() {
             run.shutdown.request();
             run.handle.abort();
@@ -909,12 +979,23 @@ fn run_hook_name<S: Lifecycle>() -> &'static str {
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
 
 pub(crate) trait DynService: Send + Sync {
+    fn name(&self) -> &Arc<str>;
+    fn status(&self) -> ServiceStatus;
     fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
+    fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>);
 }
 
 impl<S: Service> DynService for Managed<S> {
+    fn name(&self) -> &Arc<str> {
+        &self.inner.name
+    }
+
+    fn status(&self) -> ServiceStatus {
+        self.inner.status()
+    }
+
     fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
         Box::pin(Managed::start(self))
     }
@@ -925,6 +1006,47 @@ impl<S: Service> DynService for Managed<S> {
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         Box::pin(Managed::health(self))
+    }
+
+    fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>) {
+        self.inner.lock().subscribers.push(sender);
+    }
+}
+
+impl<S: Service> From<S> for Managed<S> {
+    fn from(service: S) -> Self {
+        Managed::new(service)
+    }
+}
+
+/// A service, or a handle to one, that a [`Supervisor`](crate::Supervisor) can manage:
+/// a `#[derive(Service)]` value (wrapped with [`Managed::new`]) or a [`Managed`] handle
+/// (so the program keeps a clone to call the service directly).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither a service nor a `Managed` service",
+    label = "expected a `#[derive(Service)]` value or a `Managed<S>`"
+)]
+pub trait IntoManaged {
+    /// The service type.
+    type Service: Service;
+
+    /// Wraps the value, or returns the handle itself.
+    fn into_managed(self) -> Managed<Self::Service>;
+}
+
+impl<S: Service> IntoManaged for S {
+    type Service = S;
+
+    fn into_managed(self) -> Managed<S> {
+        Managed::new(self)
+    }
+}
+
+impl<S: Service> IntoManaged for Managed<S> {
+    type Service = S;
+
+    fn into_managed(self) -> Managed<S> {
+        self
     }
 }
 

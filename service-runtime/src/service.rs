@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::__private::{CheckFuture, ComponentEntry, HookFuture, Hooks};
 use crate::Shutdown;
+use crate::restart::{Restart, RestartPolicy};
 
 /// Timeout applied to each init hook when `#[service(start_timeout = "…")]` is absent.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,7 +23,7 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`#[derive(Service)]`](macro@crate::Service) fills it from the `#[service(...)]`
 /// attribute; [`Managed::with_config`](crate::Managed::with_config) lets a program
 /// override it at run time (for example from its own settings file).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ServiceConfig {
     /// The name that appears in every log line, error, event and health report.
@@ -35,6 +36,8 @@ pub struct ServiceConfig {
     pub stop_timeout: Duration,
     /// How long each health check may take before it counts as unhealthy.
     pub health_timeout: Duration,
+    /// How a [`Supervisor`](crate::Supervisor) restarts the service when it ends.
+    pub restart: RestartPolicy,
 }
 
 impl ServiceConfig {
@@ -46,6 +49,7 @@ impl ServiceConfig {
             start_timeout: DEFAULT_START_TIMEOUT,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            restart: RestartPolicy::new(Restart::Transient),
         }
     }
 
@@ -81,6 +85,13 @@ impl ServiceConfig {
     #[must_use]
     pub fn health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
+        self
+    }
+
+    /// Sets how a supervisor restarts the service.
+    #[must_use]
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
         self
     }
 }

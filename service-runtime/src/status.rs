@@ -154,10 +154,16 @@ mod tests {
             assert_eq!(ServiceStatus::from_u8(status as u8), status);
             let json = serde_json::to_string(&status).unwrap();
             assert_eq!(json, format!("\"{}\"", status.as_str()));
-            assert_eq!(serde_json::from_str::<ServiceStatus>(&json).unwrap(), status);
+            assert_eq!(
+                serde_json::from_str::<ServiceStatus>(&json).unwrap(),
+                status
+            );
         }
         assert_eq!(Running.to_string(), "running");
         let refused = Stopped.transition_to(Running).unwrap_err();
-        assert_eq!(refused.to_string(), "illegal status transition stopped -> running");
+        assert_eq!(
+            refused.to_string(),
+            "illegal status transition stopped -> running"
+        );
     }
 }

@@ -46,7 +46,9 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs boxed futures concurrently on the current task and collects their outputs in order.
-pub(crate) async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+pub(crate) async fn join_all<T>(
+    futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
     let mut slots: Vec<Slot<'_, T>> = futures.into_iter().map(Slot::Pending).collect();
     std::future::poll_fn(move |cx| {
         let mut done = true;

@@ -1,0 +1,248 @@
+//! Procedural macros of [`service-runtime`]: `#[derive(Service)]` and `#[lifecycle]`.
+//!
+//! Do not depend on this crate directly: depend on `service-runtime`, which re-exports
+//! both macros and holds everything their generated code names. The macros and the
+//! runtime move together; `service-runtime` pins this crate's exact version.
+//!
+//! [`service-runtime`]: https://docs.rs/service-runtime
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod ast;
+mod attr;
+mod ctxt;
+mod duration;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Makes a struct a service: its name, version and time budgets, and its child services.
+///
+/// A service is a struct with `#[derive(Service)]` and an inherent impl block with
+/// [`#[lifecycle]`](macro@lifecycle) that declares its hooks. Wrap a value in
+/// `Managed::new(value)` to start, stop and observe it.
+///
+/// ```
+/// use service_runtime::{lifecycle, HealthStatus, Managed, Service};
+///
+/// #[derive(Service)]
+/// #[service(name = "market_feed", start_timeout = "10s", stop_timeout = "5s")]
+/// struct MarketFeed {
+///     url: String,
+///     #[service(component)]             // started after init, stopped before cleanup
+///     consumer: Managed<StreamConsumer>,
+///     #[service(component, optional)]   // its failure only degrades the feed
+///     cache: Managed<Cache>,
+/// }
+///
+/// #[lifecycle]
+/// impl MarketFeed {
+///     #[health]
+///     async fn upstream(&self) -> HealthStatus {
+///         HealthStatus::Healthy
+///     }
+/// }
+///
+/// #[derive(Service)]
+/// struct StreamConsumer;
+///
+/// #[lifecycle]
+/// impl StreamConsumer {}
+///
+/// #[derive(Service)]
+/// struct Cache {}
+///
+/// #[lifecycle]
+/// impl Cache {}
+///
+/// let config = MarketFeed::config();
+/// assert_eq!(config.name, "market_feed");
+/// assert_eq!(config.start_timeout, std::time::Duration::from_secs(10));
+/// assert_eq!(StreamConsumer::config().name, "stream_consumer");
+///
+/// let feed = Managed::new(MarketFeed {
+///     url: "wss://feed.example".to_owned(),
+///     consumer: Managed::new(StreamConsumer),
+///     cache: Managed::new(Cache {}),
+/// });
+/// ```
+///
+/// # The struct
+///
+/// A struct with named fields, or a unit struct. It must be `Send + Sync + 'static`:
+/// hooks run on tokio's multi-threaded runtime and health checks run while other hooks
+/// hold `&self`, so keep interior mutability in atomics, `std::sync` or `tokio::sync`
+/// types rather than `Cell`/`RefCell`. A generic struct is a service for each
+/// instantiation that satisfies this and its `#[lifecycle]` block's bounds.
+///
+/// # `#[service(...)]` on the struct
+///
+/// Every key is optional, and the keys may be split over several `#[service(...)]`
+/// attributes. Each may be given once.
+///
+/// | key | value | default |
+/// |---|---|---|
+/// | `name = "…"` | the name in every log line, error, event and health report; not empty | the type's name in snake case: `MarketFeed` → `market_feed`, `HTTPServer` → `http_server` |
+/// | `version = "…"` | the version in health reports | the version of the crate that derives (`CARGO_PKG_VERSION`) |
+/// | `start_timeout = "…"` | how long **each** `#[init]` hook may take | 30 s |
+/// | `stop_timeout = "…"` | how long **each** `#[cleanup]` hook may take, and the `#[run]` hook to return once shutdown is requested | 10 s |
+/// | `health_timeout = "…"` | how long **each** `#[health]` check may take before it counts as unhealthy | 2 s |
+/// | `crate = path` | where the runtime is, if the dependency is renamed (`crate = rt`); `crate = "rt"` works too | `::service_runtime` |
+///
+/// A duration is an integer immediately followed by a unit, `ms`, `s`, `m` or `h`:
+/// `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
+///
+/// A program can still override any of these at run time:
+/// `Managed::with_config(value, MyService::config().stop_timeout(...))`.
+///
+/// # `#[service(...)]` on a field
+///
+/// | key | meaning |
+/// |---|---|
+/// | `component` | the field is a child service, a `Managed<S>`: started after the parent's init hooks (in field order), stopped before its cleanup hooks (in reverse), its health nested under the parent's `dependencies`; its failure makes the parent unhealthy |
+/// | `component, optional` | the same, but the child's failure only degrades the parent |
+///
+/// Other fields are plain data: the runtime never looks at them.
+///
+/// # What it generates
+///
+/// An `impl Service`, whose `Service::config()` returns the configuration above. A type
+/// without a [`#[lifecycle]`](macro@lifecycle) block does not compile, with an error
+/// that says so: write `#[lifecycle] impl MyService {}` for a service without hooks.
+///
+/// # Errors
+///
+/// Every mistake is reported at once, each at the token at fault: enums, unions and tuple
+/// structs; unknown or duplicate keys (with the list of accepted keys); malformed or
+/// too large durations; an empty name; `optional` without `component`; a component
+/// field whose type is not a `Managed<S>`.
+#[proc_macro_derive(Service, attributes(service))]
+pub fn derive_service(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input).into()
+}
+
+/// Declares the hooks of a service on its inherent impl block.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+///
+/// use service_runtime::{lifecycle, HealthStatus, Service, Shutdown};
+///
+/// #[derive(Service)]
+/// struct MarketFeed {
+///     connected: AtomicBool,
+/// }
+///
+/// #[derive(Debug)]
+/// struct FeedError;
+///
+/// impl std::fmt::Display for FeedError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("the feed is down")
+///     }
+/// }
+///
+/// impl std::error::Error for FeedError {}
+///
+/// #[lifecycle]
+/// impl MarketFeed {
+///     #[init]                                   // any number, run in source order
+///     async fn connect(&mut self) -> Result<(), FeedError> {
+///         self.connected.store(true, Ordering::Release);
+///         Ok(())
+///     }
+///
+///     #[init(timeout = "1m")]                   // its own time budget
+///     async fn load_history(&mut self) -> anyhow::Result<()> {
+///         Ok(())
+///     }
+///
+///     #[cleanup]                                // any number, run in reverse source order
+///     async fn disconnect(&mut self) -> Result<(), std::io::Error> {
+///         self.connected.store(false, Ordering::Release);
+///         Ok(())
+///     }
+///
+///     #[health(name = "upstream", critical)]    // failure => unhealthy
+///     async fn upstream(&self) -> HealthStatus {
+///         if self.connected.load(Ordering::Acquire) {
+///             HealthStatus::Healthy
+///         } else {
+///             HealthStatus::Unhealthy
+///         }
+///     }
+///
+///     #[health(optional, timeout = "100ms")]    // failure => degraded
+///     async fn latency(&self) -> Result<(), FeedError> {
+///         Ok(())
+///     }
+///
+///     #[run]                                    // at most one: the main loop while running
+///     async fn pump(&self, shutdown: Shutdown) -> Result<(), FeedError> {
+///         shutdown.requested().await;
+///         Ok(())
+///     }
+///
+///     // Methods without a hook attribute are ordinary methods.
+///     fn is_connected(&self) -> bool {
+///         self.connected.load(Ordering::Acquire)
+///     }
+/// }
+/// ```
+///
+/// # Hooks
+///
+/// A hook is an `async fn` of the block marked with one hook attribute. Its body is
+/// emitted exactly as written; `#[lifecycle]` adds a separate trait impl that calls it.
+///
+/// | attribute | signature | how many |
+/// |---|---|---|
+/// | `#[init]` | `async fn name(&mut self) -> Result<(), E>` | any; run in source order by `start()` |
+/// | `#[cleanup]` | `async fn name(&mut self) -> Result<(), E>` | any; run in reverse source order by `stop()`, each one even if another failed |
+/// | `#[health]` | `async fn name(&self) -> T` | any; run concurrently by `health()` |
+/// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>` | at most one; runs while the service is running |
+///
+/// `E` is any type that converts into `Box<dyn Error + Send + Sync>`: your own error
+/// type, `std::io::Error`, `anyhow::Error`, `String`. A `#[health]` check returns
+/// `HealthStatus`, `HealthDetail`, `Result<(), E>` or `Result<HealthStatus, E>` (with
+/// `E: Display`; an `Err` is a failed check and its message the check's detail).
+///
+/// A `#[run]` hook should return once its `Shutdown` is requested; it gets the service's
+/// `stop_timeout` to do so before its future is dropped. Returning `Ok` earlier stops
+/// the service; returning `Err` puts it in the `error` status.
+///
+/// Hooks must not be generic (lifetimes aside) or `unsafe`, and their futures must be
+/// `Send`: a hook that holds an `Rc`, a `RefCell` borrow or a `std::sync::MutexGuard`
+/// across an `.await` is a compile error on that hook.
+///
+/// # Hook arguments
+///
+/// | attribute | keys |
+/// |---|---|
+/// | `#[init(...)]`, `#[cleanup(...)]` | `timeout = "5s"`: this hook's budget instead of the service's `start_timeout` / `stop_timeout` |
+/// | `#[health(...)]` | `name = "…"`: the check's name in the health report (default: the method's name; unique per service). `critical` (the default): its failure makes the service unhealthy; or `optional`: its failure only degrades it. `timeout = "250ms"`: instead of the service's `health_timeout` |
+/// | `#[run]` | none |
+///
+/// Durations are written as in `#[service(...)]`: `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
+///
+/// # `#[lifecycle(...)]`
+///
+/// `#[lifecycle(crate = path)]` names the runtime if the dependency is renamed, as
+/// `#[service(crate = path)]` does for the derive.
+///
+/// # Errors
+///
+/// Every mistake is reported at once, each at the token at fault: `#[lifecycle]` on
+/// anything but an inherent impl block; a hook that is not `async`, takes the wrong
+/// receiver or extra arguments, lacks a return type, is generic or `unsafe`; two hook
+/// attributes on one method; a second `#[run]`; duplicate health check names; unknown
+/// or duplicate keys (with the accepted ones listed) and malformed durations. A return
+/// type the runtime cannot accept is reported at that type, and a hook whose future is
+/// not `Send` at the hook's name.
+#[proc_macro_attribute]
+pub fn lifecycle(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand::lifecycle(args.into(), input.into()).into()
+}

@@ -1,0 +1,1209 @@
+//! [`Supervisor`]: starts many services in dependency order, restarts the ones that fail,
+//! and stops them all in reverse order when a signal arrives.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::{ExitCode, Termination};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::health::{HealthReport, HealthStatus};
+use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusChanges};
+use crate::restart::{Jitter, Restart, RestartPolicy};
+use crate::status::ServiceStatus;
+use crate::util::join_all;
+use crate::{ServiceError, Shutdown};
+
+/// Total time a shutdown may take when none is set: below Kubernetes' default 30 s
+/// grace period, so the supervisor reports what hung before the kubelet's SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Exit code after a second signal forced the shutdown (128 + SIGINT, as shells report).
+pub const EXIT_FORCED: u8 = 130;
+/// Exit code when the shutdown budget ran out with services still stopping.
+pub const EXIT_SHUTDOWN_TIMEOUT: u8 = 124;
+/// Exit code of an invalid supervisor (unknown dependency, cycle, duplicate name).
+pub const EXIT_CONFIG: u8 = 78;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Starts, watches, restarts and stops many services.
+///
+/// Services start in dependency order: each level of the dependency graph in parallel,
+/// the levels one after another (when no dependency is declared, one at a time in the
+/// order they were added, as the design note's loop does). They stop in the reverse
+/// order: dependents before what they depend on.
+///
+/// ```
+/// use service_runtime::{lifecycle, Restart, RestartPolicy, Service, Supervisor};
+///
+/// #[derive(Service)]
+/// struct Feed;
+/// #[lifecycle]
+/// impl Feed {}
+///
+/// #[derive(Service)]
+/// struct Strategy;
+/// #[lifecycle]
+/// impl Strategy {}
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let report = Supervisor::new()
+///     .add(Feed)
+///     .add(Strategy)
+///     .depends_on("feed")
+///     .restart(RestartPolicy::new(Restart::Permanent))
+///     .run_until(async { /* until the program decides to stop */ })
+///     .await;
+/// assert!(report.is_success());
+/// # });
+/// ```
+pub struct Supervisor {
+    entries: Vec<Entry>,
+    config_errors: Vec<String>,
+    shutdown_timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+struct Entry {
+    service: ErasedService,
+    depends_on: Vec<String>,
+    policy: RestartPolicy,
+}
+
+/// State shared between the running supervisor and its [`SupervisorHandle`]s.
+struct Shared {
+    services: Mutex<Vec<ErasedService>>,
+    stats: Mutex<HashMap<Arc<str>, ServiceStats>>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
+    /// Requested by [`SupervisorHandle::shutdown`]: behaves like a signal.
+    shutdown: Shutdown,
+    /// Set when the shutdown phase begins (readiness turns false).
+    stopping: Shutdown,
+    started_at: Mutex<Option<Instant>>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor::new()
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field(
+                "services",
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| &**e.service.0.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// An empty supervisor with the default shutdown budget.
+    pub fn new() -> Self {
+        Supervisor {
+            entries: Vec::new(),
+            config_errors: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shared: Arc::new(Shared {
+                services: Mutex::new(Vec::new()),
+                stats: Mutex::new(HashMap::new()),
+                subscribers: Mutex::new(Vec::new()),
+                shutdown: Shutdown::new(),
+                stopping: Shutdown::new(),
+                started_at: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Adds a service (a `#[derive(Service)]` value, or a [`Managed`](crate::Managed)
+    /// handle the program keeps a clone of). Its restart policy is the one of its
+    /// configuration until [`restart`](Self::restart) sets another.
+    #[must_use]
+    #[allow(clippy::should_implement_trait)] // "add a service", DESIGN.md's name; not arithmetic
+    pub fn add(mut self, service: impl IntoManaged) -> Self {
+        let managed = service.into_managed();
+        let policy = managed.config().restart;
+        let service = managed.erased();
+        for subscriber in lock(&self.shared.subscribers).iter() {
+            service.0.add_subscriber(subscriber.clone());
+        }
+        lock(&self.shared.services).push(service.clone());
+        lock(&self.shared.stats).insert(
+            service.0.name().clone(),
+            ServiceStats::new(service.0.name()),
+        );
+        self.entries.push(Entry {
+            service,
+            depends_on: Vec::new(),
+            policy,
+        });
+        self
+    }
+
+    /// Declares that the service added last depends on `service` (a name, or a
+    /// `Managed` handle): it starts after it, stops before it, and is restarted with it.
+    #[must_use]
+    pub fn depends_on(mut self, service: impl ServiceRef) -> Self {
+        let name = service.service_name();
+        match self.entries.last_mut() {
+            Some(entry) => entry.depends_on.push(name),
+            None => self.config_errors.push(format!(
+                "depends_on(\"{name}\") was called before any service was added"
+            )),
+        }
+        self
+    }
+
+    /// Sets the restart policy of the service added last.
+    #[must_use]
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        match self.entries.last_mut() {
+            Some(entry) => entry.policy = policy,
+            None => self
+                .config_errors
+                .push("restart(..) was called before any service was added".to_owned()),
+        }
+        self
+    }
+
+    /// Sets the total time the shutdown may take (default [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, budget: Duration) -> Self {
+        self.shutdown_timeout = budget;
+        self
+    }
+
+    /// A handle to observe and stop the supervisor while it runs.
+    pub fn handle(&self) -> SupervisorHandle {
+        SupervisorHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops every service in reverse dependency
+    /// order under the shutdown budget. A signal during startup stops the startup at
+    /// once; a second signal abandons the remaining stops (exit code [`EXIT_FORCED`]).
+    ///
+    /// Returns the report of the whole run; `main` can return it as its exit status.
+    pub async fn run_until_signal(self) -> Report {
+        match signals() {
+            Ok(signals) => self.run(Trigger::Signals(signals)).await,
+            Err(error) => Report::single(SupervisorError::Signal(Arc::new(error))),
+        }
+    }
+
+    /// Runs until `until` completes (or [`SupervisorHandle::shutdown`] is called), then
+    /// stops every service in reverse dependency order under the shutdown budget.
+    pub async fn run_until<F>(self, until: F) -> Report
+    where
+        F: Future<Output = ()> + Send,
+    {
+        self.run(Trigger::Future(Some(Box::pin(until)))).await
+    }
+
+    async fn run(self, mut trigger: Trigger<'_>) -> Report {
+        let plan = match self.plan() {
+            Ok(plan) => plan,
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!(error = %error, "invalid supervisor");
+                }
+                return Report { errors };
+            }
+        };
+        let (events_tx, events) = mpsc::unbounded_channel();
+        for entry in &self.entries {
+            entry.service.0.add_subscriber(events_tx.clone());
+        }
+        drop(events_tx);
+        let mut run = Run {
+            entries: self.entries,
+            plan,
+            shared: self.shared,
+            shutdown_timeout: self.shutdown_timeout,
+            events,
+            report: Report::default(),
+            states: Vec::new(),
+            pending: Vec::new(),
+            jitter: Jitter::seeded(),
+        };
+        run.states = run.entries.iter().map(|_| EntryState::default()).collect();
+        run.execute(&mut trigger).await;
+        run.report
+    }
+
+    /// Checks names and dependencies and computes the start levels.
+    fn plan(&self) -> Result<Plan, Vec<SupervisorError>> {
+        let mut errors: Vec<SupervisorError> = self
+            .config_errors
+            .iter()
+            .cloned()
+            .map(SupervisorError::Config)
+            .collect();
+        let mut index = HashMap::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if index.insert(entry.service.0.name().clone(), i).is_some() {
+                errors.push(SupervisorError::Config(format!(
+                    "two services are named `{}`; give one another name with `ServiceConfig::name`",
+                    entry.service.0.name()
+                )));
+            }
+        }
+        let mut deps = vec![Vec::new(); self.entries.len()];
+        for (i, entry) in self.entries.iter().enumerate() {
+            for name in &entry.depends_on {
+                match index.get(name.as_str()) {
+                    Some(&j) if j == i => errors.push(SupervisorError::Config(format!(
+                        "service `{name}` depends on itself"
+                    ))),
+                    Some(&j) => {
+                        if !deps[i].contains(&j) {
+                            deps[i].push(j);
+                        }
+                    }
+                    None => errors.push(SupervisorError::Config(format!(
+                        "service `{}` depends on `{name}`, which was not added to the supervisor",
+                        entry.service.0.name()
+                    ))),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let sequential = deps.iter().all(Vec::is_empty);
+        let levels = if sequential {
+            (0..self.entries.len()).map(|i| vec![i]).collect()
+        } else {
+            match levels(&deps) {
+                Ok(levels) => levels,
+                Err(cycle) => {
+                    let names: Vec<_> = cycle
+                        .iter()
+                        .map(|&i| format!("`{}`", self.entries[i].service.0.name()))
+                        .collect();
+                    return Err(vec![SupervisorError::Config(format!(
+                        "dependency cycle: {}",
+                        names.join(" -> ")
+                    ))]);
+                }
+            }
+        };
+        let mut dependents = vec![Vec::new(); self.entries.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        let order: Vec<usize> = levels.iter().flatten().copied().collect();
+        Ok(Plan {
+            index,
+            deps,
+            dependents,
+            levels,
+            order,
+        })
+    }
+}
+
+/// Something that names a service in [`Supervisor::depends_on`]: its name, or its handle.
+pub trait ServiceRef {
+    /// The name of the service referred to.
+    fn service_name(&self) -> String;
+}
+
+impl ServiceRef for &str {
+    fn service_name(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl ServiceRef for String {
+    fn service_name(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<S: crate::Service> ServiceRef for &crate::Managed<S> {
+    fn service_name(&self) -> String {
+        self.name().to_owned()
+    }
+}
+
+/// Groups services into start levels: level 0 depends on nothing, level n on lower
+/// levels only. Returns a cycle's members when there is one.
+fn levels(deps: &[Vec<usize>]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
+    let n = deps.len();
+    let mut level = vec![None::<usize>; n];
+    let mut remaining: Vec<usize> = (0..n).collect();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|&i| {
+            let mut max = 0;
+            for &d in &deps[i] {
+                match level[d] {
+                    Some(l) => max = max.max(l + 1),
+                    None => return true,
+                }
+            }
+            level[i] = Some(max);
+            false
+        });
+        if remaining.len() == before {
+            return Err(find_cycle(deps, &remaining));
+        }
+    }
+    let depth = level.iter().flatten().max().map_or(0, |l| l + 1);
+    let mut out = vec![Vec::new(); depth];
+    for (i, l) in level.into_iter().enumerate() {
+        out[l.expect("every service got a level")].push(i);
+    }
+    Ok(out)
+}
+
+/// A cycle among `stuck` (services whose dependencies never resolved), in dependency order.
+fn find_cycle(deps: &[Vec<usize>], stuck: &[usize]) -> Vec<usize> {
+    let mut path = vec![stuck[0]];
+    loop {
+        let last = *path.last().expect("path is never empty");
+        let next = deps[last]
+            .iter()
+            .copied()
+            .find(|d| stuck.contains(d))
+            .expect("a stuck service has a stuck dependency");
+        if let Some(start) = path.iter().position(|&p| p == next) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(next);
+            return cycle;
+        }
+        path.push(next);
+    }
+}
+
+struct Plan {
+    index: HashMap<Arc<str>, usize>,
+    deps: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+    levels: Vec<Vec<usize>>,
+    /// Every service in start order.
+    order: Vec<usize>,
+}
+
+impl Plan {
+    /// `root` and everything that depends on it, transitively, in start order.
+    fn rest_for_one(&self, root: usize) -> Vec<usize> {
+        let mut member = vec![false; self.deps.len()];
+        member[root] = true;
+        let mut queue = VecDeque::from([root]);
+        while let Some(i) = queue.pop_front() {
+            for &d in &self.dependents[i] {
+                if !member[d] {
+                    member[d] = true;
+                    queue.push_back(d);
+                }
+            }
+        }
+        self.order.iter().copied().filter(|&i| member[i]).collect()
+    }
+
+    fn depends_transitively(&self, i: usize, on: usize) -> bool {
+        let mut stack = self.deps[i].clone();
+        let mut seen = vec![false; self.deps.len()];
+        while let Some(d) = stack.pop() {
+            if d == on {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[d], true) {
+                stack.extend(&self.deps[d]);
+            }
+        }
+        false
+    }
+}
+
+/// What ends the running phase.
+enum Trigger<'a> {
+    Future(Option<BoxFuture<'a, ()>>),
+    Signals(mpsc::UnboundedReceiver<&'static str>),
+}
+
+impl Trigger<'_> {
+    /// The next shutdown request: the future (once), or the next signal.
+    async fn next(&mut self) -> &'static str {
+        match self {
+            Trigger::Future(slot) => match slot {
+                Some(future) => {
+                    future.await;
+                    *slot = None;
+                    "the shutdown future completed"
+                }
+                None => std::future::pending().await,
+            },
+            Trigger::Signals(signals) => match signals.recv().await {
+                Some(name) => name,
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// Listens for SIGINT and SIGTERM from now on, so none arriving during startup is lost.
+fn signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        for (kind, name) in [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
+        ] {
+            let mut stream = signal(kind)?;
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if sender.send(name).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if sender.send("Ctrl-C").is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(receiver)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+enum Desired {
+    /// The supervisor wants it running: a failure or exit is acted on.
+    #[default]
+    Running,
+    /// The supervisor stopped it (for a restart) or gave up on it: changes are ignored.
+    Stopped,
+}
+
+#[derive(Default)]
+struct EntryState {
+    desired: Desired,
+    /// When each restart happened, within the policy's window.
+    restarts: VecDeque<Instant>,
+    /// Consecutive restarts since the backoff last reset.
+    attempt: u32,
+    running_since: Option<Instant>,
+}
+
+struct PendingRestart {
+    due: Instant,
+    group: Vec<usize>,
+}
+
+struct Run {
+    entries: Vec<Entry>,
+    plan: Plan,
+    shared: Arc<Shared>,
+    shutdown_timeout: Duration,
+    events: mpsc::UnboundedReceiver<StatusChange>,
+    report: Report,
+    states: Vec<EntryState>,
+    pending: Vec<PendingRestart>,
+    jitter: Jitter,
+}
+
+/// What the running phase decided while handling one status change.
+enum Step {
+    Continue,
+    Escalate,
+}
+
+impl Run {
+    fn name(&self, i: usize) -> &Arc<str> {
+        self.entries[i].service.0.name()
+    }
+
+    async fn execute(&mut self, trigger: &mut Trigger<'_>) {
+        tracing::info!(
+            services = self.entries.len(),
+            levels = self.plan.levels.len(),
+            "supervisor starting"
+        );
+        let shutdown = self.shared.shutdown.clone();
+        let started = tokio::select! {
+            biased;
+            reason = trigger.next() => {
+                tracing::warn!(reason, "shutdown requested during startup");
+                false
+            }
+            () = shutdown.requested() => {
+                tracing::warn!("shutdown requested during startup");
+                false
+            }
+            ok = start_levels(&self.entries, &self.plan.levels, &mut self.report) => ok,
+        };
+        if started {
+            *lock(&self.shared.started_at) = Some(Instant::now());
+            for state in &mut self.states {
+                state.running_since = Some(Instant::now());
+            }
+            tracing::info!("all services running");
+            self.supervise(trigger).await;
+        }
+        self.shutdown(trigger).await;
+    }
+
+    /// The running phase: act on failures and exits until a shutdown request.
+    async fn supervise(&mut self, trigger: &mut Trigger<'_>) {
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let next_due = self.pending.iter().map(|p| p.due).min();
+            let step = tokio::select! {
+                biased;
+                reason = trigger.next() => {
+                    tracing::info!(reason, "shutdown requested");
+                    return;
+                }
+                () = shutdown.requested() => {
+                    tracing::info!("shutdown requested through the handle");
+                    return;
+                }
+                // `None` (no service left to report) disables this branch.
+                Some(change) = self.events.recv() => self.on_change(change),
+                () = sleep_until_opt(next_due), if next_due.is_some() => {
+                    Step::Continue
+                }
+            };
+            if let Step::Escalate = step {
+                return;
+            }
+            // Restarts and their preparation run here, raced against shutdown requests:
+            // a request abandons them at once (the shutdown stops whatever they began).
+            let work = self.restart_work();
+            if work.is_empty() {
+                continue;
+            }
+            let entries = &self.entries;
+            let plan = &self.plan;
+            let states = &mut self.states;
+            let done = tokio::select! {
+                biased;
+                reason = trigger.next() => {
+                    tracing::info!(reason, "shutdown requested during a restart");
+                    return;
+                }
+                () = shutdown.requested() => return,
+                errors = perform(entries, plan, states, work) => errors,
+            };
+            self.report.errors.extend(done);
+        }
+    }
+
+    /// Records a status change and decides what it means.
+    fn on_change(&mut self, change: StatusChange) -> Step {
+        let Some(&i) = self.plan.index.get(&change.service) else {
+            return Step::Continue;
+        };
+        self.record(&change);
+        if change.to == ServiceStatus::Running {
+            self.states[i].running_since = Some(Instant::now());
+        }
+        if self.states[i].desired != Desired::Running {
+            return Step::Continue;
+        }
+        let service = &self.entries[i].service.0;
+        // Act on the change that reports the failure or exit, and only if the service is
+        // still in that state (a later change may already have superseded it).
+        match (change.from, change.to, service.status()) {
+            (_, ServiceStatus::Error, ServiceStatus::Error) => {
+                self.on_failure(i, change.error, false)
+            }
+            (ServiceStatus::Stopping, ServiceStatus::Stopped, ServiceStatus::Stopped) => {
+                if self.entries[i].policy.restart == Restart::Permanent {
+                    tracing::warn!(service = %self.name(i), "service stopped by itself; restarting it (permanent)");
+                    self.on_failure(i, None, true)
+                } else {
+                    tracing::info!(service = %self.name(i), "service finished its work; not restarting it");
+                    self.states[i].desired = Desired::Stopped;
+                    Step::Continue
+                }
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    /// Keeps the start and stop durations of a change.
+    fn record(&self, change: &StatusChange) {
+        let mut stats = lock(&self.shared.stats);
+        if let Some(stats) = stats.get_mut(&change.service) {
+            match (change.from, change.to) {
+                (ServiceStatus::Starting, ServiceStatus::Running) => {
+                    stats.last_start_duration = Some(change.duration)
+                }
+                (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
+                    stats.last_stop_duration = Some(change.duration)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A service failed (or exited, under `permanent`): schedule its restart with the
+    /// services that depend on it, or escalate.
+    fn on_failure(&mut self, i: usize, error: Option<ServiceError>, exited: bool) -> Step {
+        let name = self.name(i).clone();
+        let policy = self.entries[i].policy;
+        if policy.restart == Restart::Temporary && !exited {
+            tracing::warn!(service = %name, "service failed; not restarting it (temporary)");
+            self.states[i].desired = Desired::Stopped;
+            if let Some(error) = error {
+                self.report.errors.push(SupervisorError::Failed(error));
+            }
+            return Step::Continue;
+        }
+        let now = Instant::now();
+        let state = &mut self.states[i];
+        while state
+            .restarts
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= policy.within)
+        {
+            state.restarts.pop_front();
+        }
+        if state.restarts.len() >= policy.max_restarts as usize {
+            tracing::error!(
+                service = %name,
+                restarts = state.restarts.len(),
+                within = ?policy.within,
+                "restart limit exceeded; stopping every service"
+            );
+            self.report.errors.push(SupervisorError::Escalated {
+                service: name,
+                restarts: policy.max_restarts,
+                within: policy.within,
+                last_error: error,
+            });
+            return Step::Escalate;
+        }
+        if state
+            .running_since
+            .is_some_and(|since| now.duration_since(since) >= policy.reset_after)
+        {
+            state.attempt = 0;
+        }
+        if let Some(error) = error {
+            self.report.errors.push(SupervisorError::Restarted(error));
+        }
+        let state = &mut self.states[i];
+        let delay = policy.jittered_delay(state.attempt, self.jitter.next_unit());
+        state.attempt = state.attempt.saturating_add(1);
+        state.running_since = None;
+        let group = self.plan.rest_for_one(i);
+        for &member in &group {
+            self.states[member].desired = Desired::Stopped;
+        }
+        tracing::warn!(
+            service = %name,
+            ?delay,
+            with = ?group.iter().skip(1).map(|&m| self.name(m).to_string()).collect::<Vec<_>>(),
+            "restarting after backoff"
+        );
+        self.pending.push(PendingRestart {
+            due: now + delay,
+            group,
+        });
+        Step::Continue
+    }
+
+    /// Collects the work now owed: stopping groups of pending restarts (at once, so
+    /// resources are released during the backoff) and starting the ones that are due.
+    fn restart_work(&mut self) -> Vec<Work> {
+        let now = Instant::now();
+        let mut work = Vec::new();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.due <= now);
+        self.pending = waiting;
+        for pending in &self.pending {
+            if pending
+                .group
+                .iter()
+                .any(|&m| stoppable(self.entries[m].service.0.status()))
+            {
+                work.push(Work::Stop(pending.group.clone()));
+            }
+        }
+        for pending in due {
+            for &m in &pending.group {
+                let stats = &mut lock(&self.shared.stats);
+                if let Some(stats) = stats.get_mut(self.entries[m].service.0.name()) {
+                    stats.restarts += 1;
+                }
+            }
+            self.states[pending.group[0]].restarts.push_back(now);
+            work.push(Work::Restart(pending.group));
+        }
+        work
+    }
+
+    /// Stops every service in reverse levels (each level in parallel) under the budget;
+    /// a second shutdown request abandons what is left.
+    async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
+        self.shared.stopping.request();
+        self.pending.clear();
+        tracing::info!(budget = ?self.shutdown_timeout, "stopping every service");
+        let errors = Mutex::new(Vec::new());
+        let stop_all = async {
+            for level in self.plan.levels.iter().rev() {
+                let stops: Vec<BoxFuture<'_, Result<(), ServiceError>>> = level
+                    .iter()
+                    .map(|&i| self.entries[i].service.0.stop())
+                    .collect();
+                for result in join_all(stops).await {
+                    if let Err(error) = result {
+                        lock(&errors).push(SupervisorError::Stop(error));
+                    }
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            reason = trigger.next() => Some((reason, true)),
+            finished = tokio::time::timeout(self.shutdown_timeout, stop_all) => finished.err().map(|_| ("the shutdown budget ran out", false)),
+        };
+        self.report.errors.extend(
+            errors
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        while let Ok(change) = self.events.try_recv() {
+            self.record(&change);
+        }
+        if let Some((reason, forced)) = outcome {
+            let abandoned: Vec<String> = self
+                .plan
+                .order
+                .iter()
+                .rev()
+                .filter(|&&i| {
+                    !matches!(
+                        self.entries[i].service.0.status(),
+                        ServiceStatus::Stopped | ServiceStatus::Error
+                    )
+                })
+                .map(|&i| self.name(i).to_string())
+                .collect();
+            tracing::error!(
+                reason,
+                ?abandoned,
+                "shutdown abandoned with services still stopping"
+            );
+            self.report.errors.push(if forced {
+                SupervisorError::Forced { abandoned }
+            } else {
+                SupervisorError::ShutdownTimeout {
+                    budget: self.shutdown_timeout,
+                    abandoned,
+                }
+            });
+        } else {
+            tracing::info!("every service stopped");
+        }
+    }
+}
+
+fn stoppable(status: ServiceStatus) -> bool {
+    matches!(
+        status,
+        ServiceStatus::Running | ServiceStatus::Starting | ServiceStatus::Error
+    )
+}
+
+enum Work {
+    /// Stop these services, dependents first (a restart is pending).
+    Stop(Vec<usize>),
+    /// Start these services in order (the restart is due).
+    Restart(Vec<usize>),
+}
+
+/// Carries out restart work; returns the errors of the stops it made (start failures
+/// arrive as status changes and are handled there).
+async fn perform(
+    entries: &[Entry],
+    plan: &Plan,
+    states: &mut [EntryState],
+    work: Vec<Work>,
+) -> Vec<SupervisorError> {
+    let mut errors = Vec::new();
+    for item in work {
+        match item {
+            Work::Stop(group) => {
+                for &i in group.iter().rev() {
+                    let service = &entries[i].service.0;
+                    if let Err(error) = service.stop().await {
+                        tracing::error!(service = %service.name(), %error, "stopping before a restart failed");
+                        errors.push(SupervisorError::Stop(error));
+                    }
+                }
+            }
+            Work::Restart(group) => {
+                let mut failed: Vec<usize> = Vec::new();
+                for &i in &group {
+                    if failed.iter().any(|&f| plan.depends_transitively(i, f)) {
+                        // Restarted with the failed dependency's own restart.
+                        continue;
+                    }
+                    let service = &entries[i].service.0;
+                    // Stop first: a restart never overlaps the old incarnation's cleanup.
+                    if let Err(error) = service.stop().await {
+                        errors.push(SupervisorError::Stop(error));
+                    }
+                    states[i].desired = Desired::Running;
+                    if service.start().await.is_err() {
+                        // The failure arrives as a status change and is handled there.
+                        failed.push(i);
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+async fn sleep_until_opt(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts each level in parallel, the levels in order. On a failure, stops nothing
+/// itself (the shutdown phase stops everything in reverse) and records every error.
+async fn start_levels(entries: &[Entry], levels: &[Vec<usize>], report: &mut Report) -> bool {
+    for level in levels {
+        let starts: Vec<BoxFuture<'_, Result<(), ServiceError>>> = level
+            .iter()
+            .map(|&i| entries[i].service.0.start())
+            .collect();
+        let mut ok = true;
+        for result in join_all(starts).await {
+            if let Err(error) = result {
+                tracing::error!(%error, "start failed; stopping what started");
+                report.errors.push(SupervisorError::Start(error));
+                ok = false;
+            }
+        }
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Observes and controls a supervisor from other tasks (a health endpoint, an admin
+/// command), before and while it runs.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorHandle")
+            .field("statuses", &self.statuses())
+            .finish()
+    }
+}
+
+impl SupervisorHandle {
+    /// Asks the supervisor to shut down, as a signal would.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.request();
+    }
+
+    /// Whether the shutdown phase has begun (readiness is false from then on).
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.is_requested()
+    }
+
+    /// The status of every service, in the order they were added.
+    pub fn statuses(&self) -> Vec<(String, ServiceStatus)> {
+        lock(&self.shared.services)
+            .iter()
+            .map(|s| (s.0.name().to_string(), s.0.status()))
+            .collect()
+    }
+
+    /// Every status change of every service from now on, in order per service.
+    pub fn subscribe(&self) -> StatusChanges {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        for service in lock(&self.shared.services).iter() {
+            service.0.add_subscriber(sender.clone());
+        }
+        lock(&self.shared.subscribers).push(sender);
+        StatusChanges::from_receiver(receiver)
+    }
+
+    /// Start and stop durations and restart counts of every service, in the order added.
+    pub fn stats(&self) -> Vec<ServiceStats> {
+        let stats = lock(&self.shared.stats);
+        // One lock of `services` (re-locking it per entry deadlocked: std mutexes are not reentrant).
+        lock(&self.shared.services)
+            .iter()
+            .filter_map(|service| {
+                let mut entry = stats.get(service.0.name()).cloned()?;
+                entry.status = service.0.status();
+                Some(entry)
+            })
+            .collect()
+    }
+
+    /// The health of every service, concurrently: the worst status wins.
+    pub async fn health(&self) -> SupervisorHealth {
+        let services: Vec<ErasedService> = lock(&self.shared.services).clone();
+        let reports = join_all(services.iter().map(|s| s.0.health()).collect()).await;
+        let status = reports
+            .iter()
+            .map(|r| r.status)
+            .max()
+            .unwrap_or(HealthStatus::Healthy);
+        let uptime = lock(&self.shared.started_at).map_or(0, |t| t.elapsed().as_secs());
+        SupervisorHealth {
+            status,
+            uptime,
+            services: reports
+                .into_iter()
+                .map(|r| (r.service_name.clone(), r))
+                .collect(),
+        }
+    }
+}
+
+/// The aggregate health of a supervisor's services, in the note's shape with a
+/// `services` map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorHealth {
+    /// The worst status of any service.
+    pub status: HealthStatus,
+    /// Whole seconds since every service first ran.
+    pub uptime: u64,
+    /// Each service's own report, by name.
+    pub services: BTreeMap<String, HealthReport>,
+}
+
+/// Per-service figures kept by a supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceStats {
+    /// The service's name.
+    pub name: String,
+    /// Its status now.
+    pub status: ServiceStatus,
+    /// How many times the supervisor restarted it (including restarts caused by a
+    /// dependency's restart).
+    pub restarts: u32,
+    /// How long its last start took.
+    pub last_start_duration: Option<Duration>,
+    /// How long its last stop took.
+    pub last_stop_duration: Option<Duration>,
+}
+
+impl ServiceStats {
+    fn new(name: &str) -> Self {
+        ServiceStats {
+            name: name.to_owned(),
+            status: ServiceStatus::Stopped,
+            restarts: 0,
+            last_start_duration: None,
+            last_stop_duration: None,
+        }
+    }
+}
+
+/// An error of a supervisor run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// The supervisor is invalid: an unknown or cyclic dependency, a duplicate name.
+    /// Nothing was started.
+    Config(String),
+    /// A service failed to start; the ones started before it were stopped.
+    Start(ServiceError),
+    /// A service failed while running and was not restarted (its policy is
+    /// `temporary`, or its restarts ran out).
+    Failed(ServiceError),
+    /// A service failed while running and was restarted: kept for the record, it does
+    /// not make the run unsuccessful.
+    Restarted(ServiceError),
+    /// A service failed more often than its policy allows; everything was stopped.
+    Escalated {
+        /// The service that failed too often.
+        service: Arc<str>,
+        /// The restarts its policy allows…
+        restarts: u32,
+        /// …within this window.
+        within: Duration,
+        /// Its last error, if it failed (rather than exited).
+        last_error: Option<ServiceError>,
+    },
+    /// A service failed to stop cleanly.
+    Stop(ServiceError),
+    /// The shutdown budget ran out; these services were still stopping.
+    ShutdownTimeout {
+        /// The budget.
+        budget: Duration,
+        /// The services abandoned, in stop order.
+        abandoned: Vec<String>,
+    },
+    /// A second signal forced the exit; these services were still stopping.
+    Forced {
+        /// The services abandoned, in stop order.
+        abandoned: Vec<String>,
+    },
+    /// The signal handlers could not be installed.
+    Signal(Arc<std::io::Error>),
+}
+
+impl fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SupervisorError::Config(message) => write!(f, "invalid supervisor: {message}"),
+            SupervisorError::Start(error) => write!(f, "start failed: {error}"),
+            SupervisorError::Failed(error) => write!(f, "failed while running: {error}"),
+            SupervisorError::Restarted(error) => {
+                write!(f, "failed while running and restarted: {error}")
+            }
+            SupervisorError::Escalated {
+                service,
+                restarts,
+                within,
+                last_error,
+            } => {
+                write!(
+                    f,
+                    "service `{service}` failed more than {restarts} restarts within {within:?} allow"
+                )?;
+                if let Some(error) = last_error {
+                    write!(f, "; last error: {error}")?;
+                }
+                Ok(())
+            }
+            SupervisorError::Stop(error) => write!(f, "stop failed: {error}"),
+            SupervisorError::ShutdownTimeout { budget, abandoned } => write!(
+                f,
+                "shutdown budget of {budget:?} ran out; abandoned: {}",
+                abandoned.join(", ")
+            ),
+            SupervisorError::Forced { abandoned } => {
+                write!(
+                    f,
+                    "shutdown forced by a second signal; abandoned: {}",
+                    abandoned.join(", ")
+                )
+            }
+            SupervisorError::Signal(error) => write!(f, "could not listen for signals: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SupervisorError {}
+
+/// What a supervisor run ended with: every error, in order, and the exit code.
+///
+/// `main` can return it: it prints the errors to stderr and exits with
+/// [`exit_code`](Self::exit_code).
+#[derive(Debug, Default)]
+#[must_use = "the report says whether every service stopped cleanly"]
+pub struct Report {
+    errors: Vec<SupervisorError>,
+}
+
+impl Report {
+    fn single(error: SupervisorError) -> Self {
+        Report {
+            errors: vec![error],
+        }
+    }
+
+    /// Every error of the run, in the order they happened, including failures that a
+    /// restart recovered from ([`SupervisorError::Restarted`]).
+    pub fn errors(&self) -> &[SupervisorError] {
+        &self.errors
+    }
+
+    /// Whether every service started (or was never asked to) and stopped cleanly, and no
+    /// failure was left unrecovered. Failures healed by a restart do not count.
+    pub fn is_success(&self) -> bool {
+        self.code() == 0
+    }
+
+    /// The numeric exit code: 0 on success, [`EXIT_FORCED`] after a second signal,
+    /// [`EXIT_SHUTDOWN_TIMEOUT`] when the budget ran out, [`EXIT_CONFIG`] for an invalid
+    /// supervisor, 1 for any other error.
+    pub fn code(&self) -> u8 {
+        let has = |f: fn(&SupervisorError) -> bool| self.errors.iter().any(f);
+        if self
+            .errors
+            .iter()
+            .all(|e| matches!(e, SupervisorError::Restarted(_)))
+        {
+            0
+        } else if has(|e| matches!(e, SupervisorError::Forced { .. })) {
+            EXIT_FORCED
+        } else if has(|e| matches!(e, SupervisorError::ShutdownTimeout { .. })) {
+            EXIT_SHUTDOWN_TIMEOUT
+        } else if has(|e| matches!(e, SupervisorError::Config(_))) {
+            EXIT_CONFIG
+        } else {
+            1
+        }
+    }
+
+    /// The process exit code; see [`code`](Self::code).
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+}
+
+impl From<Report> for ExitCode {
+    fn from(report: Report) -> Self {
+        report.exit_code()
+    }
+}
+
+impl Termination for Report {
+    fn report(self) -> ExitCode {
+        for error in &self.errors {
+            match error {
+                SupervisorError::Restarted(_) => eprintln!("warning: {error}"),
+                _ => eprintln!("error: {error}"),
+            }
+        }
+        self.exit_code()
+    }
+}

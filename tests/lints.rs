@@ -1,0 +1,171 @@
+//! The expansions of `#[derive(Service)]` and `#[lifecycle]` compile without a single
+//! lint under the strictest settings a user crate may have: pedantic clippy (CI runs
+//! clippy on all targets with `-D warnings`), `unused_qualifications`, `missing_docs`
+//! and `forbid(unsafe_code)`, which no generated `#[allow]` could override.
+#![deny(unused_qualifications, clippy::pedantic, missing_docs)]
+#![deny(rust_2018_idioms, unused, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use service_runtime::{HealthDetail, HealthStatus, Managed, Service, Shutdown, lifecycle};
+
+/// A child service without hooks.
+#[derive(Service)]
+pub struct X;
+
+#[lifecycle]
+impl X {}
+
+/// A service with every hook kind, every attribute key and two components.
+#[derive(Service)]
+#[service(name = "feed", version = "1.2.3", start_timeout = "10s")]
+#[service(stop_timeout = "5s", health_timeout = "250ms", crate = service_runtime)]
+pub struct Feed {
+    ticks: AtomicU64,
+    /// A critical component.
+    #[service(component)]
+    pub consumer: Managed<X>,
+    #[service(component, optional)]
+    cache: Managed<X>,
+}
+
+#[lifecycle(crate = service_runtime)]
+impl Feed {
+    /// Creates the service.
+    #[must_use]
+    pub fn new() -> Self {
+        Feed {
+            ticks: AtomicU64::new(0),
+            consumer: Managed::new(X),
+            cache: Managed::new(X),
+        }
+    }
+
+    #[init]
+    async fn connect(&mut self) -> Result<(), std::io::Error> {
+        *self.ticks.get_mut() = 0;
+        Ok(())
+    }
+
+    /// A public hook is an ordinary public method too.
+    ///
+    /// # Errors
+    ///
+    /// Never: this one only yields once.
+    #[init(timeout = "1s")]
+    pub async fn subscribe(&mut self) -> anyhow::Result<()> {
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn disconnect(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        *self.ticks.get_mut() = 0;
+        Ok(())
+    }
+
+    #[health(name = "upstream", critical, timeout = "100ms")]
+    async fn upstream(&self) -> HealthStatus {
+        if self.ticks.load(Ordering::Relaxed) < 1_000 {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Degraded
+        }
+    }
+
+    #[health(optional)]
+    async fn lag(&self) -> HealthDetail {
+        HealthDetail::degraded("behind")
+    }
+
+    #[health]
+    async fn reachable(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    #[health]
+    async fn mode(&self) -> Result<HealthStatus, String> {
+        Ok(HealthStatus::Healthy)
+    }
+
+    #[run]
+    async fn pump(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+        while !shutdown.is_requested() {
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A generic service, bounded on the struct, on the impl block and in where clauses.
+#[derive(Service)]
+pub struct Cache<K: Send + Sync + 'static, const N: usize>
+where
+    K: Clone,
+{
+    entries: HashMap<K, u64>,
+}
+
+#[lifecycle]
+impl<K, const N: usize> Cache<K, N>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    /// Creates an empty cache.
+    #[must_use]
+    pub fn new() -> Self {
+        Cache {
+            entries: HashMap::new(),
+        }
+    }
+
+    #[init]
+    async fn warm(&mut self) -> Result<(), std::io::Error> {
+        self.entries.reserve(N);
+        Ok(())
+    }
+
+    #[health]
+    async fn size(&self) -> HealthStatus {
+        if self.entries.len() <= N {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Degraded
+        }
+    }
+
+    #[run]
+    async fn evict(&self) -> Result<(), std::io::Error> {
+        std::future::pending().await
+    }
+}
+
+impl<K, const N: usize> Default for Cache<K, N>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[test]
+fn expansions_compile_cleanly() {
+    assert_eq!(<X as Service>::config().name, "x");
+    assert_eq!(<Feed as Service>::config().name, "feed");
+    assert_eq!(<Cache<String, 8> as Service>::config().name, "cache");
+    let _ = (
+        Managed::new(Feed::new()),
+        Managed::new(Cache::<String, 8>::new()),
+    );
+}

@@ -1,0 +1,297 @@
+//! `Supervisor::run_until_signal` under real signals sent to this test process.
+//!
+//! Signals are process-wide, so the scenarios run one at a time (a lock serialises them;
+//! each builds its own runtime). Once a scenario installed tokio's handlers, SIGINT and
+//! SIGTERM no longer kill the process: a signal sent by one scenario cannot end another.
+//! These run on real time, so each body is bounded by a 30 s timeout.
+#![cfg(unix)]
+
+mod common;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Log;
+use service_runtime::ServiceStatus::{Running, Starting, Stopped, Stopping};
+use service_runtime::{
+    EXIT_FORCED, Managed, Service, ServiceStatus, StatusChange, StatusChanges, Supervisor,
+    SupervisorError, lifecycle,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long "at once" may take on a loaded CI machine; every wait it bounds would
+/// otherwise last until the 30 s timeout (the hooks hang forever).
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// Runs one scenario on its own runtime, alone in the process, under a 30 s timeout.
+fn scenario<F: Future<Output = ()>>(body: impl FnOnce() -> F) {
+    static SIGNALS: Mutex<()> = Mutex::new(());
+    let _alone = SIGNALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), body())
+                .await
+                .expect("the scenario did not finish within 30 s");
+        });
+}
+
+/// Sends `signal` to this process, as a user's `kill` or Ctrl-C would.
+async fn raise(signal: &str) {
+    let status = tokio::process::Command::new("kill")
+        .args([format!("-{signal}"), std::process::id().to_string()])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} failed: {status}");
+}
+
+/// A service whose init or cleanup can hang (until the test's runtime ends).
+#[derive(Service)]
+#[service(start_timeout = "60s", stop_timeout = "60s")]
+struct Stage {
+    log: Log,
+    label: String,
+    hang_in_init: bool,
+    hang_in_cleanup: bool,
+    /// Notified when a hanging hook has begun.
+    hanging: Arc<Notify>,
+}
+
+#[lifecycle]
+impl Stage {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        self.log.push(format!("init:{}", self.label));
+        if self.hang_in_init {
+            self.hanging.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.log.push(format!("cleanup:{}", self.label));
+        if self.hang_in_cleanup {
+            self.hanging.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+fn stage(log: &Log, label: &str, hanging: &Arc<Notify>) -> Stage {
+    Stage {
+        log: log.clone(),
+        label: label.to_owned(),
+        hang_in_init: false,
+        hang_in_cleanup: false,
+        hanging: hanging.clone(),
+    }
+}
+
+fn named(stage: Stage) -> Managed<Stage> {
+    let config = Stage::config().name(stage.label.clone());
+    Managed::with_config(stage, config)
+}
+
+/// Every change received so far.
+fn drain(changes: &mut StatusChanges) -> Vec<StatusChange> {
+    std::iter::from_fn(|| changes.try_recv()).collect()
+}
+
+/// The `(from, to)` transitions of one service, in order.
+fn of(changes: &[StatusChange], service: &str) -> Vec<(ServiceStatus, ServiceStatus)> {
+    changes
+        .iter()
+        .filter(|c| &*c.service == service)
+        .map(|c| (c.from, c.to))
+        .collect()
+}
+
+/// Waits for the change that `wanted` describes (bounded by the scenario's timeout).
+async fn wait_for(
+    changes: &mut StatusChanges,
+    seen: &mut Vec<StatusChange>,
+    wanted: impl Fn(&StatusChange) -> bool,
+) {
+    loop {
+        let change = changes
+            .recv()
+            .await
+            .expect("the services outlive the scenario");
+        let found = wanted(&change);
+        seen.push(change);
+        if found {
+            return;
+        }
+    }
+}
+
+#[test]
+fn sigterm_during_the_init_of_service_2_of_5_stops_startup_at_once() {
+    scenario(|| async {
+        let log = Log::default();
+        let hanging = Arc::new(Notify::new());
+        let mut supervisor = Supervisor::new();
+        for i in 1..=5 {
+            let mut stage = stage(&log, &format!("s{i}"), &hanging);
+            stage.hang_in_init = i == 2;
+            // No dependencies: one at a time, in the order added.
+            supervisor = supervisor.add(named(stage));
+        }
+        let handle = supervisor.handle();
+        let mut changes = handle.subscribe();
+
+        let signalled = async {
+            // s2's init has begun (and would never end).
+            hanging.notified().await;
+            raise("TERM").await;
+            Instant::now()
+        };
+        let (report, sent) = tokio::join!(supervisor.run_until_signal(), signalled);
+        let elapsed = sent.elapsed();
+
+        assert!(
+            elapsed < PROMPTLY,
+            "startup took {elapsed:?} to stop after SIGTERM"
+        );
+        // A signal during startup is a normal shutdown: nothing failed, nothing to report.
+        assert!(report.is_success(), "{:?}", report.errors());
+        assert_eq!(report.code(), 0);
+
+        let changes = drain(&mut changes);
+        assert_eq!(
+            of(&changes, "s1"),
+            [
+                (Stopped, Starting),
+                (Starting, Running),
+                (Running, Stopping),
+                (Stopping, Stopped)
+            ]
+        );
+        // The cancelled start never reports `running`.
+        assert_eq!(
+            of(&changes, "s2"),
+            [
+                (Stopped, Starting),
+                (Starting, Stopping),
+                (Stopping, Stopped)
+            ]
+        );
+        for never in ["s3", "s4", "s5"] {
+            assert!(
+                of(&changes, never).is_empty(),
+                "{never} must never start: {:?}",
+                of(&changes, never)
+            );
+        }
+        // Reverse order: s2's cancelled start is over before s1 begins to stop.
+        let position = |service: &str, to: ServiceStatus| {
+            changes
+                .iter()
+                .position(|c| &*c.service == service && c.to == to)
+                .unwrap_or_else(|| panic!("{service} never went to {to}"))
+        };
+        assert!(position("s2", Stopped) < position("s1", Stopping));
+
+        // s2's init was cancelled: its cleanup is not owed and never runs.
+        assert_eq!(log.entries(), ["init:s1", "init:s2", "cleanup:s1"]);
+        let statuses: Vec<ServiceStatus> = handle.statuses().into_iter().map(|(_, s)| s).collect();
+        assert_eq!(statuses, [Stopped; 5]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            log.entries(),
+            ["init:s1", "init:s2", "cleanup:s1"],
+            "nothing runs after the report"
+        );
+    });
+}
+
+#[test]
+fn a_second_sigint_during_a_hung_cleanup_forces_the_exit() {
+    scenario(|| async {
+        let log = Log::default();
+        let hanging = Arc::new(Notify::new());
+        let mut link = stage(&log, "exchange_link", &hanging);
+        link.hang_in_cleanup = true;
+        let supervisor = Supervisor::new()
+            .add(named(stage(&log, "ledger", &hanging)))
+            .add(named(link))
+            .depends_on("ledger")
+            .add(named(stage(&log, "reporter", &hanging)))
+            .depends_on("exchange_link")
+            // Only the second signal can end this shutdown.
+            .shutdown_timeout(Duration::from_secs(60));
+        let handle = supervisor.handle();
+        let mut changes = handle.subscribe();
+
+        let signalled = async {
+            let mut seen = Vec::new();
+            wait_for(&mut changes, &mut seen, |c| {
+                &*c.service == "reporter" && c.to == Running
+            })
+            .await;
+            raise("INT").await;
+            wait_for(&mut changes, &mut seen, |c| {
+                &*c.service == "exchange_link" && c.to == Stopping
+            })
+            .await;
+            hanging.notified().await; // its cleanup has begun, and hangs
+            raise("INT").await;
+            (Instant::now(), seen)
+        };
+        let (report, (sent, mut seen)) = tokio::join!(supervisor.run_until_signal(), signalled);
+        let elapsed = sent.elapsed();
+
+        assert!(
+            elapsed < PROMPTLY,
+            "run took {elapsed:?} to return after the second SIGINT"
+        );
+        assert_eq!(report.code(), EXIT_FORCED, "{:?}", report.errors());
+        let abandoned = report
+            .errors()
+            .iter()
+            .find_map(|e| match e {
+                SupervisorError::Forced { abandoned } => Some(abandoned.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no Forced error in {:?}", report.errors()));
+        // In stop order: the hung service, then the one that was never asked to stop.
+        assert_eq!(abandoned, ["exchange_link", "ledger"]);
+        assert_eq!(report.errors().len(), 1, "{:?}", report.errors());
+
+        seen.extend(drain(&mut changes));
+        assert_eq!(
+            of(&seen, "reporter")[2..],
+            [(Running, Stopping), (Stopping, Stopped)]
+        );
+        assert_eq!(of(&seen, "exchange_link")[2..], [(Running, Stopping)]);
+        assert_eq!(
+            of(&seen, "ledger").len(),
+            2,
+            "ledger must not be stopped: {:?}",
+            of(&seen, "ledger")
+        );
+        assert_eq!(handle.statuses()[1], ("exchange_link".to_owned(), Stopping));
+
+        // Every cleanup ran at most once, and nothing ran after the report.
+        let expected = [
+            "init:ledger",
+            "init:exchange_link",
+            "init:reporter",
+            "cleanup:reporter",
+            "cleanup:exchange_link",
+        ];
+        assert_eq!(log.entries(), expected);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(log.entries(), expected);
+    });
+}

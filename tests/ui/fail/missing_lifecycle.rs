@@ -1,0 +1,6 @@
+use service_runtime::Service;
+
+#[derive(Service)]
+struct Feed;
+
+fn main() {}

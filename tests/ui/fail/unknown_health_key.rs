@@ -1,0 +1,14 @@
+use service_runtime::{HealthStatus, Service, lifecycle};
+
+#[derive(Service)]
+struct Feed;
+
+#[lifecycle]
+impl Feed {
+    #[health(name = "upstream", required)]
+    async fn upstream(&self) -> HealthStatus {
+        HealthStatus::Healthy
+    }
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use service_runtime::{Service, lifecycle};
+
+#[derive(Service)]
+struct Feed;
+
+#[lifecycle]
+impl Feed {
+    #[init(timout = "5s")]
+    async fn connect(&mut self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+}
+
+fn main() {}

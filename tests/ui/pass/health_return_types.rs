@@ -1,0 +1,45 @@
+// Every type a `#[health]` hook may return.
+use service_runtime::{HealthDetail, HealthStatus, Managed, Service, lifecycle};
+
+#[derive(Service)]
+struct Checked;
+
+#[lifecycle]
+impl Checked {
+    #[health]
+    async fn status(&self) -> HealthStatus {
+        HealthStatus::Healthy
+    }
+
+    #[health]
+    async fn detail(&self) -> HealthDetail {
+        HealthDetail::degraded("lagging")
+    }
+
+    #[health]
+    async fn result(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    #[health]
+    async fn result_status(&self) -> Result<HealthStatus, String> {
+        Err("unreachable".to_owned())
+    }
+
+    #[health(name = "anyhow")]
+    async fn anyhow_result(&self) -> anyhow::Result<()> {
+        anyhow::bail!("down")
+    }
+
+    // A type alias of an accepted type.
+    #[health]
+    async fn alias(&self) -> Status {
+        Status::Healthy
+    }
+}
+
+type Status = HealthStatus;
+
+fn main() {
+    let _ = Managed::new(Checked);
+}
