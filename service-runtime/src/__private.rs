@@ -14,6 +14,7 @@ pub use ::std::vec::Vec;
 use crate::BoxError;
 use crate::health::{HealthDetail, HealthStatus};
 pub use crate::managed::ErasedService;
+pub use crate::restart::Restart;
 use crate::service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, ServiceConfig,
 };
@@ -187,6 +188,52 @@ where
     F: Future<Output = HealthDetail> + Send + 'a,
 {
     Box::pin(future)
+}
+
+/// Boxes the future of a `#[lifecycle(?Send)]` hook: it may hold non-`Send` values across
+/// `.await`, and fails if ever polled on another thread than the one that created it.
+pub fn local_hook<'a, F>(future: F) -> HookFuture<'a>
+where
+    F: Future<Output = HookResult> + 'a,
+{
+    Box::pin(crate::local::LocalFuture::new(future))
+}
+
+/// Boxes the future of a `#[lifecycle(?Send)]` health check; see [`local_hook`].
+pub fn local_check<'a, F>(future: F) -> CheckFuture<'a>
+where
+    F: Future<Output = HealthDetail> + 'a,
+{
+    Box::pin(crate::local::LocalFuture::new(future))
+}
+
+/// Applies the restart attributes of `#[derive(Service)]`; `None` keeps a default.
+pub fn restart(
+    config: ServiceConfig,
+    restart: Option<Restart>,
+    max_restarts: Option<u32>,
+    restart_within: Option<Duration>,
+    backoff: Option<Duration>,
+    max_backoff: Option<Duration>,
+) -> ServiceConfig {
+    let mut policy = config.restart;
+    if let Some(restart) = restart {
+        policy = policy.restart(restart);
+    }
+    if let Some(max) = max_restarts {
+        policy.max_restarts = max;
+    }
+    if let Some(within) = restart_within {
+        policy.within = within;
+    }
+    if let Some(first) = backoff {
+        policy.backoff = first;
+        policy.max_backoff = policy.max_backoff.max(first);
+    }
+    if let Some(max) = max_backoff {
+        policy.max_backoff = max;
+    }
+    config.restart(policy)
 }
 
 /// The future of a hook index that does not exist (a runtime bug if ever polled).

@@ -51,12 +51,13 @@
 //! # }).unwrap();
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed in `local` alone, for the `?Send` opt-out
 
 #[doc(hidden)]
 pub mod __private;
 mod error;
 mod health;
+mod local;
 mod managed;
 mod restart;
 mod service;
