@@ -752,3 +752,118 @@ async fn component_health_nests_critical_and_optional() {
     );
     service.stop().await.unwrap();
 }
+
+// ---- run loops that do not listen, per-hook timeouts, dropped handles ----
+
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[derive(Service)]
+#[service(start_timeout = "10s", stop_timeout = "2s")]
+struct Stubborn {
+    log: Log,
+    init_hangs: bool,
+    run_dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl Stubborn {
+    #[init(timeout = "1s")]
+    async fn quick(&mut self) -> Result<(), std::io::Error> {
+        if self.init_hangs {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("cleanup");
+        Ok(())
+    }
+
+    /// Ignores the shutdown signal.
+    #[run]
+    async fn spin(&self) -> Result<(), std::io::Error> {
+        let _flag = DropFlag(self.run_dropped.clone());
+        std::future::pending().await
+    }
+}
+
+fn stubborn(log: &Log) -> Stubborn {
+    Stubborn {
+        log: log.clone(),
+        init_hangs: false,
+        run_dropped: Default::default(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_loop_that_ignores_shutdown_is_dropped_after_stop_timeout() {
+    let log = Log::default();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (service, mut changes) = watched(Stubborn {
+        run_dropped: flag.clone(),
+        ..stubborn(&log)
+    });
+    service.start().await.unwrap();
+    let began = Instant::now();
+    let error = service.stop().await.unwrap_err();
+    assert_eq!(began.elapsed(), Duration::from_secs(2), "stop_timeout = \"2s\"");
+    assert_eq!(error.to_string(), "service `stubborn`: run hook `spin` timed out after 2s");
+    settle().await;
+    assert!(flag.load(std::sync::atomic::Ordering::SeqCst), "the run loop's future was dropped");
+    assert_eq!(log.entries(), ["cleanup"], "cleanup still ran");
+    assert_eq!(
+        history(&mut changes),
+        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Error)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hook_timeout_overrides_the_services() {
+    let (service, _changes) = watched(Stubborn {
+        init_hangs: true,
+        ..stubborn(&Log::default())
+    });
+    let began = Instant::now();
+    let error = service.start().await.unwrap_err();
+    assert_eq!(began.elapsed(), Duration::from_secs(1), "#[init(timeout = \"1s\")] beats start_timeout");
+    assert_eq!(error.to_string(), "service `stubborn`: init hook `quick` timed out after 1s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_cancels_the_run_loop() {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = Managed::new(Stubborn {
+        run_dropped: flag.clone(),
+        ..stubborn(&Log::default())
+    });
+    service.start().await.unwrap();
+    settle().await;
+    assert!(!flag.load(std::sync::atomic::Ordering::SeqCst));
+    drop(service);
+    settle().await;
+    assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_guard_held_too_long_fails_the_start_at_its_timeout() {
+    let service = Managed::new(stubborn(&Log::default()));
+    let guard = service.read().await;
+    let began = Instant::now();
+    let error = service.start().await.unwrap_err();
+    assert_eq!(began.elapsed(), Duration::from_secs(10), "start_timeout = \"10s\"");
+    assert_eq!(
+        error.to_string(),
+        "service `stubborn`: init hook `quick` failed: no init hook ran: a `Managed::read()` guard still held the service after 10s"
+    );
+    drop(guard);
+    service.start().await.unwrap();
+    service.stop().await.unwrap_err();
+}

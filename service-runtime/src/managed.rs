@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::__private::{ComponentEntry, HookFuture};
 use crate::Shutdown;
-use crate::error::{HookFailure, HookKind, ServiceError};
+use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
 use crate::service::{Lifecycle, Service, ServiceConfig};
 use crate::status::ServiceStatus;
@@ -596,7 +596,7 @@ impl<S: Service> Inner<S> {
                     errors.push(self.hook_error(
                         HookKind::Cleanup,
                         first,
-                        HookFailure::Error(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                        HookFailure::Error(Arc::from(BoxError::from(format!(
                             "no cleanup hook ran: a `Managed::read()` guard or a health check still held the service after {limit:?}"
                         )))),
                     ));
@@ -622,7 +622,31 @@ impl<S: Service> Inner<S> {
             self.transition(&mut ctl, ServiceStatus::Starting, None);
         }
 
-        let mut service = self.service.write().await;
+        // Exclusive access for the init hooks; a `read()` guard held elsewhere can delay
+        // it, but never past the start timeout, and `stop()` still cancels the wait.
+        let limit = self.config.start_timeout;
+        let acquired = tokio::select! {
+            biased;
+            () = cancel.requested() => None,
+            acquired = tokio::time::timeout(limit, self.service.write()) => Some(acquired),
+        };
+        let mut service = match acquired {
+            None => return Err(self.abandon_start(None, Vec::new(), false).await),
+            Some(Ok(service)) => service,
+            Some(Err(_)) => {
+                let hook = S::__HOOKS.init.first().map_or("init", |spec| spec.name);
+                let error = self.hook_error(
+                    HookKind::Init,
+                    hook,
+                    HookFailure::Error(Arc::from(BoxError::from(format!(
+                        "no init hook ran: a `Managed::read()` guard still held the service after {limit:?}"
+                    )))),
+                );
+                let mut ctl = self.lock();
+                self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+                return Err(error);
+            }
+        };
         for (index, spec) in S::__HOOKS.init.iter().enumerate() {
             let timeout = spec.timeout.unwrap_or(self.config.start_timeout);
             let future = service.__init(index);
