@@ -814,14 +814,29 @@ async fn a_run_loop_that_ignores_shutdown_is_dropped_after_stop_timeout() {
     service.start().await.unwrap();
     let began = Instant::now();
     let error = service.stop().await.unwrap_err();
-    assert_eq!(began.elapsed(), Duration::from_secs(2), "stop_timeout = \"2s\"");
-    assert_eq!(error.to_string(), "service `stubborn`: run hook `spin` timed out after 2s");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(2),
+        "stop_timeout = \"2s\""
+    );
+    assert_eq!(
+        error.to_string(),
+        "service `stubborn`: run hook `spin` timed out after 2s"
+    );
     settle().await;
-    assert!(flag.load(std::sync::atomic::Ordering::SeqCst), "the run loop's future was dropped");
+    assert!(
+        flag.load(std::sync::atomic::Ordering::SeqCst),
+        "the run loop's future was dropped"
+    );
     assert_eq!(log.entries(), ["cleanup"], "cleanup still ran");
     assert_eq!(
         history(&mut changes),
-        [(Stopped, Starting), (Starting, Running), (Running, Stopping), (Stopping, Error)]
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Error)
+        ]
     );
 }
 
@@ -833,8 +848,15 @@ async fn a_hook_timeout_overrides_the_services() {
     });
     let began = Instant::now();
     let error = service.start().await.unwrap_err();
-    assert_eq!(began.elapsed(), Duration::from_secs(1), "#[init(timeout = \"1s\")] beats start_timeout");
-    assert_eq!(error.to_string(), "service `stubborn`: init hook `quick` timed out after 1s");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(1),
+        "#[init(timeout = \"1s\")] beats start_timeout"
+    );
+    assert_eq!(
+        error.to_string(),
+        "service `stubborn`: init hook `quick` timed out after 1s"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -858,7 +880,11 @@ async fn a_read_guard_held_too_long_fails_the_start_at_its_timeout() {
     let guard = service.read().await;
     let began = Instant::now();
     let error = service.start().await.unwrap_err();
-    assert_eq!(began.elapsed(), Duration::from_secs(10), "start_timeout = \"10s\"");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(10),
+        "start_timeout = \"10s\""
+    );
     assert_eq!(
         error.to_string(),
         "service `stubborn`: init hook `quick` failed: no init hook ran: a `Managed::read()` guard still held the service after 10s"
