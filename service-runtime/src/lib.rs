@@ -55,6 +55,7 @@
 
 #[doc(hidden)]
 pub mod __private;
+mod breaker;
 mod error;
 mod health;
 mod local;
@@ -66,6 +67,7 @@ mod status;
 mod supervisor;
 mod util;
 
+pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
 pub use error::{BoxError, HookFailure, HookKind, ServiceError};
 pub use health::{HealthDetail, HealthReport, HealthStatus};
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
