@@ -65,6 +65,8 @@ mod service;
 mod shutdown;
 mod status;
 mod supervisor;
+#[cfg(all(unix, feature = "systemd"))]
+mod systemd;
 mod util;
 
 pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
@@ -83,3 +85,5 @@ pub use supervisor::{
     DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, ServiceRef,
     ServiceStats, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
 };
+#[cfg(all(unix, feature = "systemd"))]
+pub use systemd::SystemdNotifier;

@@ -69,6 +69,8 @@ pub struct Supervisor {
     config_errors: Vec<String>,
     shutdown_timeout: Duration,
     shared: Arc<Shared>,
+    #[cfg(all(unix, feature = "systemd"))]
+    systemd: Arc<crate::systemd::SystemdNotifier>,
 }
 
 struct Entry {
@@ -118,6 +120,8 @@ impl Supervisor {
             entries: Vec::new(),
             config_errors: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            #[cfg(all(unix, feature = "systemd"))]
+            systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
             shared: Arc::new(Shared {
                 services: Mutex::new(Vec::new()),
                 stats: Mutex::new(HashMap::new()),
@@ -187,6 +191,15 @@ impl Supervisor {
         self
     }
 
+    /// Sends systemd notifications through `notifier` instead of the one `NOTIFY_SOCKET`
+    /// names (feature `systemd`).
+    #[cfg(all(unix, feature = "systemd"))]
+    #[must_use]
+    pub fn systemd(mut self, notifier: crate::systemd::SystemdNotifier) -> Self {
+        self.systemd = Arc::new(notifier);
+        self
+    }
+
     /// A handle to observe and stop the supervisor while it runs.
     pub fn handle(&self) -> SupervisorHandle {
         SupervisorHandle {
@@ -230,7 +243,11 @@ impl Supervisor {
             entry.service.0.add_subscriber(events_tx.clone());
         }
         drop(events_tx);
+        #[cfg(all(unix, feature = "systemd"))]
+        let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
         let mut run = Run {
+            #[cfg(all(unix, feature = "systemd"))]
+            systemd,
             entries: self.entries,
             plan,
             shared: self.shared,
@@ -529,6 +546,8 @@ struct Run {
     states: Vec<EntryState>,
     pending: Vec<PendingRestart>,
     jitter: Jitter,
+    #[cfg(all(unix, feature = "systemd"))]
+    systemd: Option<crate::systemd::Session>,
 }
 
 /// What the running phase decided while handling one status change.
@@ -567,6 +586,13 @@ impl Run {
                 state.running_since = Some(Instant::now());
             }
             tracing::info!("all services running");
+            #[cfg(all(unix, feature = "systemd"))]
+            if let Some(systemd) = &mut self.systemd {
+                let handle = SupervisorHandle {
+                    shared: self.shared.clone(),
+                };
+                systemd.ready(&handle, self.entries.len());
+            }
             self.supervise(trigger).await;
         }
         self.shutdown(trigger).await;
@@ -769,6 +795,10 @@ impl Run {
     /// a second shutdown request abandons what is left.
     async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
         self.shared.stopping.request();
+        #[cfg(all(unix, feature = "systemd"))]
+        if let Some(systemd) = &mut self.systemd {
+            systemd.stopping();
+        }
         self.pending.clear();
         tracing::info!(budget = ?self.shutdown_timeout, "stopping every service");
         let errors = Mutex::new(Vec::new());

@@ -1,0 +1,230 @@
+//! systemd's notification protocol (`sd_notify`): `READY=1`, `STOPPING=1`, `STATUS=…` and
+//! `WATCHDOG=1` datagrams to the socket named by `NOTIFY_SOCKET`.
+//!
+//! Written against the protocol (a unix datagram of `KEY=VALUE` lines) rather than
+//! `libsystemd`, so it needs no C library and is a no-op where `NOTIFY_SOCKET` is unset.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Sends service-manager notifications to systemd.
+///
+/// A [`Supervisor`](crate::Supervisor) built with the `systemd` feature uses
+/// [`SystemdNotifier::from_env`] by itself: `READY=1` once every service runs,
+/// `STATUS=` on each transition, `WATCHDOG=1` at half the watchdog interval while every
+/// service is healthy, `STOPPING=1` when the shutdown begins.
+#[derive(Debug)]
+pub struct SystemdNotifier {
+    target: Option<Target>,
+    watchdog: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Target {
+    socket: UnixDatagram,
+    address: Address,
+}
+
+#[derive(Debug)]
+enum Address {
+    Path(PathBuf),
+    #[cfg(target_os = "linux")]
+    Abstract(Vec<u8>),
+}
+
+impl SystemdNotifier {
+    /// The notifier systemd asks for through `NOTIFY_SOCKET` (and `WATCHDOG_USEC`,
+    /// `WATCHDOG_PID`); a no-op one when the variable is unset or unusable.
+    pub fn from_env() -> Self {
+        let watchdog = watchdog_from_env();
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(path) if !path.is_empty() => match Self::connect(PathBuf::from(path)) {
+                Ok(notifier) => SystemdNotifier {
+                    watchdog,
+                    ..notifier
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "NOTIFY_SOCKET is set but unusable; not notifying systemd");
+                    SystemdNotifier::disabled()
+                }
+            },
+            _ => SystemdNotifier::disabled(),
+        }
+    }
+
+    /// A notifier that sends to `socket` (a path, or `@name` for an abstract socket on
+    /// Linux), without a watchdog.
+    pub fn connect(socket: impl Into<PathBuf>) -> io::Result<Self> {
+        let socket = socket.into();
+        let bytes = socket.as_os_str().as_encoded_bytes();
+        let address = match bytes.first() {
+            #[cfg(target_os = "linux")]
+            Some(b'@') => Address::Abstract(bytes[1..].to_vec()),
+            Some(b'/') => Address::Path(socket.clone()),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "NOTIFY_SOCKET must be an absolute path or @abstract name, not {socket:?}"
+                    ),
+                ));
+            }
+        };
+        Ok(SystemdNotifier {
+            target: Some(Target {
+                socket: UnixDatagram::unbound()?,
+                address,
+            }),
+            watchdog: None,
+        })
+    }
+
+    /// A notifier that sends nothing.
+    pub fn disabled() -> Self {
+        SystemdNotifier {
+            target: None,
+            watchdog: None,
+        }
+    }
+
+    /// Sets the watchdog interval (`WATCHDOG_USEC`); `WATCHDOG=1` is sent at half of it.
+    #[must_use]
+    pub fn with_watchdog(mut self, interval: Duration) -> Self {
+        self.watchdog = Some(interval);
+        self
+    }
+
+    /// Whether notifications go anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// The watchdog interval systemd expects pings within, if any.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog.filter(|_| self.target.is_some())
+    }
+
+    /// Sends one notification (`KEY=VALUE` lines). A no-op when disabled.
+    pub fn notify(&self, state: &str) -> io::Result<()> {
+        let Some(target) = &self.target else {
+            return Ok(());
+        };
+        let sent = match &target.address {
+            Address::Path(path) => target.socket.send_to(state.as_bytes(), path)?,
+            #[cfg(target_os = "linux")]
+            Address::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                target.socket.send_to_addr(state.as_bytes(), &address)?
+            }
+        };
+        if sent != state.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "notification truncated",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends a notification, logging a failure instead of returning it (systemd being
+    /// unreachable must not stop the services).
+    pub(crate) fn send(&self, state: &str) {
+        if let Err(error) = self.notify(state) {
+            tracing::warn!(%error, state, "could not notify systemd");
+        }
+    }
+
+    /// `STATUS=` with the line made safe (one line, as the protocol requires).
+    pub(crate) fn status(&self, message: &str) {
+        if self.is_enabled() {
+            self.send(&format!("STATUS={}", message.replace('\n', " ")));
+        }
+    }
+}
+
+/// `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or names this process.
+fn watchdog_from_env() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// The notifications of one supervisor run: `STATUS=` for every change (from its own
+/// subscription, so they are sent as they happen), `READY=1` and the watchdog once every
+/// service runs, `STOPPING=1` when the shutdown begins.
+pub(crate) struct Session {
+    notifier: std::sync::Arc<SystemdNotifier>,
+    status: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Session {
+    pub(crate) fn begin(
+        notifier: std::sync::Arc<SystemdNotifier>,
+        handle: &crate::SupervisorHandle,
+    ) -> Option<Self> {
+        if !notifier.is_enabled() {
+            return None;
+        }
+        let mut changes = handle.subscribe();
+        let sender = notifier.clone();
+        let status = tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                sender.status(&format!(
+                    "{}: {} -> {}",
+                    change.service, change.from, change.to
+                ));
+            }
+        });
+        Some(Session {
+            notifier,
+            status,
+            watchdog: None,
+        })
+    }
+
+    pub(crate) fn ready(&mut self, handle: &crate::SupervisorHandle, services: usize) {
+        self.notifier
+            .send(&format!("READY=1\nSTATUS=all {services} services running"));
+        if let Some(interval) = self.notifier.watchdog_interval() {
+            let notifier = self.notifier.clone();
+            let handle = handle.clone();
+            self.watchdog = Some(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval / 2);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let health = handle.health().await;
+                    if health.status.is_ok() {
+                        notifier.send("WATCHDOG=1");
+                    } else {
+                        tracing::warn!(status = %health.status, "unhealthy: withholding the systemd watchdog ping");
+                    }
+                }
+            }));
+        }
+    }
+
+    pub(crate) fn stopping(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        self.notifier.send("STOPPING=1");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.status.abort();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+    }
+}
