@@ -58,6 +58,8 @@ pub mod __private;
 mod breaker;
 mod error;
 mod health;
+#[cfg(feature = "http")]
+mod http;
 mod local;
 mod managed;
 mod restart;
@@ -72,6 +74,8 @@ mod util;
 pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
 pub use error::{BoxError, HookFailure, HookKind, ServiceError};
 pub use health::{HealthDetail, HealthReport, HealthStatus};
+#[cfg(feature = "http")]
+pub use http::DEFAULT_HEALTH_CACHE_TTL;
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
 pub use restart::{Restart, RestartPolicy};
 pub use service::{

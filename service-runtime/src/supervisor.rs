@@ -71,6 +71,8 @@ pub struct Supervisor {
     shared: Arc<Shared>,
     #[cfg(all(unix, feature = "systemd"))]
     systemd: Arc<crate::systemd::SystemdNotifier>,
+    #[cfg(feature = "http")]
+    probes: Option<crate::http::ProbeConfig>,
 }
 
 struct Entry {
@@ -89,6 +91,8 @@ struct Shared {
     /// Set when the shutdown phase begins (readiness turns false).
     stopping: Shutdown,
     started_at: Mutex<Option<Instant>>,
+    #[cfg(feature = "http")]
+    probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl Default for Supervisor {
@@ -122,6 +126,8 @@ impl Supervisor {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             #[cfg(all(unix, feature = "systemd"))]
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
+            #[cfg(feature = "http")]
+            probes: None,
             shared: Arc::new(Shared {
                 services: Mutex::new(Vec::new()),
                 stats: Mutex::new(HashMap::new()),
@@ -129,6 +135,8 @@ impl Supervisor {
                 shutdown: Shutdown::new(),
                 stopping: Shutdown::new(),
                 started_at: Mutex::new(None),
+                #[cfg(feature = "http")]
+                probe_address: Mutex::new(None),
             }),
         }
     }
@@ -200,6 +208,53 @@ impl Supervisor {
         self
     }
 
+    /// Serves `/livez`, `/readyz`, `/startupz` and `/health` on `address` (for example
+    /// `"127.0.0.1:8080"`, or port 0 for any free port; see
+    /// [`SupervisorHandle::probe_address`]) from before the first service starts until
+    /// the run ends (feature `http`).
+    ///
+    /// - `/livez`: 200 while the supervisor answers; never depends on dependencies.
+    /// - `/readyz`: 200 when every service is running and none is unhealthy; 503 from the
+    ///   moment shutdown begins, before the first cleanup.
+    /// - `/startupz`: 200 once every service has started.
+    /// - `/health`: the aggregate report as JSON (`?service=name` for one service); 200
+    ///   for healthy and degraded, 503 for unhealthy.
+    ///
+    /// Health results are cached for the [`health_cache_ttl`](Self::health_cache_ttl) so a
+    /// probe storm does not hammer dependencies; concurrent probes share one computation.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn serve_health(mut self, address: impl Into<String>) -> Self {
+        let cache_ttl = self
+            .probes
+            .as_ref()
+            .map_or(crate::http::DEFAULT_HEALTH_CACHE_TTL, |probes| {
+                probes.cache_ttl
+            });
+        self.probes = Some(crate::http::ProbeConfig {
+            address: address.into(),
+            cache_ttl,
+        });
+        self
+    }
+
+    /// How long the probe endpoint reuses a health report (default 1 s; zero disables
+    /// the cache). Feature `http`.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn health_cache_ttl(mut self, ttl: Duration) -> Self {
+        match &mut self.probes {
+            Some(probes) => probes.cache_ttl = ttl,
+            None => {
+                self.probes = Some(crate::http::ProbeConfig {
+                    address: String::new(),
+                    cache_ttl: ttl,
+                });
+            }
+        }
+        self
+    }
+
     /// A handle to observe and stop the supervisor while it runs.
     pub fn handle(&self) -> SupervisorHandle {
         SupervisorHandle {
@@ -237,6 +292,27 @@ impl Supervisor {
                 }
                 return Report { errors };
             }
+        };
+        #[cfg(feature = "http")]
+        let _probes = match self
+            .probes
+            .as_ref()
+            .filter(|probes| !probes.address.is_empty())
+        {
+            Some(probes) => match crate::http::serve(probes, self.handle()).await {
+                Ok((server, address)) => {
+                    *lock(&self.shared.probe_address) = Some(address);
+                    Some(server)
+                }
+                Err(error) => {
+                    tracing::error!(address = %probes.address, %error, "could not serve the probe endpoint");
+                    return Report::single(SupervisorError::Probe {
+                        address: probes.address.clone(),
+                        error: Arc::new(error),
+                    });
+                }
+            },
+            None => None,
         };
         let (events_tx, events) = mpsc::unbounded_channel();
         for entry in &self.entries {
@@ -981,6 +1057,17 @@ impl SupervisorHandle {
         self.shared.stopping.is_requested()
     }
 
+    /// Whether every service has started (once): what `/startupz` reports.
+    pub fn has_started(&self) -> bool {
+        lock(&self.shared.started_at).is_some()
+    }
+
+    /// The address the probe endpoint listens on, once it does (feature `http`).
+    #[cfg(feature = "http")]
+    pub fn probe_address(&self) -> Option<std::net::SocketAddr> {
+        *lock(&self.shared.probe_address)
+    }
+
     /// The status of every service, in the order they were added.
     pub fn statuses(&self) -> Vec<(String, ServiceStatus)> {
         lock(&self.shared.services)
@@ -1117,6 +1204,13 @@ pub enum SupervisorError {
     },
     /// The signal handlers could not be installed.
     Signal(Arc<std::io::Error>),
+    /// The probe endpoint could not listen on its address; nothing was started.
+    Probe {
+        /// The address asked for.
+        address: String,
+        /// Why it failed.
+        error: Arc<std::io::Error>,
+    },
 }
 
 impl fmt::Display for SupervisorError {
@@ -1157,6 +1251,12 @@ impl fmt::Display for SupervisorError {
                 )
             }
             SupervisorError::Signal(error) => write!(f, "could not listen for signals: {error}"),
+            SupervisorError::Probe { address, error } => {
+                write!(
+                    f,
+                    "could not serve the probe endpoint on {address}: {error}"
+                )
+            }
         }
     }
 }

@@ -1,0 +1,330 @@
+//! The probe endpoint (feature `http`): `/livez`, `/readyz`, `/startupz` and `/health`
+//! over HTTP/1.1, for Kubernetes probes and humans with `curl`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::ServiceStatus;
+use crate::supervisor::{SupervisorHandle, SupervisorHealth};
+
+/// How long a computed health report answers probes when none is set: a probe storm
+/// runs the checks at most once per second.
+pub const DEFAULT_HEALTH_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Where and how the supervisor serves its probes.
+#[derive(Clone, Debug)]
+pub(crate) struct ProbeConfig {
+    pub(crate) address: String,
+    pub(crate) cache_ttl: Duration,
+}
+
+/// The running endpoint; dropping it stops the listener and every connection.
+pub(crate) struct ProbeServer {
+    task: JoinHandle<()>,
+}
+
+impl Drop for ProbeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Context {
+    handle: SupervisorHandle,
+    cache: HealthCache,
+}
+
+/// The last health report, when it was computed and the statuses it saw. It is reused
+/// while it is younger than the TTL and no service changed status. Refreshes are
+/// single-flight: the async lock makes concurrent probes share one computation, which is
+/// itself bounded by the checks' timeouts.
+struct HealthCache {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    at: Instant,
+    statuses: Vec<(String, ServiceStatus)>,
+    health: Arc<SupervisorHealth>,
+}
+
+impl HealthCache {
+    async fn get(&self, handle: &SupervisorHandle) -> Arc<SupervisorHealth> {
+        let mut last = self.last.lock().await;
+        let statuses = handle.statuses();
+        if let Some(cached) = &*last {
+            if cached.at.elapsed() < self.ttl && cached.statuses == statuses {
+                return cached.health.clone();
+            }
+        }
+        let health = Arc::new(handle.health().await);
+        *last = Some(Cached {
+            at: Instant::now(),
+            statuses,
+            health: health.clone(),
+        });
+        health
+    }
+}
+
+/// Binds the endpoint and serves it on a spawned task.
+pub(crate) async fn serve(
+    config: &ProbeConfig,
+    handle: SupervisorHandle,
+) -> std::io::Result<(ProbeServer, SocketAddr)> {
+    let listener = TcpListener::bind(&config.address).await?;
+    let local = listener.local_addr()?;
+    let context = Arc::new(Context {
+        handle,
+        cache: HealthCache {
+            ttl: config.cache_ttl,
+            last: tokio::sync::Mutex::new(None),
+        },
+    });
+    tracing::info!(address = %local, "serving /livez /readyz /startupz /health");
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(%error, "probe endpoint could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let context = context.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let context = context.clone();
+                    async move { Ok::<_, Infallible>(route(&request, &context).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "probe connection ended with an error");
+                }
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    });
+    Ok((ProbeServer { task }, local))
+}
+
+const PATHS: [&str; 4] = ["/livez", "/readyz", "/startupz", "/health"];
+
+async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    if !PATHS.contains(&path) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no such probe: {path}; try one of {}\n", PATHS.join(", ")),
+        );
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed on {path}; use GET\n", request.method()),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let handle = &context.handle;
+    match path {
+        // Liveness never depends on dependencies: answering is the proof of life.
+        "/livez" => json(StatusCode::OK, &Probe::pass("alive")),
+        "/startupz" => {
+            if handle.has_started() {
+                json(StatusCode::OK, &Probe::pass("started"))
+            } else {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &Probe::fail("starting", "not every service has started yet"),
+                )
+            }
+        }
+        "/readyz" => readiness(context).await,
+        _ => health(request, context).await,
+    }
+}
+
+async fn readiness(context: &Context) -> Response<Full<Bytes>> {
+    let handle = &context.handle;
+    // Checked first and without waiting: readiness turns false the moment shutdown begins.
+    if handle.is_stopping() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Probe::fail("stopping", "shutdown in progress"),
+        );
+    }
+    let not_running: Vec<String> = handle
+        .statuses()
+        .into_iter()
+        .filter(|(_, status)| *status != ServiceStatus::Running)
+        .map(|(name, status)| format!("{name} is {status}"))
+        .collect();
+    if !not_running.is_empty() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Probe::fail("not ready", &not_running.join(", ")),
+        );
+    }
+    let health = context.cache.get(handle).await;
+    let unhealthy: Vec<&str> = health
+        .services
+        .values()
+        .filter(|report| !report.is_ok())
+        .map(|report| report.service_name.as_str())
+        .collect();
+    if unhealthy.is_empty() && !handle.is_stopping() {
+        json(StatusCode::OK, &Probe::pass("ready"))
+    } else if handle.is_stopping() {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Probe::fail("stopping", "shutdown in progress"),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Probe::fail("not ready", &format!("unhealthy: {}", unhealthy.join(", "))),
+        )
+    }
+}
+
+async fn health(request: &Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
+    let health = context.cache.get(&context.handle).await;
+    let code = |ok: bool| {
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    match query_value(request.uri().query(), "service") {
+        Some(name) => match health.services.get(&name) {
+            Some(report) => json(code(report.is_ok()), report),
+            None => text(
+                StatusCode::NOT_FOUND,
+                format!("no service named `{name}`\n"),
+            ),
+        },
+        None => json(code(health.status.is_ok()), &*health),
+    }
+}
+
+/// The body of `/livez`, `/readyz` and `/startupz`.
+#[derive(Serialize)]
+struct Probe<'a> {
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl<'a> Probe<'a> {
+    fn pass(status: &'a str) -> Self {
+        Probe {
+            status,
+            reason: None,
+        }
+    }
+
+    fn fail(status: &'a str, reason: &'a str) -> Self {
+        Probe {
+            status,
+            reason: Some(reason),
+        }
+    }
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let mut bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}").into_bytes());
+    bytes.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The value of `key` in a query string, percent-decoded.
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_found_and_decoded() {
+        assert_eq!(
+            query_value(Some("service=market_feed"), "service").as_deref(),
+            Some("market_feed")
+        );
+        assert_eq!(
+            query_value(Some("a=1&service=a%20b"), "service").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(
+            query_value(Some("service=%zz%"), "service").as_deref(),
+            Some("%zz%")
+        );
+        assert_eq!(query_value(Some("other=1"), "service"), None);
+        assert_eq!(query_value(None, "service"), None);
+    }
+}
