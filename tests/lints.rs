@@ -6,8 +6,10 @@
 #![deny(rust_2018_idioms, unused, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use service_runtime::{HealthDetail, HealthStatus, Managed, Service, Shutdown, lifecycle};
@@ -159,13 +161,53 @@ where
     }
 }
 
+/// A service with every restart key, whose hooks hold values that are not `Send`.
+#[derive(Service)]
+#[service(restart = "permanent", max_restarts = 5, restart_within = "1m")]
+#[service(backoff = "200ms", max_backoff = "30s")]
+pub struct Local;
+
+#[lifecycle(?Send, crate = service_runtime)]
+impl Local {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        let steps = Rc::new(RefCell::new(Vec::new()));
+        tokio::task::yield_now().await;
+        steps.borrow_mut().push("opened");
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    #[health]
+    async fn alive(&self) -> HealthStatus {
+        let probes = Rc::new(());
+        tokio::task::yield_now().await;
+        drop(probes);
+        HealthStatus::Healthy
+    }
+
+    #[run]
+    async fn serve(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+        let open = Rc::new(());
+        shutdown.requested().await;
+        drop(open);
+        Ok(())
+    }
+}
+
 #[test]
 fn expansions_compile_cleanly() {
     assert_eq!(<X as Service>::config().name, "x");
     assert_eq!(<Feed as Service>::config().name, "feed");
     assert_eq!(<Cache<String, 8> as Service>::config().name, "cache");
+    assert_eq!(<Local as Service>::config().restart.max_restarts, 5);
     let _ = (
         Managed::new(Feed::new()),
         Managed::new(Cache::<String, 8>::new()),
+        Managed::new(Local),
     );
 }

@@ -1,22 +1,16 @@
 //! The probe endpoint, with a real HTTP client against the served port.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use service_runtime::{
-    HealthDetail, Managed, Service, ServiceStatus, Supervisor, SupervisorHandle, lifecycle,
-};
+use http_client::{PATIENCE, address_of, get, request, until};
+use hyper::{Method, StatusCode};
+use service_runtime::{HealthDetail, Managed, Service, ServiceStatus, Supervisor, lifecycle};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// Every wait in these tests is bounded, so a hang fails instead of stalling.
-const PATIENCE: Duration = Duration::from_secs(20);
+mod http_client;
 
 #[derive(Service)]
 #[service(health_timeout = "200ms")]
@@ -90,75 +84,6 @@ fn with(name: &'static str, change: impl FnOnce(&mut Desk)) -> Managed<Desk> {
     };
     change(&mut desk);
     Managed::with_config(desk, Desk::config().name(name))
-}
-
-struct Reply {
-    status: StatusCode,
-    allow: Option<String>,
-    content_type: Option<String>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-async fn request(address: SocketAddr, method: Method, path: &str) -> Reply {
-    let exchange = async {
-        let stream = TcpStream::connect(address).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", address.to_string())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|v: &hyper::header::HeaderValue| v.to_str().unwrap().to_owned())
-        };
-        let allow = header(hyper::header::ALLOW);
-        let content_type = header(hyper::header::CONTENT_TYPE);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            allow,
-            content_type,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        }
-    };
-    tokio::time::timeout(PATIENCE, exchange)
-        .await
-        .expect("the probe answered")
-}
-
-async fn get(address: SocketAddr, path: &str) -> Reply {
-    request(address, Method::GET, path).await
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let wait = async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
-
-async fn address_of(handle: &SupervisorHandle) -> SocketAddr {
-    until("the probe endpoint", || handle.probe_address().is_some()).await;
-    handle.probe_address().unwrap()
 }
 
 #[tokio::test]

@@ -6,9 +6,12 @@
 //! with the next key so that one compilation shows every mistake.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote};
+use syn::ext::IdentExt;
 use syn::meta::ParseNestedMeta;
-use syn::parse::Parser;
-use syn::{Attribute, LitStr, Meta, Path, Token};
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Attribute, Expr, ExprLit, Ident, Lit, LitStr, Meta, Path, PathSegment, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration;
@@ -22,11 +25,53 @@ pub(crate) struct Container {
     pub(crate) start_timeout: Option<u64>,
     pub(crate) stop_timeout: Option<u64>,
     pub(crate) health_timeout: Option<u64>,
+    pub(crate) restart: Option<RestartKind>,
+    pub(crate) max_restarts: Option<u32>,
+    pub(crate) restart_within: Option<u64>,
+    /// Kept with its literal: `valid` compares it with `max_backoff` and reports there.
+    pub(crate) backoff: Option<SpannedMillis>,
+    pub(crate) max_backoff: Option<SpannedMillis>,
     pub(crate) krate: Option<Path>,
 }
 
-const SERVICE_KEYS: &str =
-    "`name`, `version`, `start_timeout`, `stop_timeout`, `health_timeout`, `crate`";
+impl Container {
+    /// Whether any restart key was given: without one, `config()` keeps the runtime's policy.
+    pub(crate) fn has_restart_keys(&self) -> bool {
+        self.restart.is_some()
+            || self.max_restarts.is_some()
+            || self.restart_within.is_some()
+            || self.backoff.is_some()
+            || self.max_backoff.is_some()
+    }
+}
+
+const SERVICE_KEYS: &str = "`name`, `version`, `start_timeout`, `stop_timeout`, `health_timeout`, \
+                            `restart`, `max_restarts`, `restart_within`, `backoff`, `max_backoff`, `crate`";
+
+/// `restart = "…"`: the runtime's `Restart` variants, checked at compile time.
+#[derive(Clone, Copy)]
+pub(crate) enum RestartKind {
+    Permanent,
+    Transient,
+    Temporary,
+}
+
+impl RestartKind {
+    /// The variant of the runtime's `Restart`.
+    pub(crate) fn variant(self) -> &'static str {
+        match self {
+            RestartKind::Permanent => "Permanent",
+            RestartKind::Transient => "Transient",
+            RestartKind::Temporary => "Temporary",
+        }
+    }
+}
+
+/// A duration in milliseconds and the literal it was written as.
+pub(crate) struct SpannedMillis {
+    pub(crate) millis: u64,
+    pub(crate) literal: LitStr,
+}
 
 impl Container {
     pub(crate) fn from_attrs(cx: &Ctxt, attrs: &[Attribute]) -> Self {
@@ -47,7 +92,22 @@ impl Container {
                     "health_timeout" => {
                         keys.set_opt(&meta, &mut container.health_timeout, duration(cx, &meta)?)
                     }
-                    "crate" => keys.set(&meta, &mut container.krate, crate_path(&meta)?),
+                    "restart" => keys.set_opt(&meta, &mut container.restart, restart(cx, &meta)?),
+                    "max_restarts" => {
+                        keys.set_opt(&meta, &mut container.max_restarts, max_restarts(cx, &meta)?)
+                    }
+                    "restart_within" => {
+                        keys.set_opt(&meta, &mut container.restart_within, duration(cx, &meta)?)
+                    }
+                    "backoff" => {
+                        keys.set_opt(&meta, &mut container.backoff, spanned_duration(cx, &meta)?)
+                    }
+                    "max_backoff" => keys.set_opt(
+                        &meta,
+                        &mut container.max_backoff,
+                        spanned_duration(cx, &meta)?,
+                    ),
+                    "crate" => keys.set(&meta, &mut container.krate, crate_path(meta.value()?)?),
                     _ => {
                         cx.error_spanned_by(
                             &meta.path,
@@ -55,7 +115,7 @@ impl Container {
                                 "unknown service attribute `{key}`; expected one of: {SERVICE_KEYS}"
                             ),
                         );
-                        skip_value(&meta)?;
+                        skip_value(meta.input)?;
                     }
                 }
                 Ok(())
@@ -94,7 +154,7 @@ impl FieldAttrs {
                                 "unknown field attribute `{key}`; expected one of: `component`, `optional`"
                             ),
                         );
-                        skip_value(&meta)?;
+                        skip_value(meta.input)?;
                     }
                 }
                 Ok(())
@@ -111,25 +171,60 @@ impl FieldAttrs {
 #[derive(Default)]
 pub(crate) struct LifecycleArgs {
     pub(crate) krate: Option<Path>,
+    /// `?Send`: the hooks' futures need not be `Send`.
+    pub(crate) not_send: bool,
 }
 
 impl LifecycleArgs {
+    /// Parsed by hand rather than with `syn::meta`, which has no place for `?Send`.
     pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
         let mut lifecycle = LifecycleArgs::default();
         let mut keys = Keys::new(cx, "lifecycle argument");
-        let parser = syn::meta::parser(|meta| {
-            let key = key_name(&meta.path);
-            if key == "crate" {
-                keys.set(&meta, &mut lifecycle.krate, crate_path(&meta)?);
-            } else {
-                cx.error_spanned_by(
-                    &meta.path,
-                    format!("unknown lifecycle argument `{key}`; expected `crate`"),
-                );
-                skip_value(&meta)?;
+        let parser = |input: ParseStream| -> syn::Result<()> {
+            while !input.is_empty() {
+                if input.peek(Token![?]) {
+                    let question: Token![?] = input.parse()?;
+                    let bound = input.call(Ident::parse_any)?;
+                    let tokens = quote!(#question #bound);
+                    if bound == "Send" {
+                        if keys.first_key(format!("?{bound}"), &tokens) {
+                            lifecycle.not_send = true;
+                        }
+                    } else {
+                        cx.error_spanned_by(
+                            tokens,
+                            format!(
+                                "`?{bound}` is not supported: `?Send` is the only bound `#[lifecycle]` \
+                                 relaxes, for hooks whose futures are not `Send`; the service type \
+                                 itself must stay `Send + Sync`"
+                            ),
+                        );
+                    }
+                } else {
+                    let path = input.call(key_path)?;
+                    let key = key_name(&path);
+                    if key == "crate" {
+                        input.parse::<Token![=]>()?;
+                        let krate = crate_path(input)?;
+                        if keys.first_key(key, &path) {
+                            lifecycle.krate = Some(krate);
+                        }
+                    } else {
+                        cx.error_spanned_by(
+                            &path,
+                            format!(
+                                "unknown lifecycle argument `{key}`; expected `crate` or `?Send`"
+                            ),
+                        );
+                        skip_value(input)?;
+                    }
+                }
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
             }
             Ok(())
-        });
+        };
         if let Err(error) = parser.parse2(args) {
             cx.syn_error(error);
         }
@@ -222,7 +317,7 @@ impl<'a> HookAttr<'a> {
                     match (kind, key.as_str()) {
                         (HookKind::Run, _) => {
                             cx.error_spanned_by(&meta.path, "`#[run]` takes no arguments");
-                            skip_value(&meta)?;
+                            skip_value(meta.input)?;
                         }
                         (_, "timeout") => {
                             keys.set_opt(&meta, &mut hook.timeout, duration(cx, &meta)?);
@@ -254,7 +349,7 @@ impl<'a> HookAttr<'a> {
                                      `name`, `critical`, `optional`, `timeout`"
                                 ),
                             );
-                            skip_value(&meta)?;
+                            skip_value(meta.input)?;
                         }
                         (HookKind::Init | HookKind::Cleanup, _) => {
                             cx.error_spanned_by(
@@ -264,7 +359,7 @@ impl<'a> HookAttr<'a> {
                                     kind.attr()
                                 ),
                             );
-                            skip_value(&meta)?;
+                            skip_value(meta.input)?;
                         }
                     }
                     Ok(())
@@ -304,10 +399,14 @@ impl<'c> Keys<'c> {
 
     /// `true` the first time the key of `meta` is seen; later, reports it and returns `false`.
     fn first(&mut self, meta: &ParseNestedMeta) -> bool {
-        let key = key_name(&meta.path);
+        self.first_key(key_name(&meta.path), &meta.path)
+    }
+
+    /// As [`Keys::first`], for a key written as `tokens`.
+    fn first_key(&mut self, key: String, tokens: &dyn ToTokens) -> bool {
         if self.seen.contains(&key) {
             self.cx
-                .error_spanned_by(&meta.path, format!("duplicate {} `{key}`", self.what));
+                .error_spanned_by(tokens, format!("duplicate {} `{key}`", self.what));
             false
         } else {
             self.seen.push(key);
@@ -330,6 +429,23 @@ impl<'c> Keys<'c> {
     }
 }
 
+/// A key: a path whose segments may be keywords (`crate`), as `syn::meta` reads it.
+fn key_path(input: ParseStream) -> syn::Result<Path> {
+    let leading_colon = input.parse()?;
+    let mut segments = Punctuated::new();
+    loop {
+        segments.push_value(PathSegment::from(input.call(Ident::parse_any)?));
+        if !input.peek(Token![::]) {
+            break;
+        }
+        segments.push_punct(input.parse()?);
+    }
+    Ok(Path {
+        leading_colon,
+        segments,
+    })
+}
+
 /// The key as written, `foo` or `foo::bar`, for messages.
 fn key_name(path: &Path) -> String {
     let mut name = String::new();
@@ -349,16 +465,21 @@ fn key_name(path: &Path) -> String {
 fn flag(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Span> {
     if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
         cx.error_spanned_by(&meta.path, format!("`{key}` takes no value"));
-        skip_value(meta)?;
+        skip_value(meta.input)?;
     }
     Ok(meta.path.segments[0].ident.span())
 }
 
 /// `= "10s"`; a malformed duration is reported at the literal and gives `None`.
 fn duration(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<u64>> {
+    Ok(spanned_duration(cx, meta)?.map(|duration| duration.millis))
+}
+
+/// As [`duration`], keeping the literal for later checks.
+fn spanned_duration(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<SpannedMillis>> {
     let literal: LitStr = meta.value()?.parse()?;
     match duration::parse_millis(&literal.value()) {
-        Ok(millis) => Ok(Some(millis)),
+        Ok(millis) => Ok(Some(SpannedMillis { millis, literal })),
         Err(message) => {
             cx.error_spanned_by(&literal, message);
             Ok(None)
@@ -366,9 +487,74 @@ fn duration(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<u64>> {
     }
 }
 
-/// `crate = path`, or `crate = "path"` as serde spells it.
-fn crate_path(meta: &ParseNestedMeta) -> syn::Result<Path> {
-    let value = meta.value()?;
+const RESTART_VALUES: &str = r#""permanent", "transient" or "temporary""#;
+
+/// `= "permanent"`; any other value is reported at the value and gives `None`.
+fn restart(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<RestartKind>> {
+    // An expression rather than a string, so that `restart = permanent` gets this message.
+    let value: Expr = meta.value()?.parse()?;
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(literal),
+        ..
+    }) = &value
+    else {
+        cx.error_spanned_by(
+            &value,
+            format!("`restart` takes a string: {RESTART_VALUES}"),
+        );
+        return Ok(None);
+    };
+    let kind = match literal.value().as_str() {
+        "permanent" => RestartKind::Permanent,
+        "transient" => RestartKind::Transient,
+        "temporary" => RestartKind::Temporary,
+        other => {
+            cx.error_spanned_by(
+                literal,
+                format!("invalid restart {other:?}: expected {RESTART_VALUES}"),
+            );
+            return Ok(None);
+        }
+    };
+    Ok(Some(kind))
+}
+
+/// `= 3`: an unsuffixed (or `u32`) integer literal that fits a `u32`; anything else is
+/// reported at the value and gives `None`.
+fn max_restarts(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<u32>> {
+    let value: Expr = meta.value()?.parse()?;
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(literal),
+        ..
+    }) = &value
+    else {
+        cx.error_spanned_by(
+            &value,
+            "`max_restarts` takes an integer literal, like `max_restarts = 3`",
+        );
+        return Ok(None);
+    };
+    if !matches!(literal.suffix(), "" | "u32") {
+        cx.error_spanned_by(
+            literal,
+            "`max_restarts` is a `u32`: write it without a suffix, like `max_restarts = 3`",
+        );
+        return Ok(None);
+    }
+    match literal.base10_parse::<u32>() {
+        Ok(max) => Ok(Some(max)),
+        Err(_) => {
+            cx.error_spanned_by(
+                literal,
+                format!("`max_restarts` is a `u32`: at most {}", u32::MAX),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The value of `crate = path`, or `crate = "path"` as serde spells it.
+fn crate_path(value: ParseStream) -> syn::Result<Path> {
     if value.peek(LitStr) {
         value.parse::<LitStr>()?.parse_with(Path::parse_mod_style)
     } else {
@@ -377,12 +563,80 @@ fn crate_path(meta: &ParseNestedMeta) -> syn::Result<Path> {
 }
 
 /// Consumes the value of a key that was rejected, so that the keys after it are still checked.
-fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
-    if meta.input.peek(Token![=]) {
-        meta.input.parse::<Token![=]>()?;
-        meta.input.parse::<syn::Expr>()?;
-    } else if meta.input.peek(syn::token::Paren) {
-        meta.input.parse::<TokenTree>()?;
+fn skip_value(input: ParseStream) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        input.parse::<Token![=]>()?;
+        input.parse::<Expr>()?;
+    } else if input.peek(syn::token::Paren) {
+        input.parse::<TokenTree>()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    use super::LifecycleArgs;
+    use crate::ctxt::Ctxt;
+
+    /// The parsed arguments and every message recorded while parsing them.
+    fn parse(args: TokenStream) -> (LifecycleArgs, Vec<String>) {
+        let cx = Ctxt::new();
+        let parsed = LifecycleArgs::parse(&cx, args);
+        let messages = match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|error| error.to_string()).collect(),
+        };
+        (parsed, messages)
+    }
+
+    fn krate(args: &LifecycleArgs) -> Option<String> {
+        args.krate.as_ref().map(|path| quote!(#path).to_string())
+    }
+
+    #[test]
+    fn accepts_not_send_alone_and_with_crate_in_any_order() {
+        let (args, messages) = parse(quote!());
+        assert!(messages.is_empty());
+        assert!(!args.not_send && args.krate.is_none());
+
+        let (args, messages) = parse(quote!(?Send));
+        assert!(messages.is_empty(), "{messages:?}");
+        assert!(args.not_send && args.krate.is_none());
+
+        for tokens in [quote!(crate = rt, ?Send), quote!(?Send, crate = "rt",)] {
+            let (args, messages) = parse(tokens);
+            assert!(messages.is_empty(), "{messages:?}");
+            assert!(args.not_send);
+            assert_eq!(krate(&args).as_deref(), Some("rt"));
+        }
+    }
+
+    #[test]
+    fn reports_every_bad_argument_and_keeps_the_good_ones() {
+        let (args, messages) = parse(quote!(?Send, krate = rt, ?Send, ?Sync, crate = rt));
+        assert!(args.not_send);
+        assert_eq!(krate(&args).as_deref(), Some("rt"));
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(
+            messages[0],
+            "unknown lifecycle argument `krate`; expected `crate` or `?Send`"
+        );
+        assert_eq!(messages[1], "duplicate lifecycle argument `?Send`");
+        assert!(
+            messages[2].starts_with("`?Sync` is not supported: `?Send` is the only bound"),
+            "{}",
+            messages[2]
+        );
+    }
+
+    #[test]
+    fn a_malformed_argument_is_a_syntax_error() {
+        for tokens in [quote!(?), quote!(?Send crate = rt), quote!(crate rt)] {
+            let (_, messages) = parse(tokens.clone());
+            assert_eq!(messages.len(), 1, "{tokens}: {messages:?}");
+        }
+    }
 }

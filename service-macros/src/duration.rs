@@ -1,4 +1,5 @@
-//! The duration literals of the `*timeout = "…"` attributes: an integer followed by `ms`, `s`, `m` or `h`.
+//! The duration literals of the attributes (`*timeout`, `restart_within`, `backoff`, `max_backoff`):
+//! an integer followed by `ms`, `s`, `m` or `h`.
 
 /// Parses `"250ms"`, `"10s"`, `"5m"` or `"1h"` into milliseconds; `Err` holds the message to show.
 pub(crate) fn parse_millis(text: &str) -> Result<u64, String> {

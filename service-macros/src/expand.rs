@@ -6,7 +6,7 @@ use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{DeriveInput, Generics, Item, Path, ReturnType};
+use syn::{DeriveInput, Generics, Ident, Item, Path, ReturnType};
 
 use crate::ast::{Hook, ImplBlock, Lifecycle, Method, Service};
 use crate::attr::{HookKind, LifecycleArgs};
@@ -172,6 +172,12 @@ fn impl_service(service: &Service, krate: &TokenStream) -> TokenStream {
     let start_timeout = timeout(krate, service.attrs.start_timeout);
     let stop_timeout = timeout(krate, service.attrs.stop_timeout);
     let health_timeout = timeout(krate, service.attrs.health_timeout);
+    let mut config = quote! {
+        #krate::__private::config(#name, #version, #start_timeout, #stop_timeout, #health_timeout)
+    };
+    if service.attrs.has_restart_keys() {
+        config = restart_config(service, krate, &config);
+    }
     let components = service
         .fields
         .iter()
@@ -191,7 +197,7 @@ fn impl_service(service: &Service, krate: &TokenStream) -> TokenStream {
         #[automatically_derived]
         impl #impl_generics #krate::Service for #ident #ty_generics #where_clause {
             fn config() -> #krate::ServiceConfig {
-                #krate::__private::config(#name, #version, #start_timeout, #stop_timeout, #health_timeout)
+                #config
             }
 
             fn __components(
@@ -201,6 +207,32 @@ fn impl_service(service: &Service, krate: &TokenStream) -> TokenStream {
                 #(#components)*
             }
         }
+    }
+}
+
+/// `config` with the restart keys applied; keys left out keep the runtime's defaults.
+fn restart_config(service: &Service, krate: &TokenStream, config: &TokenStream) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let attrs = &service.attrs;
+    let restart = match attrs.restart {
+        Some(kind) => {
+            let variant = Ident::new(kind.variant(), Span::call_site());
+            quote!(#private::Some(#private::Restart::#variant))
+        }
+        None => quote!(#private::None),
+    };
+    let max_restarts = match attrs.max_restarts {
+        Some(max) => {
+            let max = Literal::u32_unsuffixed(max);
+            quote!(#private::Some(#max))
+        }
+        None => quote!(#private::None),
+    };
+    let within = timeout(krate, attrs.restart_within);
+    let backoff = timeout(krate, attrs.backoff.as_ref().map(|backoff| backoff.millis));
+    let max_backoff = timeout(krate, attrs.max_backoff.as_ref().map(|max| max.millis));
+    quote! {
+        #private::restart(#config, #restart, #max_restarts, #within, #backoff, #max_backoff)
     }
 }
 
@@ -257,7 +289,7 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
             Some(shutdown) => {
                 // At the user's parameter type: a parameter that is not a `Shutdown` is reported there.
                 let shutdown = quote_spanned!(at(shutdown.ty.span())=> __service_shutdown);
-                let call = call_hook(hook, krate, &quote!(self, #shutdown));
+                let call = call_hook(lifecycle, hook, krate, &quote!(self, #shutdown));
                 quote! {
                     fn __run(&self, __service_shutdown: #krate::Shutdown) -> #private::HookFuture<'_> {
                         #call
@@ -265,7 +297,7 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
                 }
             }
             None => {
-                let call = call_hook(hook, krate, &quote!(self));
+                let call = call_hook(lifecycle, hook, krate, &quote!(self));
                 quote! {
                     fn __run(&self, _: #krate::Shutdown) -> #private::HookFuture<'_> {
                         #call
@@ -321,7 +353,7 @@ fn dispatch(lifecycle: &Lifecycle, kind: HookKind, krate: &TokenStream) -> Token
         .enumerate()
         .map(|(index, hook)| {
             let index = Literal::usize_unsuffixed(index);
-            let call = call_hook(hook, krate, &quote!(self));
+            let call = call_hook(lifecycle, hook, krate, &quote!(self));
             quote!(#index => #call,)
         })
         .collect();
@@ -340,8 +372,14 @@ fn dispatch(lifecycle: &Lifecycle, kind: HookKind, krate: &TokenStream) -> Token
 ///
 /// The boxing call sits at the method's name, so a hook whose future is not `Send` is
 /// reported at the hook; the conversion of the output sits at the return type, so a hook
-/// returning the wrong type is reported there.
-fn call_hook(hook: &Hook, krate: &TokenStream, args: &TokenStream) -> TokenStream {
+/// returning the wrong type is reported there. Under `#[lifecycle(?Send)]` the future is
+/// boxed by `local_hook` / `local_check`, which do not require `Send`.
+fn call_hook(
+    lifecycle: &Lifecycle,
+    hook: &Hook,
+    krate: &TokenStream,
+    args: &TokenStream,
+) -> TokenStream {
     let sig = &hook.method.sig;
     let method = &sig.ident;
     let output_span = match &sig.output {
@@ -360,13 +398,15 @@ fn call_hook(hook: &Hook, krate: &TokenStream, args: &TokenStream) -> TokenStrea
         }
     };
     let krate = respan(krate, method.span());
-    match hook.kind() {
-        HookKind::Health => quote_spanned! {at(method.span())=>
-            #krate::__private::check(async move { #output })
-        },
-        _ => quote_spanned! {at(method.span())=>
-            #krate::__private::hook(async move { #output })
-        },
+    let boxing = match (hook.kind(), lifecycle.args.not_send) {
+        (HookKind::Health, false) => "check",
+        (HookKind::Health, true) => "local_check",
+        (_, false) => "hook",
+        (_, true) => "local_hook",
+    };
+    let boxing = Ident::new(boxing, at(method.span()));
+    quote_spanned! {at(method.span())=>
+        #krate::__private::#boxing(async move { #output })
     }
 }
 

@@ -74,7 +74,8 @@ use syn::{DeriveInput, parse_macro_input};
 /// A struct with named fields, or a unit struct. It must be `Send + Sync + 'static`:
 /// hooks run on tokio's multi-threaded runtime and health checks run while other hooks
 /// hold `&self`, so keep interior mutability in atomics, `std::sync` or `tokio::sync`
-/// types rather than `Cell`/`RefCell`. A generic struct is a service for each
+/// types rather than `Cell`/`RefCell` (`#[lifecycle(?Send)]` relaxes what a hook may hold
+/// across `.await`, not this). A generic struct is a service for each
 /// instantiation that satisfies this and its `#[lifecycle]` block's bounds.
 ///
 /// # `#[service(...)]` on the struct
@@ -89,13 +90,44 @@ use syn::{DeriveInput, parse_macro_input};
 /// | `start_timeout = "…"` | how long **each** `#[init]` hook may take | 30 s |
 /// | `stop_timeout = "…"` | how long **each** `#[cleanup]` hook may take, and the `#[run]` hook to return once shutdown is requested | 10 s |
 /// | `health_timeout = "…"` | how long **each** `#[health]` check may take before it counts as unhealthy | 2 s |
+/// | `restart = "…"` | when a `Supervisor` restarts the service: `"permanent"` (always, even after the `#[run]` hook returned `Ok`), `"transient"` (after a failure only) or `"temporary"` (never) | `"transient"` |
+/// | `max_restarts = 3` | how many restarts are allowed within `restart_within` before the supervisor escalates (stops everything and reports the service); an integer literal, a `u32` | 3 |
+/// | `restart_within = "…"` | the window `max_restarts` counts in | 30 s |
+/// | `backoff = "…"` | the first delay before a restart; each further attempt doubles it | 100 ms |
+/// | `max_backoff = "…"` | the longest delay before a restart; not shorter than `backoff` | 10 s |
 /// | `crate = path` | where the runtime is, if the dependency is renamed (`crate = rt`); `crate = "rt"` works too | `::service_runtime` |
 ///
 /// A duration is an integer immediately followed by a unit, `ms`, `s`, `m` or `h`:
 /// `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
 ///
+/// The restart keys fill `ServiceConfig::restart`, the `RestartPolicy` a `Supervisor`
+/// applies to the service; a key left out keeps the default above, and a service
+/// without any keeps `RestartPolicy::new(Restart::Transient)`:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use service_runtime::{lifecycle, Restart, Service};
+///
+/// #[derive(Service)]
+/// #[service(restart = "permanent", max_restarts = 5, restart_within = "1m")]
+/// #[service(backoff = "200ms", max_backoff = "30s")]
+/// struct Pump;
+///
+/// #[lifecycle]
+/// impl Pump {}
+///
+/// let policy = Pump::config().restart;
+/// assert_eq!(policy.restart, Restart::Permanent);
+/// assert_eq!(policy.max_restarts, 5);
+/// assert_eq!(policy.within, Duration::from_secs(60));
+/// assert_eq!(policy.backoff, Duration::from_millis(200));
+/// assert_eq!(policy.max_backoff, Duration::from_secs(30));
+/// ```
+///
 /// A program can still override any of these at run time:
-/// `Managed::with_config(value, MyService::config().stop_timeout(...))`.
+/// `Managed::with_config(value, MyService::config().stop_timeout(...))`, or
+/// `Supervisor::restart(policy)` for the service added last.
 ///
 /// # `#[service(...)]` on a field
 ///
@@ -116,8 +148,10 @@ use syn::{DeriveInput, parse_macro_input};
 ///
 /// Every mistake is reported at once, each at the token at fault: enums, unions and tuple
 /// structs; unknown or duplicate keys (with the list of accepted keys); malformed or
-/// too large durations; an empty name; `optional` without `component`; a component
-/// field whose type is not a `Managed<S>`.
+/// too large durations; an empty name; a `restart` other than the three kinds; a
+/// `max_restarts` that is not an integer literal fitting a `u32`; a `max_backoff`
+/// shorter than `backoff`; `optional` without `component`; a component field whose
+/// type is not a `Managed<S>`.
 #[proc_macro_derive(Service, attributes(service))]
 pub fn derive_service(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -216,7 +250,8 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 ///
 /// Hooks must not be generic (lifetimes aside) or `unsafe`, and their futures must be
 /// `Send`: a hook that holds an `Rc`, a `RefCell` borrow or a `std::sync::MutexGuard`
-/// across an `.await` is a compile error on that hook.
+/// across an `.await` is a compile error on that hook, unless the block opts out with
+/// `#[lifecycle(?Send)]` (below).
 ///
 /// # Hook arguments
 ///
@@ -230,8 +265,53 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 ///
 /// # `#[lifecycle(...)]`
 ///
-/// `#[lifecycle(crate = path)]` names the runtime if the dependency is renamed, as
-/// `#[service(crate = path)]` does for the derive.
+/// Both arguments are optional and may come in any order: `#[lifecycle(crate = rt, ?Send)]`.
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `crate = path` | names the runtime if the dependency is renamed, as `#[service(crate = path)]` does for the derive |
+/// | `?Send` | the hooks' futures need not be `Send` (as in `async-trait`) |
+///
+/// With `?Send`, hooks may hold values that are not `Send` across an `.await`: an `Rc`,
+/// a `RefCell` borrow, a handle of a `!Send` client library. The service itself must
+/// still be `Send + Sync`; only what a hook creates while it runs is exempt. Such a
+/// service must run where a task never changes thread: on a current-thread runtime
+/// (`#[tokio::main(flavor = "current_thread")]`, or the default `#[tokio::test]`). A
+/// `LocalSet` on the multi-thread runtime is not enough, because `Managed` runs hooks in
+/// tasks of its own, which the runtime may move between workers. A hook polled on
+/// another thread than the one it started on fails with an error that says so instead
+/// of touching its non-`Send` values from the wrong thread: an init, cleanup or run hook
+/// returns that error, a health check reports unhealthy.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+///
+/// use service_runtime::{lifecycle, HealthStatus, Service};
+///
+/// #[derive(Service)]
+/// struct Session;
+///
+/// async fn handshake() {}
+///
+/// #[lifecycle(?Send)]
+/// impl Session {
+///     #[init]
+///     async fn connect(&mut self) -> Result<(), std::io::Error> {
+///         let transcript = Rc::new(RefCell::new(Vec::new()));
+///         handshake().await;                    // `transcript` is held across `.await`
+///         transcript.borrow_mut().push("hello");
+///         Ok(())
+///     }
+///
+///     #[health]
+///     async fn alive(&self) -> HealthStatus {
+///         let probes = Rc::new(1);
+///         handshake().await;
+///         if *probes == 1 { HealthStatus::Healthy } else { HealthStatus::Unhealthy }
+///     }
+/// }
+/// ```
 ///
 /// # Errors
 ///
@@ -239,9 +319,9 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// anything but an inherent impl block; a hook that is not `async`, takes the wrong
 /// receiver or extra arguments, lacks a return type, is generic or `unsafe`; two hook
 /// attributes on one method; a second `#[run]`; duplicate health check names; unknown
-/// or duplicate keys (with the accepted ones listed) and malformed durations. A return
-/// type the runtime cannot accept is reported at that type, and a hook whose future is
-/// not `Send` at the hook's name.
+/// or duplicate keys (with the accepted ones listed), a relaxed bound other than
+/// `?Send`, and malformed durations. A return type the runtime cannot accept is reported
+/// at that type, and a hook whose future is not `Send` (without `?Send`) at the hook's name.
 #[proc_macro_attribute]
 pub fn lifecycle(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::lifecycle(args.into(), input.into()).into()

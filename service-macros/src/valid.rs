@@ -14,6 +14,20 @@ pub(crate) fn check_service(cx: &Ctxt, service: &Service) {
             cx.error_spanned_by(name, "the service name cannot be empty");
         }
     }
+    if let (Some(backoff), Some(max_backoff)) = (&service.attrs.backoff, &service.attrs.max_backoff)
+    {
+        if backoff.millis > max_backoff.millis {
+            cx.error_spanned_by(
+                &max_backoff.literal,
+                format!(
+                    "`max_backoff` ({:?}) is shorter than `backoff` ({:?}): the delays between \
+                     restarts start at `backoff` and grow up to `max_backoff`",
+                    max_backoff.literal.value(),
+                    backoff.literal.value(),
+                ),
+            );
+        }
+    }
     for field in &service.fields {
         if let (None, Some(optional)) = (field.attrs.component, field.attrs.optional) {
             cx.error_at(

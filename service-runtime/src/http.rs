@@ -58,24 +58,35 @@ struct Cached {
     at: Instant,
     statuses: Vec<(String, ServiceStatus)>,
     health: Arc<SupervisorHealth>,
+    /// How long each service's report took.
+    latencies: Arc<Vec<(String, Duration)>>,
 }
 
 impl HealthCache {
     async fn get(&self, handle: &SupervisorHandle) -> Arc<SupervisorHealth> {
+        self.get_with_latency(handle).await.0
+    }
+
+    async fn get_with_latency(
+        &self,
+        handle: &SupervisorHandle,
+    ) -> (Arc<SupervisorHealth>, Arc<Vec<(String, Duration)>>) {
         let mut last = self.last.lock().await;
         let statuses = handle.statuses();
         if let Some(cached) = &*last {
             if cached.at.elapsed() < self.ttl && cached.statuses == statuses {
-                return cached.health.clone();
+                return (cached.health.clone(), cached.latencies.clone());
             }
         }
-        let health = Arc::new(handle.health().await);
+        let (health, latencies) = handle.health_with_latency().await;
+        let (health, latencies) = (Arc::new(health), Arc::new(latencies));
         *last = Some(Cached {
             at: Instant::now(),
             statuses,
             health: health.clone(),
+            latencies: latencies.clone(),
         });
-        health
+        (health, latencies)
     }
 }
 
@@ -124,7 +135,10 @@ pub(crate) async fn serve(
     Ok((ProbeServer { task }, local))
 }
 
-const PATHS: [&str; 4] = ["/livez", "/readyz", "/startupz", "/health"];
+#[cfg(not(feature = "metrics"))]
+const PATHS: &[&str] = &["/livez", "/readyz", "/startupz", "/health"];
+#[cfg(feature = "metrics")]
+const PATHS: &[&str] = &["/livez", "/readyz", "/startupz", "/health", "/metrics"];
 
 async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
     let path = request.uri().path();
@@ -159,6 +173,19 @@ async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<
             }
         }
         "/readyz" => readiness(context).await,
+        #[cfg(feature = "metrics")]
+        "/metrics" => {
+            let (health, latencies) = context.cache.get_with_latency(handle).await;
+            let body = crate::metrics::encode(handle, &health, &latencies);
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
         _ => health(request, context).await,
     }
 }

@@ -62,6 +62,8 @@ mod health;
 mod http;
 mod local;
 mod managed;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod restart;
 mod service;
 mod shutdown;

@@ -2,10 +2,11 @@
 //! between tasks by checking at run time that they are only ever touched on the thread
 //! that created them (the technique of the `send_wrapper` crate).
 //!
-//! On a current-thread runtime (or inside a `LocalSet`) every task runs on one thread,
-//! so such hooks just work. On the multi-thread runtime a task may move to another
-//! worker between two polls; the hook then fails with an error that says so, instead of
-//! touching a non-`Send` value from the wrong thread.
+//! On a current-thread runtime every task runs on one thread, so such hooks just work.
+//! On the multi-thread runtime a task may move to another worker between two polls (a
+//! `LocalSet` does not prevent that: `Managed` runs its hooks on tasks of its own); the
+//! hook then fails with an error that says so, instead of touching a non-`Send` value
+//! from the wrong thread.
 #![allow(unsafe_code)] // the one unsafe impl of the crate; see `SAFETY` below
 
 use std::future::Future;
@@ -19,7 +20,7 @@ use crate::health::HealthDetail;
 
 const MISPLACED: &str = "a `#[lifecycle(?Send)]` hook was polled on another thread than the one that created it; \
                          run services whose hooks are not `Send` on a current-thread runtime \
-                         (`#[tokio::main(flavor = \"current_thread\")]`) or inside a `tokio::task::LocalSet`";
+                         (`#[tokio::main(flavor = \"current_thread\")]`)";
 
 /// What a misplaced poll resolves to.
 pub(crate) trait Misplaced {

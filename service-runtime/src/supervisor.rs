@@ -1102,22 +1102,41 @@ impl SupervisorHandle {
 
     /// The health of every service, concurrently: the worst status wins.
     pub async fn health(&self) -> SupervisorHealth {
+        self.health_with_latency().await.0
+    }
+
+    /// The aggregate health and how long each service's report took, by name.
+    pub(crate) async fn health_with_latency(&self) -> (SupervisorHealth, Vec<(String, Duration)>) {
         let services: Vec<ErasedService> = lock(&self.shared.services).clone();
-        let reports = join_all(services.iter().map(|s| s.0.health()).collect()).await;
-        let status = reports
+        let timed = services
             .iter()
-            .map(|r| r.status)
+            .map(|s| -> BoxFuture<'_, (HealthReport, Duration)> {
+                Box::pin(async move {
+                    let began = Instant::now();
+                    let report = s.0.health().await;
+                    (report, began.elapsed())
+                })
+            });
+        let results = join_all(timed.collect()).await;
+        let status = results
+            .iter()
+            .map(|(r, _)| r.status)
             .max()
             .unwrap_or(HealthStatus::Healthy);
         let uptime = lock(&self.shared.started_at).map_or(0, |t| t.elapsed().as_secs());
-        SupervisorHealth {
+        let latencies = results
+            .iter()
+            .map(|(r, latency)| (r.service_name.clone(), *latency))
+            .collect();
+        let health = SupervisorHealth {
             status,
             uptime,
-            services: reports
+            services: results
                 .into_iter()
-                .map(|r| (r.service_name.clone(), r))
+                .map(|(r, _)| (r.service_name.clone(), r))
                 .collect(),
-        }
+        };
+        (health, latencies)
     }
 }
 

@@ -1,3 +1,6 @@
+// The fix, for a hook that must hold a non-`Send` value across `.await`, is the opt-out
+// `#[lifecycle(?Send)]` (see `pass/not_send_opt_out.rs`); rustc's message on the `Send`
+// bound cannot mention it, so the `#[lifecycle]` docs do.
 use std::rc::Rc;
 
 use service_runtime::{Service, lifecycle};

@@ -6,4 +6,11 @@ struct Feed;
 #[lifecycle(krate = service_runtime)]
 impl Feed {}
 
+// The opt-out is written `?Send`, as in async-trait.
+#[derive(Service)]
+struct Cache;
+
+#[lifecycle(Send)]
+impl Cache {}
+
 fn main() {}

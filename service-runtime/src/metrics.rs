@@ -1,0 +1,150 @@
+//! `/metrics` (feature `metrics`): the supervisor's state in the OpenMetrics text format,
+//! encoded by `prometheus-client` from a registry built for each scrape, so every
+//! figure is read at scrape time and nothing is kept twice.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::health::HealthStatus;
+use crate::status::ServiceStatus;
+use crate::supervisor::{SupervisorHandle, SupervisorHealth};
+
+type Labels = Vec<(&'static str, String)>;
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// Encodes every metric of the supervisor's services.
+pub(crate) fn encode_all(
+    handle: &SupervisorHandle,
+    health: &SupervisorHealth,
+    latencies: &[(String, Duration)],
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("service");
+
+    let status = Family::<Labels, Gauge>::default();
+    let up = Family::<Labels, Gauge>::default();
+    let restarts = Family::<Labels, Counter>::default();
+    let start_seconds = Family::<Labels, Seconds>::default();
+    let stop_seconds = Family::<Labels, Seconds>::default();
+    let uptime = Family::<Labels, Seconds>::default();
+    for stats in handle.stats() {
+        let service = || vec![("service", stats.name.clone())];
+        for candidate in ServiceStatus::ALL {
+            let mut labels = service();
+            labels.push(("status", candidate.as_str().to_owned()));
+            status
+                .get_or_create(&labels)
+                .set(i64::from(stats.status == candidate));
+        }
+        up.get_or_create(&service())
+            .set(i64::from(stats.status == ServiceStatus::Running));
+        restarts
+            .get_or_create(&service())
+            .inc_by(u64::from(stats.restarts));
+        if let Some(duration) = stats.last_start_duration {
+            start_seconds
+                .get_or_create(&service())
+                .set(duration.as_secs_f64());
+        }
+        if let Some(duration) = stats.last_stop_duration {
+            stop_seconds
+                .get_or_create(&service())
+                .set(duration.as_secs_f64());
+        }
+        if let Some(report) = health.services.get(&stats.name) {
+            // Whole seconds, as in the health report.
+            uptime.get_or_create(&service()).set(report.uptime as f64);
+        }
+    }
+    registry.register(
+        "status",
+        "1 for the status each service is in, 0 for the others",
+        status,
+    );
+    registry.register("up", "1 when the service is running", up);
+    registry.register("restarts", "Restarts made by the supervisor", restarts);
+    registry.register(
+        "last_start_duration_seconds",
+        "How long the last start took",
+        start_seconds,
+    );
+    registry.register(
+        "last_stop_duration_seconds",
+        "How long the last stop took",
+        stop_seconds,
+    );
+    registry.register(
+        "uptime_seconds",
+        "Time since the service last became running",
+        uptime,
+    );
+
+    let health_state = Family::<Labels, Gauge>::default();
+    let dependency_state = Family::<Labels, Gauge>::default();
+    for (name, report) in &health.services {
+        for candidate in [
+            HealthStatus::Healthy,
+            HealthStatus::Degraded,
+            HealthStatus::Unhealthy,
+        ] {
+            let labels = vec![
+                ("service", name.clone()),
+                ("status", candidate.as_str().to_owned()),
+            ];
+            health_state
+                .get_or_create(&labels)
+                .set(i64::from(report.status == candidate));
+            for (dependency, status) in &report.dependencies {
+                let labels = vec![
+                    ("service", name.clone()),
+                    ("dependency", dependency.clone()),
+                    ("status", candidate.as_str().to_owned()),
+                ];
+                dependency_state
+                    .get_or_create(&labels)
+                    .set(i64::from(*status == candidate));
+            }
+        }
+    }
+    let latency = Family::<Labels, Seconds>::default();
+    for (name, duration) in latencies {
+        latency
+            .get_or_create(&vec![("service", name.clone())])
+            .set(duration.as_secs_f64());
+    }
+    registry.register(
+        "health",
+        "1 for the health status of each service, 0 for the others",
+        health_state,
+    );
+    registry.register(
+        "dependency_health",
+        "1 for the status of each health check and component, 0 for the others",
+        dependency_state,
+    );
+    registry.register(
+        "health_check_duration_seconds",
+        "How long the service's last health report took (its checks run concurrently)",
+        latency,
+    );
+
+    let mut out = String::new();
+    encode_text(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// [`encode_all`], or a comment explaining why encoding failed (it only fails on a
+/// formatter error, which writing to a `String` never raises).
+pub(crate) fn encode(
+    handle: &SupervisorHandle,
+    health: &SupervisorHealth,
+    latencies: &[(String, Duration)],
+) -> String {
+    encode_all(handle, health, latencies)
+        .unwrap_or_else(|error| format!("# encoding failed: {error}\n# EOF\n"))
+}
