@@ -20,7 +20,12 @@
 //! cargo run --example trading_desk                    # stop with Ctrl-C
 //! DEMO_RUN_FOR=15 cargo run --example trading_desk    # or let it stop by itself
 //! RUST_LOG=info cargo run --example trading_desk      # plus the runtime's own events (stderr)
+//! PROBES_ADDR=127.0.0.1:9000 cargo run --example trading_desk   # probes elsewhere (`off`: none)
 //! ```
+//!
+//! While it runs it serves Kubernetes-style probes and metrics on `127.0.0.1:8080`:
+//! `curl -i localhost:8080/readyz` (also `/livez`, `/startupz`, `/health`,
+//! `/health?service=strategy`, `/metrics`).
 //!
 //! It prints every status change, a health summary every 2 s, and on Ctrl-C (SIGINT) or
 //! SIGTERM stops every service in reverse dependency order (`order_gateway`, `risk`,
@@ -506,6 +511,12 @@ async fn main() -> Report {
         .depends_on("risk")
         .restart(permanent)
         .shutdown_timeout(Duration::from_secs(10));
+    let probes = std::env::var("PROBES_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let supervisor = if probes == "off" {
+        supervisor
+    } else {
+        supervisor.serve_health(probes)
+    };
 
     // Subscribe before running, so the printer sees every change from the first one.
     let handle = supervisor.handle();
@@ -538,6 +549,20 @@ async fn main() -> Report {
         stamp(clock),
         handle.statuses().len()
     );
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            while handle.probe_address().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if let Some(address) = handle.probe_address() {
+                println!(
+                    "{} probes on http://{address}: /livez /readyz /startupz /health /metrics",
+                    stamp(clock)
+                );
+            }
+        });
+    }
     let report = supervisor.run_until_signal().await;
 
     done.request();

@@ -96,6 +96,8 @@ impl Demo {
         let mut child = Command::new(binary)
             .env_remove("RUST_LOG")
             .env_remove("DEMO_RUN_FOR")
+            // Any free port: a fixed one could be taken on the test machine.
+            .env("PROBES_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
