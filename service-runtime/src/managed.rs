@@ -297,6 +297,9 @@ impl<S: Service> Managed<S> {
                     match self.inner.status() {
                         ServiceStatus::Running => return Ok(()),
                         ServiceStatus::Stopped | ServiceStatus::Error => {
+                            if self.inner.start_inline(&mut ctl) {
+                                return Ok(());
+                            }
                             Wait::Result(self.inner.clone().begin_start(&mut ctl))
                         }
                         // Without an op these states cannot last; look again.
@@ -342,6 +345,9 @@ impl<S: Service> Managed<S> {
                             return Ok(());
                         }
                         ServiceStatus::Running | ServiceStatus::Error => {
+                            if self.inner.stop_inline(&mut ctl) {
+                                return Ok(());
+                            }
                             Wait::Result(self.inner.clone().begin_stop(&mut ctl))
                         }
                         ServiceStatus::Starting | ServiceStatus::Stopping => continue,
@@ -438,6 +444,44 @@ impl<S: Service> Inner<S> {
                 .retain(|sender| sender.send(change.clone()).is_ok());
         }
         self.watch.send_replace(to);
+    }
+
+    /// Starts at once, without a task, when there is nothing to await: no init hook, no
+    /// run hook, no component, no cleanup owed. Observers see the same transitions.
+    fn start_inline(&self, ctl: &mut Control) -> bool {
+        if !S::__HOOKS.init.is_empty()
+            || S::__HOOKS.run.is_some()
+            || ctl.cleanup_owed
+            || !ctl.components.is_empty()
+        {
+            return false;
+        }
+        let Ok(service) = self.service.try_read() else {
+            return false;
+        };
+        let mut components = Vec::new();
+        service.__components(&mut components);
+        if !components.is_empty() {
+            return false;
+        }
+        drop(service);
+        self.transition(ctl, ServiceStatus::Starting, None);
+        self.transition(ctl, ServiceStatus::Running, None);
+        ctl.cleanup_owed = true;
+        true
+    }
+
+    /// Stops at once, without a task, when there is nothing to await: no run loop, no
+    /// component, and no cleanup hook owed.
+    fn stop_inline(&self, ctl: &mut Control) -> bool {
+        let cleanup = ctl.cleanup_owed && !S::__HOOKS.cleanup.is_empty();
+        if ctl.run.is_some() || !ctl.components.is_empty() || cleanup {
+            return false;
+        }
+        ctl.cleanup_owed = false;
+        self.transition(ctl, ServiceStatus::Stopping, None);
+        self.transition(ctl, ServiceStatus::Stopped, None);
+        true
     }
 
     /// Registers a start operation and spawns it. Called with `ctl` held, no op in

@@ -690,7 +690,14 @@ impl Run {
                     return;
                 }
                 // `None` (no service left to report) disables this branch.
-                Some(change) = self.events.recv() => self.on_change(change),
+                Some(change) = self.events.recv() => {
+                    let step = self.on_change(change);
+                    #[cfg(all(unix, feature = "systemd"))]
+                    if let Some(systemd) = &mut self.systemd {
+                        systemd.flush();
+                    }
+                    step
+                }
                 () = sleep_until_opt(next_due), if next_due.is_some() => {
                     Step::Continue
                 }

@@ -156,12 +156,13 @@ fn watchdog_from_env() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// The notifications of one supervisor run: `STATUS=` for every change (from its own
-/// subscription, so they are sent as they happen), `READY=1` and the watchdog once every
-/// service runs, `STOPPING=1` when the shutdown begins.
+/// The notifications of one supervisor run: `STATUS=` for every change, `READY=1` and the
+/// watchdog once every service runs, `STOPPING=1` when the shutdown begins. Changes are
+/// sent by [`flush`](Session::flush), which the supervisor calls as it handles them and
+/// before each phase notification, so systemd sees them in order.
 pub(crate) struct Session {
     notifier: std::sync::Arc<SystemdNotifier>,
-    status: tokio::task::JoinHandle<()>,
+    changes: crate::StatusChanges,
     watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -170,27 +171,25 @@ impl Session {
         notifier: std::sync::Arc<SystemdNotifier>,
         handle: &crate::SupervisorHandle,
     ) -> Option<Self> {
-        if !notifier.is_enabled() {
-            return None;
-        }
-        let mut changes = handle.subscribe();
-        let sender = notifier.clone();
-        let status = tokio::spawn(async move {
-            while let Some(change) = changes.recv().await {
-                sender.status(&format!(
-                    "{}: {} -> {}",
-                    change.service, change.from, change.to
-                ));
-            }
-        });
-        Some(Session {
+        notifier.is_enabled().then(|| Session {
             notifier,
-            status,
+            changes: handle.subscribe(),
             watchdog: None,
         })
     }
 
+    /// Sends a `STATUS=` line for every change not sent yet.
+    pub(crate) fn flush(&mut self) {
+        while let Some(change) = self.changes.try_recv() {
+            self.notifier.status(&format!(
+                "{}: {} -> {}",
+                change.service, change.from, change.to
+            ));
+        }
+    }
+
     pub(crate) fn ready(&mut self, handle: &crate::SupervisorHandle, services: usize) {
+        self.flush();
         self.notifier
             .send(&format!("READY=1\nSTATUS=all {services} services running"));
         if let Some(interval) = self.notifier.watchdog_interval() {
@@ -216,15 +215,16 @@ impl Session {
         if let Some(watchdog) = self.watchdog.take() {
             watchdog.abort();
         }
+        self.flush();
         self.notifier.send("STOPPING=1");
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.status.abort();
         if let Some(watchdog) = self.watchdog.take() {
             watchdog.abort();
         }
+        self.flush();
     }
 }
