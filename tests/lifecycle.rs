@@ -893,3 +893,60 @@ async fn a_read_guard_held_too_long_fails_the_start_at_its_timeout() {
     service.start().await.unwrap();
     service.stop().await.unwrap_err();
 }
+
+#[derive(Debug)]
+struct Wrapped {
+    message: &'static str,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[derive(Service)]
+struct Chained {
+    repeat: bool,
+}
+
+#[lifecycle]
+impl Chained {
+    #[init]
+    async fn connect(&mut self) -> Result<(), Wrapped> {
+        let source = std::io::Error::other("connection refused");
+        let message = if self.repeat {
+            "connection refused"
+        } else {
+            "could not reach the broker"
+        };
+        Err(Wrapped { message, source })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn error_messages_carry_the_whole_chain_once() {
+    let chained = Managed::new(Chained { repeat: false })
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        chained.to_string(),
+        "service `chained`: init hook `connect` failed: could not reach the broker: connection refused"
+    );
+    let repeated = Managed::new(Chained { repeat: true })
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        repeated.to_string(),
+        "service `chained`: init hook `connect` failed: connection refused"
+    );
+}

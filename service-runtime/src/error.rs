@@ -58,13 +58,19 @@ impl fmt::Display for HookFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HookFailure::Error(error) => {
-                write!(f, "failed: {error}")?;
+                let mut message = error.to_string();
                 let mut source = error.source();
                 while let Some(cause) = source {
-                    write!(f, ": {cause}")?;
+                    // Many errors repeat their source's message in their own (io errors
+                    // wrapped by client libraries do): print each text once.
+                    let text = cause.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
                     source = cause.source();
                 }
-                Ok(())
+                write!(f, "failed: {message}")
             }
             HookFailure::Panic(message) => write!(f, "panicked: {message}"),
             HookFailure::Timeout(after) => write!(f, "timed out after {after:?}"),
