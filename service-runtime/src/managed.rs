@@ -126,7 +126,6 @@ struct Inner<S> {
     /// Everything changed together with the status. Never held across an `.await`.
     ctl: Mutex<Control>,
     watch: watch::Sender<ServiceStatus>,
-    span: tracing::Span,
     /// The user's service. Init and cleanup hooks take the write lock (no one else
     /// reads while `starting` or `stopping`); the run loop and health checks share it.
     service: Arc<RwLock<S>>,
@@ -198,7 +197,6 @@ impl<S: Service> Managed<S> {
     /// ```
     pub fn with_config(service: S, config: ServiceConfig) -> Self {
         let name: Arc<str> = Arc::from(&*config.name);
-        let span = tracing::info_span!("service", service = %name, version = %config.version);
         Managed {
             inner: Arc::new(Inner {
                 name,
@@ -215,7 +213,6 @@ impl<S: Service> Managed<S> {
                     subscribers: Vec::new(),
                 }),
                 watch: watch::Sender::new(ServiceStatus::Stopped),
-                span,
                 service: Arc::new(RwLock::new(service)),
                 config,
             }),
@@ -391,6 +388,18 @@ impl<S: Service> Inner<S> {
         ServiceStatus::from_u8(self.status.load(Ordering::Acquire))
     }
 
+    /// The span of everything the service does. Made per use rather than once at
+    /// construction, so a service built before the subscriber was installed still logs
+    /// with its name (a span created without a subscriber stays disabled for good).
+    fn span(&self) -> tracing::Span {
+        // A root: the spawned tasks that run the hooks have no caller context to inherit.
+        tracing::info_span!(parent: None, "service", service = %self.name, version = %self.config.version)
+    }
+
+    fn hook_span(&self, kind: HookKind, hook: &'static str) -> tracing::Span {
+        tracing::info_span!(parent: &self.span(), "hook", kind = kind.as_str(), hook)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Control> {
         // A panic while holding the lock can only come from a subscriber's tracing
         // layer; the control state is still consistent, so keep going.
@@ -416,7 +425,7 @@ impl<S: Service> Inner<S> {
                 "illegal transition {from} -> {to} of `{}`",
                 self.name
             );
-            tracing::error!(parent: &self.span, %from, %to, "refused illegal status transition");
+            tracing::error!(parent: &self.span(), %from, %to, "refused illegal status transition");
             return;
         }
         let now = Instant::now();
@@ -426,10 +435,10 @@ impl<S: Service> Inner<S> {
         self.status.store(to as u8, Ordering::Release);
         match &error {
             Some(error) => {
-                tracing::error!(parent: &self.span, %from, %to, ?duration, %error, "status changed");
+                tracing::info!(parent: &self.span(), %from, %to, ?duration, %error, "status changed");
                 ctl.last_error = Some(error.clone());
             }
-            None => tracing::info!(parent: &self.span, %from, %to, ?duration, "status changed"),
+            None => tracing::info!(parent: &self.span(), %from, %to, ?duration, "status changed"),
         }
         if !ctl.subscribers.is_empty() {
             let change = StatusChange {
@@ -502,7 +511,7 @@ impl<S: Service> Inner<S> {
             done: done.clone(),
             cancel: cancel.clone(),
         });
-        let span = self.span.clone();
+        let span = self.span();
         tokio::spawn(
             async move {
                 let result = self.clone().start_sequence(cancel, restart_cleanup).await;
@@ -523,7 +532,7 @@ impl<S: Service> Inner<S> {
             done: done.clone(),
             cancel: Shutdown::new(),
         });
-        let span = self.span.clone();
+        let span = self.span();
         tokio::spawn(
             async move {
                 let result = self.stop_owed().await;
@@ -596,18 +605,18 @@ impl<S: Service> Inner<S> {
             match tokio::time::timeout(limit, &mut handle).await {
                 Ok(Ok(None)) => {}
                 Ok(Ok(Some(error))) => errors.push(error),
-                Ok(Err(join_error)) => errors.push(self.hook_error(
+                Ok(Err(join_error)) => errors.push(self.logged(self.hook_error(
                     HookKind::Run,
                     run_hook_name::<S>(),
                     HookFailure::Panic(join_error.to_string()),
-                )),
+                ))),
                 Err(_) => {
                     handle.abort();
-                    errors.push(self.hook_error(
+                    errors.push(self.logged(self.hook_error(
                         HookKind::Run,
                         run_hook_name::<S>(),
                         HookFailure::Timeout(limit),
-                    ));
+                    )));
                 }
             }
         }
@@ -637,13 +646,13 @@ impl<S: Service> Inner<S> {
                 }
                 Err(_) => {
                     let first = S::__HOOKS.cleanup.last().map_or("?", |spec| spec.name);
-                    errors.push(self.hook_error(
+                    errors.push(self.logged(self.hook_error(
                         HookKind::Cleanup,
                         first,
                         HookFailure::Error(Arc::from(BoxError::from(format!(
                             "no cleanup hook ran: a `Managed::read()` guard or a health check still held the service after {limit:?}"
                         )))),
-                    ));
+                    )));
                 }
             }
         }
@@ -679,13 +688,13 @@ impl<S: Service> Inner<S> {
             Some(Ok(service)) => service,
             Some(Err(_)) => {
                 let hook = S::__HOOKS.init.first().map_or("init", |spec| spec.name);
-                let error = self.hook_error(
+                let error = self.logged(self.hook_error(
                     HookKind::Init,
                     hook,
                     HookFailure::Error(Arc::from(BoxError::from(format!(
                         "no init hook ran: a `Managed::read()` guard still held the service after {limit:?}"
                     )))),
-                );
+                ));
                 let mut ctl = self.lock();
                 self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
                 return Err(error);
@@ -779,7 +788,8 @@ impl<S: Service> Inner<S> {
         started: Vec<ComponentEntry>,
     ) -> ServiceError {
         for secondary in self.stop_steps(run, started, true).await {
-            tracing::error!(parent: &self.span, error = %secondary, "while undoing a failed start");
+            // Each was logged where it happened; this ties it to the failed start.
+            tracing::debug!(parent: &self.span(), error = %secondary, "while undoing a failed start");
         }
         let mut ctl = self.lock();
         ctl.early_run_exit = None;
@@ -819,7 +829,7 @@ impl<S: Service> Inner<S> {
         let service = self.service.clone();
         let weak: Weak<Self> = Arc::downgrade(self);
         let signal = shutdown.clone();
-        let span = tracing::info_span!(parent: &self.span, "hook", kind = "run", hook);
+        let span = self.hook_span(HookKind::Run, hook);
         let handle = tokio::spawn(
             async move {
                 let outcome = {
@@ -850,6 +860,9 @@ impl<S: Service> Inner<S> {
         failure: Option<HookFailure>,
     ) -> Option<ServiceError> {
         let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
+        if let Some(error) = &error {
+            tracing::error!(parent: &self.hook_span(HookKind::Run, hook), %error, "hook failed");
+        }
         let mut ctl = self.lock();
         match self.status() {
             ServiceStatus::Running => {
@@ -857,7 +870,7 @@ impl<S: Service> Inner<S> {
                     Some(error) => self.transition(&mut ctl, ServiceStatus::Error, Some(error)),
                     None => {
                         drop(ctl);
-                        tracing::info!(parent: &self.span, hook, "run hook returned; stopping the service");
+                        tracing::info!(parent: &self.span(), hook, "run hook returned; stopping the service");
                         self.stop_after_run_returned();
                     }
                 }
@@ -886,7 +899,7 @@ impl<S: Service> Inner<S> {
         timeout: Duration,
         cancel: Option<&Shutdown>,
     ) -> Outcome {
-        let span = tracing::info_span!(parent: &self.span, "hook", kind = kind.as_str(), hook);
+        let span = self.hook_span(kind, hook);
         let started = Instant::now();
         let guarded =
             tokio::time::timeout(timeout, catch_unwind_future(future)).instrument(span.clone());
@@ -910,11 +923,23 @@ impl<S: Service> Inner<S> {
         let elapsed = started.elapsed();
         match &outcome {
             Outcome::Failed(failure) => {
-                tracing::error!(parent: &span, ?elapsed, %failure, "hook failed")
+                let error = self.hook_error(kind, hook, failure.clone());
+                tracing::error!(parent: &span, ?elapsed, %error, "hook failed");
             }
             _ => tracing::debug!(parent: &span, ?elapsed, "hook done"),
         }
         outcome
+    }
+
+    /// Logs a failure that no hook call logged itself (one error event per failure).
+    fn logged(&self, error: ServiceError) -> ServiceError {
+        match error.hook() {
+            Some((kind, hook)) => {
+                tracing::error!(parent: &self.hook_span(kind, hook), %error, "hook failed")
+            }
+            None => tracing::error!(parent: &self.span(), %error, "failed"),
+        }
+        error
     }
 
     fn hook_error(&self, kind: HookKind, hook: &'static str, failure: HookFailure) -> ServiceError {
@@ -967,8 +992,7 @@ impl<S: Service> Inner<S> {
         for (index, spec) in S::__HOOKS.health.iter().enumerate() {
             let timeout = spec.timeout.unwrap_or(limit);
             let future = service.__health(index);
-            let span =
-                tracing::debug_span!(parent: &self.span, "hook", kind = "health", hook = spec.name);
+            let span = self.hook_span(HookKind::Health, spec.name);
             checks.push(Box::pin(
                 async move {
                     match tokio::time::timeout(timeout, catch_unwind_future(future)).await {

@@ -1020,7 +1020,7 @@ async fn start_levels(entries: &[Entry], levels: &[Vec<usize>], report: &mut Rep
         let mut ok = true;
         for result in join_all(starts).await {
             if let Err(error) = result {
-                tracing::error!(%error, "start failed; stopping what started");
+                tracing::warn!(service = %error.service(), "start failed; stopping what started");
                 report.errors.push(SupervisorError::Start(error));
                 ok = false;
             }
