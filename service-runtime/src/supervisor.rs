@@ -332,6 +332,7 @@ impl Supervisor {
             report: Report::default(),
             states: Vec::new(),
             pending: Vec::new(),
+            to_stop: Vec::new(),
             jitter: Jitter::seeded(),
         };
         run.states = run.entries.iter().map(|_| EntryState::default()).collect();
@@ -621,6 +622,8 @@ struct Run {
     report: Report,
     states: Vec<EntryState>,
     pending: Vec<PendingRestart>,
+    /// Failed services that will not be restarted: stopped at once to release what they hold.
+    to_stop: Vec<usize>,
     jitter: Jitter,
     #[cfg(all(unix, feature = "systemd"))]
     systemd: Option<crate::systemd::Session>,
@@ -783,6 +786,7 @@ impl Run {
         let policy = self.entries[i].policy;
         if policy.restart == Restart::Temporary && !exited {
             tracing::warn!(service = %name, "service failed; not restarting it (temporary)");
+            self.to_stop.push(i);
             self.states[i].desired = Desired::Stopped;
             if let Some(error) = error {
                 self.report.errors.push(SupervisorError::Failed(error));
@@ -848,6 +852,9 @@ impl Run {
     fn restart_work(&mut self) -> Vec<Work> {
         let now = Instant::now();
         let mut work = Vec::new();
+        for i in std::mem::take(&mut self.to_stop) {
+            work.push(Work::Stop(vec![i]));
+        }
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.due <= now);
