@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::Log;
-use service_runtime::ServiceStatus::{Error, Running, Stopped};
+use service_runtime::ServiceStatus::{Running, Stopped};
 use service_runtime::{
     Managed, Restart, RestartPolicy, Service, ServiceStats, Shutdown, Supervisor, SupervisorError,
     lifecycle,

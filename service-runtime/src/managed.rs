@@ -125,7 +125,7 @@ struct Inner<S> {
     status: AtomicU8,
     /// Everything changed together with the status. Never held across an `.await`.
     ctl: Mutex<Control>,
-    watch: watch::Sender<ServiceStatus>,
+    watch: std::sync::OnceLock<watch::Sender<ServiceStatus>>,
     /// The user's service. Init and cleanup hooks take the write lock (no one else
     /// reads while `starting` or `stopping`); the run loop and health checks share it.
     service: Arc<RwLock<S>>,
@@ -212,7 +212,7 @@ impl<S: Service> Managed<S> {
                     last_error: None,
                     subscribers: Vec::new(),
                 }),
-                watch: watch::Sender::new(ServiceStatus::Stopped),
+                watch: std::sync::OnceLock::new(),
                 service: Arc::new(RwLock::new(service)),
                 config,
             }),
@@ -260,7 +260,11 @@ impl<S: Service> Managed<S> {
     /// then the latest one (intermediate statuses may be skipped; use
     /// [`subscribe`](Self::subscribe) for every change).
     pub fn watch(&self) -> watch::Receiver<ServiceStatus> {
-        self.inner.watch.subscribe()
+        let _ctl = self.inner.lock();
+        self.inner
+            .watch
+            .get_or_init(|| watch::Sender::new(self.inner.status()))
+            .subscribe()
     }
 
     /// Shared access to the service's fields.
@@ -452,7 +456,9 @@ impl<S: Service> Inner<S> {
             ctl.subscribers
                 .retain(|sender| sender.send(change.clone()).is_ok());
         }
-        self.watch.send_replace(to);
+        if let Some(watch) = self.watch.get() {
+            watch.send_replace(to);
+        }
     }
 
     /// Starts at once, without a task, when there is nothing to await: no init hook, no
