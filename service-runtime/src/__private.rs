@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use ::core::option::Option::{None, Some};
-pub use ::std::boxed::Box;
 pub use ::std::vec::Vec;
 
 use crate::BoxError;
