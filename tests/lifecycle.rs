@@ -312,12 +312,35 @@ async fn concurrent_starts_share_one_init() {
 async fn concurrent_starts_share_one_failure() {
     let log = Log::default();
     let (service, _changes) = watched(Probe {
-        init_fault: Fault::Err,
+        init_fault: Fault::SlowErr,
         ..probe(&log)
     });
     let (a, b) = tokio::join!(service.start(), service.start());
     assert_eq!(a.unwrap_err().to_string(), b.unwrap_err().to_string());
     assert_eq!(log.count("init:connect"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_after_a_finished_failure_is_a_restart() {
+    // The first start fails within its first poll, in the caller's task, so the second
+    // call of the `join!` begins after it ended: it sees `error` and starts again.
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        init_fault: Fault::Err,
+        ..probe(&log)
+    });
+    let (a, b) = tokio::join!(service.start(), service.start());
+    assert!(a.is_err() && b.is_err());
+    assert_eq!(log.count("init:connect"), 2);
+    assert_eq!(
+        history(&mut changes),
+        [
+            (Stopped, Starting),
+            (Starting, Error),
+            (Error, Starting),
+            (Starting, Error)
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -118,6 +118,14 @@ pub enum ServiceError {
         /// The service's name.
         service: Arc<str>,
     },
+    /// A start or stop was dropped before its end, because the tokio runtime running it
+    /// shut down (or it panicked outside any hook); the service is left in `error`.
+    Abandoned {
+        /// The service's name.
+        service: Arc<str>,
+        /// `"start"` or `"stop"`.
+        operation: &'static str,
+    },
     /// The state machine refused a transition.
     Transition {
         /// The service's name.
@@ -135,6 +143,7 @@ impl ServiceError {
             | ServiceError::Component { service, .. }
             | ServiceError::Multiple { service, .. }
             | ServiceError::StartCancelled { service }
+            | ServiceError::Abandoned { service, .. }
             | ServiceError::Transition { service, .. } => service,
         }
     }
@@ -233,6 +242,10 @@ impl fmt::Display for ServiceError {
             ServiceError::StartCancelled { service } => {
                 write!(f, "service `{service}`: start cancelled by stop()")
             }
+            ServiceError::Abandoned { service, operation } => write!(
+                f,
+                "service `{service}`: {operation} abandoned before it finished (its runtime shut down); start it again on a running runtime"
+            ),
             ServiceError::Transition { service, error } => {
                 write!(f, "service `{service}`: {error}")
             }

@@ -64,6 +64,7 @@ mod local;
 mod managed;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod op;
 mod restart;
 mod service;
 mod shutdown;

@@ -17,6 +17,7 @@ use crate::__private::{ComponentEntry, HookFuture};
 use crate::Shutdown;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
+use crate::op::OpShared;
 use crate::service::{Lifecycle, Service, ServiceConfig};
 use crate::status::ServiceStatus;
 use crate::util::{catch_unwind_future, join_all};
@@ -26,9 +27,11 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A service under management: the handle a program starts, stops, checks and watches.
 ///
 /// `Managed<S>` is a cheap, cloneable handle (an `Arc`); every clone controls the same
-/// service. Start and stop run on spawned tasks, so dropping a `start()` or `stop()`
-/// future half-way never leaves the state machine stuck: the operation completes and a
-/// later call sees its outcome.
+/// service. A start or stop runs in the task of the caller that began it, as it polls
+/// the `start()` or `stop()` future; if that future is dropped half-way, or another call
+/// waits for the same operation, the operation moves to a spawned task. So an operation
+/// always runs to its end (a dropped future never leaves the state machine stuck, a later
+/// call sees its outcome) without paying for a task when nobody needs one.
 ///
 /// ```
 /// use service_runtime::{lifecycle, Managed, Service, ServiceStatus};
@@ -134,6 +137,7 @@ struct Inner<S> {
 struct Control {
     /// The start or stop in flight; it owns the `starting`/`stopping` states.
     op: Option<Op>,
+    next_op: u64,
     /// When the current status was entered.
     since: Instant,
     /// When the service last became `running`, while it is.
@@ -155,13 +159,54 @@ enum OpKind {
     Stop,
 }
 
-type OpResult = Option<Result<(), ServiceError>>;
-
 struct Op {
     kind: OpKind,
-    done: watch::Receiver<OpResult>,
-    /// Requested by `stop()` to cancel a start in flight.
-    cancel: Shutdown,
+    /// Tells the op apart from later ones (its abandonment guard checks it).
+    id: u64,
+    shared: Arc<OpShared>,
+    /// Requested by `stop()` to cancel a start in flight; starts only.
+    cancel: Option<Shutdown>,
+}
+
+/// Inside an operation's work: if the work is dropped before its end (its runtime shut
+/// down, or it panicked outside a hook), the operation ends in `error` rather than
+/// leaving `starting`/`stopping` behind, and its waiters get an error.
+struct OpGuard<S: Service> {
+    inner: Arc<Inner<S>>,
+    id: u64,
+    finished: bool,
+}
+
+impl<S: Service> OpGuard<S> {
+    /// The work's final transition happened under `ctl`: clear the op under the same
+    /// lock, so no caller sees one without the other.
+    fn finish(mut self) {
+        self.finished = true;
+        self.inner.lock().op = None;
+    }
+}
+
+impl<S: Service> Drop for OpGuard<S> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut ctl = self.inner.lock();
+        let Some(op) = ctl.op.take_if(|op| op.id == self.id) else {
+            return;
+        };
+        let error = ServiceError::Abandoned {
+            service: self.inner.name.clone(),
+            operation: match op.kind {
+                OpKind::Start => "start",
+                OpKind::Stop => "stop",
+            },
+        };
+        self.inner
+            .transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+        drop(ctl);
+        op.shared.complete(Err(error));
+    }
 }
 
 struct RunLoop {
@@ -203,6 +248,7 @@ impl<S: Service> Managed<S> {
                 status: AtomicU8::new(ServiceStatus::Stopped as u8),
                 ctl: Mutex::new(Control {
                     op: None,
+                    next_op: 0,
                     since: Instant::now(),
                     running_since: None,
                     cleanup_owed: false,
@@ -291,8 +337,8 @@ impl<S: Service> Managed<S> {
                 let mut ctl = self.inner.lock();
                 if let Some(op) = &ctl.op {
                     match op.kind {
-                        OpKind::Start => Wait::Result(op.done.clone()),
-                        OpKind::Stop => Wait::ThenRetry(op.done.clone()),
+                        OpKind::Start => Wait::Join(op.shared.clone()),
+                        OpKind::Stop => Wait::ThenRetry(op.shared.clone()),
                     }
                 } else {
                     match self.inner.status() {
@@ -301,7 +347,7 @@ impl<S: Service> Managed<S> {
                             if self.inner.start_inline(&mut ctl) {
                                 return Ok(());
                             }
-                            Wait::Result(self.inner.clone().begin_start(&mut ctl))
+                            Wait::Drive(self.inner.clone().begin_start(&mut ctl))
                         }
                         // Without an op these states cannot last; look again.
                         ServiceStatus::Starting | ServiceStatus::Stopping => continue,
@@ -309,9 +355,10 @@ impl<S: Service> Managed<S> {
                 }
             };
             match pending {
-                Wait::Result(done) => return self.inner.outcome(done).await,
-                Wait::ThenRetry(done) => {
-                    let _ = self.inner.outcome(done).await;
+                Wait::Drive(op) => return op.drive().await,
+                Wait::Join(op) => return op.join().await,
+                Wait::ThenRetry(op) => {
+                    let _ = op.join().await;
                 }
             }
         }
@@ -330,11 +377,13 @@ impl<S: Service> Managed<S> {
             let pending = {
                 let mut ctl = self.inner.lock();
                 if let Some(op) = &ctl.op {
-                    match op.kind {
-                        OpKind::Stop => Wait::Result(op.done.clone()),
-                        OpKind::Start => {
-                            op.cancel.request();
-                            Wait::ThenRetry(op.done.clone())
+                    match (op.kind, &op.cancel) {
+                        (OpKind::Stop, _) => Wait::Join(op.shared.clone()),
+                        (OpKind::Start, cancel) => {
+                            if let Some(cancel) = cancel {
+                                cancel.request();
+                            }
+                            Wait::ThenRetry(op.shared.clone())
                         }
                     }
                 } else {
@@ -349,16 +398,17 @@ impl<S: Service> Managed<S> {
                             if self.inner.stop_inline(&mut ctl) {
                                 return Ok(());
                             }
-                            Wait::Result(self.inner.clone().begin_stop(&mut ctl))
+                            Wait::Drive(self.inner.clone().begin_stop(&mut ctl))
                         }
                         ServiceStatus::Starting | ServiceStatus::Stopping => continue,
                     }
                 }
             };
             match pending {
-                Wait::Result(done) => return self.inner.outcome(done).await,
-                Wait::ThenRetry(done) => {
-                    let _ = self.inner.outcome(done).await;
+                Wait::Drive(op) => return op.drive().await,
+                Wait::Join(op) => return op.join().await,
+                Wait::ThenRetry(op) => {
+                    let _ = op.join().await;
                 }
             }
         }
@@ -381,10 +431,12 @@ impl<S: Service> Managed<S> {
 }
 
 enum Wait {
-    /// Return the outcome of this operation.
-    Result(watch::Receiver<OpResult>),
+    /// Run this operation, begun by this call, and return its outcome.
+    Drive(Arc<OpShared>),
+    /// Return the outcome of this operation, begun by another call.
+    Join(Arc<OpShared>),
     /// Let this operation finish, then decide again.
-    ThenRetry(watch::Receiver<OpResult>),
+    ThenRetry(Arc<OpShared>),
 }
 
 impl<S: Service> Inner<S> {
@@ -499,10 +551,9 @@ impl<S: Service> Inner<S> {
         true
     }
 
-    /// Registers a start operation and spawns it. Called with `ctl` held, no op in
-    /// flight, status `stopped` or `error`.
-    fn begin_start(self: Arc<Self>, ctl: &mut Control) -> watch::Receiver<OpResult> {
-        let (done_tx, done) = watch::channel(None);
+    /// Registers a start operation and returns it for the caller to drive. Called with
+    /// `ctl` held, no op in flight, status `stopped` or `error`.
+    fn begin_start(self: Arc<Self>, ctl: &mut Control) -> Arc<OpShared> {
         let cancel = Shutdown::new();
         let restart_cleanup = self.status() == ServiceStatus::Error
             && (ctl.cleanup_owed || !ctl.components.is_empty());
@@ -512,59 +563,59 @@ impl<S: Service> Inner<S> {
             ServiceStatus::Starting
         };
         self.transition(ctl, first, None);
-        ctl.op = Some(Op {
-            kind: OpKind::Start,
-            done: done.clone(),
-            cancel: cancel.clone(),
-        });
-        let span = self.span();
-        tokio::spawn(
-            async move {
-                let result = self.clone().start_sequence(cancel, restart_cleanup).await;
-                self.finish_op(done_tx, result);
-            }
-            .instrument(span),
-        );
-        done
+        let signal = cancel.clone();
+        self.begin(ctl, OpKind::Start, Some(cancel), move |inner| {
+            inner.start_sequence(signal, restart_cleanup)
+        })
     }
 
-    /// Registers a stop operation and spawns it. Called with `ctl` held, no op in
-    /// flight, status `running` or `error` with something to clean up.
-    fn begin_stop(self: Arc<Self>, ctl: &mut Control) -> watch::Receiver<OpResult> {
-        let (done_tx, done) = watch::channel(None);
+    /// Registers a stop operation and returns it for the caller to drive. Called with
+    /// `ctl` held, no op in flight, status `running` or `error` with something to clean up.
+    fn begin_stop(self: Arc<Self>, ctl: &mut Control) -> Arc<OpShared> {
         self.transition(ctl, ServiceStatus::Stopping, None);
-        ctl.op = Some(Op {
-            kind: OpKind::Stop,
-            done: done.clone(),
-            cancel: Shutdown::new(),
-        });
+        self.begin(ctl, OpKind::Stop, None, |inner| async move {
+            inner.stop_owed().await
+        })
+    }
+
+    /// Builds an operation's work around `sequence` (which ends with the final
+    /// transition) and records the operation in `ctl`.
+    fn begin<F, Fut>(
+        self: Arc<Self>,
+        ctl: &mut Control,
+        kind: OpKind,
+        cancel: Option<Shutdown>,
+        sequence: F,
+    ) -> Arc<OpShared>
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        let id = ctl.next_op;
+        ctl.next_op += 1;
         let span = self.span();
-        tokio::spawn(
+        // Created outside the work so that it also runs if the work is dropped unpolled.
+        let guard = OpGuard {
+            inner: self,
+            id,
+            finished: false,
+        };
+        let shared = OpShared::new(Box::pin(
             async move {
-                let result = self.stop_owed().await;
-                self.finish_op(done_tx, result);
+                let guard = guard;
+                let result = sequence(guard.inner.clone()).await;
+                guard.finish();
+                result
             }
             .instrument(span),
-        );
-        done
-    }
-
-    /// Publishes an operation's result. The final transition already happened under
-    /// `ctl`; the op is cleared under the same lock so no caller sees one without the other.
-    fn finish_op(&self, done: watch::Sender<OpResult>, result: Result<(), ServiceError>) {
-        let mut ctl = self.lock();
-        ctl.op = None;
-        done.send_replace(Some(result));
-    }
-
-    async fn outcome(&self, mut done: watch::Receiver<OpResult>) -> Result<(), ServiceError> {
-        match done.wait_for(Option::is_some).await {
-            Ok(result) => result.clone().expect("wait_for returned a finished result"),
-            // The operation's task was dropped: its runtime is shutting down.
-            Err(_) => Err(ServiceError::StartCancelled {
-                service: self.name.clone(),
-            }),
-        }
+        ));
+        ctl.op = Some(Op {
+            kind,
+            id,
+            shared: shared.clone(),
+            cancel,
+        });
+        shared
     }
 
     /// Takes what a stop owes from `ctl`, runs the stop steps and ends in `stopped` or

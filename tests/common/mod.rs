@@ -16,6 +16,8 @@ pub enum Fault {
     Err,
     /// Panics.
     Panic,
+    /// Returns `Err` after 10 ms.
+    SlowErr,
     /// Never finishes.
     Hang,
 }
@@ -26,6 +28,10 @@ impl Fault {
         match self {
             Fault::None => Ok(()),
             Fault::Err => Err(std::io::Error::other(format!("{what} refused"))),
+            Fault::SlowErr => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                Err(std::io::Error::other(format!("{what} refused")))
+            }
             Fault::Panic => panic!("{what} exploded"),
             Fault::Hang => std::future::pending().await,
         }

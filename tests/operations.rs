@@ -1,0 +1,293 @@
+//! How a start or stop runs: in the caller's task while it polls, handed over to a
+//! spawned task when that caller goes away or another call waits, abandoned (ending in
+//! `error`) only when its runtime shuts down.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
+
+use service_runtime::Service;
+use service_runtime::{Managed, ServiceError, ServiceStatus, lifecycle};
+
+#[derive(Service, Default)]
+#[service(name = "slow", start_timeout = "1h", stop_timeout = "1h")]
+struct Slow {
+    inits: Arc<AtomicUsize>,
+    cleanups: Arc<AtomicUsize>,
+    init_for: Duration,
+    cleanup_for: Duration,
+}
+
+#[lifecycle]
+impl Slow {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        tokio::time::sleep(self.init_for).await;
+        self.inits.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        tokio::time::sleep(self.cleanup_for).await;
+        self.cleanups.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn slow(init_ms: u64, cleanup_ms: u64) -> Slow {
+    Slow {
+        init_for: Duration::from_millis(init_ms),
+        cleanup_for: Duration::from_millis(cleanup_ms),
+        ..Slow::default()
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[tokio::test(start_paused = true)]
+async fn a_start_whose_future_is_dropped_still_finishes() {
+    let service = Managed::new(slow(10, 0));
+    tokio::select! {
+        _ = service.start() => panic!("the init takes 10 ms"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    assert_eq!(service.status(), ServiceStatus::Starting);
+    tokio::time::sleep(20 * MS).await;
+    assert_eq!(service.status(), ServiceStatus::Running);
+    assert_eq!(service.read().await.inits.load(Ordering::SeqCst), 1);
+    service.start().await.unwrap();
+    assert_eq!(service.read().await.inits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_whose_future_is_dropped_still_finishes() {
+    let service = Managed::new(slow(0, 10));
+    service.start().await.unwrap();
+    tokio::select! {
+        _ = service.stop() => panic!("the cleanup takes 10 ms"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    assert_eq!(service.status(), ServiceStatus::Stopping);
+    tokio::time::sleep(20 * MS).await;
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+    assert_eq!(service.read().await.cleanups.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_kept_but_no_longer_polled_does_not_block_a_stop() {
+    let service = Managed::new(slow(10, 0));
+    let mut start = pin!(service.start());
+    // Polled once (it begins the operation and parks), then kept without being polled.
+    tokio::select! {
+        _ = start.as_mut() => panic!("the init takes 10 ms"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(1), service.stop()).await;
+    stopped
+        .expect("the stop must not wait for a caller that stopped polling")
+        .unwrap();
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+    assert!(matches!(
+        start.await,
+        Err(ServiceError::StartCancelled { .. })
+    ));
+    assert_eq!(service.read().await.inits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_hands_the_work_over_and_both_get_the_result() {
+    let service = Managed::new(slow(10, 0));
+    let mut first = pin!(service.start());
+    tokio::select! {
+        _ = first.as_mut() => panic!("the init takes 10 ms"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    // The second call hands the parked work to a task and waits for it; the first,
+    // polled again later, finds its work gone and returns the same outcome.
+    service.start().await.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Running);
+    first.await.unwrap();
+    assert_eq!(service.read().await.inits.load(Ordering::SeqCst), 1);
+}
+
+/// A service whose init hook stops the service itself, re-entering its own operation
+/// while the caller is polling it.
+#[derive(Service, Default)]
+#[service(name = "quitter")]
+struct Quitter {
+    me: Arc<OnceLock<Managed<Quitter>>>,
+}
+
+#[lifecycle]
+impl Quitter {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        let me = self.me.get().expect("set before start").clone();
+        me.stop().await.map_err(std::io::Error::other)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_init_hook_that_stops_its_own_service_cancels_the_start() {
+    let me = Arc::new(OnceLock::new());
+    let service = Managed::new(Quitter { me: me.clone() });
+    me.set(service.clone()).ok().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(1), service.start())
+        .await
+        .expect("no deadlock");
+    assert!(
+        matches!(result, Err(ServiceError::StartCancelled { .. })),
+        "{result:?}"
+    );
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_start_handed_over_to_a_task_ends_in_error_when_its_runtime_shuts_down() {
+    let runtime = current_thread();
+    let service = Managed::new(slow(3_600_000, 0));
+    runtime.block_on(async {
+        tokio::select! {
+            _ = service.start() => panic!("the init takes an hour"),
+            () = tokio::time::sleep(MS) => {}
+        }
+    });
+    assert_eq!(service.status(), ServiceStatus::Starting);
+    drop(runtime);
+    assert_eq!(service.status(), ServiceStatus::Error);
+    let error = service.last_error().unwrap().to_string();
+    assert_eq!(
+        error,
+        "service `slow`: start abandoned before it finished (its runtime shut down); \
+         start it again on a running runtime"
+    );
+}
+
+#[test]
+fn a_start_dropped_outside_any_runtime_ends_in_error_and_can_start_again() {
+    let runtime = current_thread();
+    let service = Managed::new(slow(10, 0));
+    let mut start = Box::pin(service.start());
+    runtime.block_on(std::future::poll_fn(|cx| {
+        assert!(start.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    }));
+    drop(runtime);
+    assert_eq!(service.status(), ServiceStatus::Starting);
+    drop(start); // no runtime to hand the work over to
+    assert_eq!(service.status(), ServiceStatus::Error);
+    assert!(matches!(
+        service.last_error(),
+        Some(ServiceError::Abandoned {
+            operation: "start",
+            ..
+        })
+    ));
+
+    let runtime = current_thread();
+    runtime.block_on(async {
+        service.start().await.unwrap();
+        assert_eq!(service.read().await.inits.load(Ordering::SeqCst), 1);
+        service.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn many_callers_on_many_threads_agree_on_one_state_machine() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Hooks that yield, so operations are in flight while other threads call in.
+        #[derive(Service, Default)]
+        #[service(name = "busy")]
+        struct Busy {
+            inits: Arc<AtomicUsize>,
+            cleanups: Arc<AtomicUsize>,
+        }
+
+        #[lifecycle]
+        impl Busy {
+            #[init]
+            async fn open(&mut self) -> Result<(), std::io::Error> {
+                tokio::task::yield_now().await;
+                self.inits.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+
+            #[cleanup]
+            async fn close(&mut self) -> Result<(), std::io::Error> {
+                tokio::task::yield_now().await;
+                self.cleanups.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+
+        let inits = Arc::new(AtomicUsize::new(0));
+        let cleanups = Arc::new(AtomicUsize::new(0));
+        let service = Managed::new(Busy {
+            inits: inits.clone(),
+            cleanups: cleanups.clone(),
+        });
+        let callers: Vec<_> = (0..8)
+            .map(|caller| {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    for round in 0..300_usize {
+                        // Some calls are dropped half-way: their operations must still end.
+                        let drop_it = (round + caller) % 7 == 0;
+                        if (round * 31 + caller * 17) % 2 == 0 {
+                            let start = service.start();
+                            if drop_it {
+                                let _ = tokio::time::timeout(Duration::ZERO, start).await;
+                            } else {
+                                // `Err` only when a concurrent stop cancelled this start.
+                                if let Err(error) = start.await {
+                                    assert!(matches!(error, ServiceError::StartCancelled { .. }));
+                                }
+                            }
+                        } else {
+                            let stop = service.stop();
+                            if drop_it {
+                                let _ = tokio::time::timeout(Duration::ZERO, stop).await;
+                            } else {
+                                stop.await.unwrap();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            tokio::time::timeout(Duration::from_secs(60), caller)
+                .await
+                .expect("no caller hangs")
+                .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(60), service.stop())
+            .await
+            .expect("the last stop does not hang")
+            .unwrap();
+        assert_eq!(service.status(), ServiceStatus::Stopped);
+        // Every completed init was cleaned up exactly once.
+        assert_eq!(
+            inits.load(Ordering::SeqCst),
+            cleanups.load(Ordering::SeqCst)
+        );
+        assert!(inits.load(Ordering::SeqCst) > 0);
+    });
+}
