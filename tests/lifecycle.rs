@@ -533,6 +533,7 @@ async fn restart_after_a_run_failure_cleans_up_first() {
         ],
         "the second incarnation fails again later; its first transitions are what matters"
     );
+    status.wait_for(|s| *s == Error).await.unwrap();
     service.stop().await.unwrap();
 }
 

@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{RwLock, RwLockReadGuard, mpsc, watch};
@@ -20,7 +22,7 @@ use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
 use crate::op::OpShared;
 use crate::service::{Lifecycle, Service, ServiceConfig};
 use crate::status::ServiceStatus;
-use crate::util::{catch_unwind_future, join_all};
+use crate::util::{catch_unwind_future, panic_message};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -1040,41 +1042,41 @@ impl<S: Service> Inner<S> {
         };
         let limit = self.config.health_timeout;
         // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
-        let Ok(service) = tokio::time::timeout(limit, self.service.read()).await else {
-            report.reason = Some(format!("Service status: {}", self.status()));
-            return report;
+        let service = match self.service.try_read() {
+            Ok(service) => service,
+            Err(_) => match tokio::time::timeout(limit, self.service.read()).await {
+                Ok(service) => service,
+                Err(_) => {
+                    report.reason = Some(format!("Service status: {}", self.status()));
+                    return report;
+                }
+            },
         };
-        let mut checks: Vec<BoxFuture<'_, HealthDetail>> =
-            Vec::with_capacity(S::__HOOKS.health.len() + components.len());
-        for (index, spec) in S::__HOOKS.health.iter().enumerate() {
-            let timeout = spec.timeout.unwrap_or(limit);
-            let future = service.__health(index);
-            let span = self.hook_span(HookKind::Health, spec.name);
-            checks.push(Box::pin(
-                async move {
-                    match tokio::time::timeout(timeout, catch_unwind_future(future)).await {
-                        Ok(Ok(detail)) => detail,
-                        Ok(Err(panic)) => {
-                            HealthDetail::unhealthy(format!("check panicked: {panic}"))
-                        }
-                        Err(_) => {
-                            HealthDetail::unhealthy(format!("check timed out after {timeout:?}"))
-                        }
-                    }
-                }
-                .instrument(span),
-            ));
-        }
-        for (_, _, handle) in &components {
-            checks.push(Box::pin(async move {
-                let child = handle.0.health().await;
-                HealthDetail {
-                    status: child.status,
-                    reason: child.reason,
-                }
-            }));
-        }
-        let results = join_all(checks).await;
+        let parent = self.span();
+        let mut checks: Vec<Check<'_>> = S::__HOOKS
+            .health
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| Check {
+                work: CheckWork::Hook(service.__health(index)),
+                timeout: Some(spec.timeout.unwrap_or(limit)),
+                timer: None,
+                span: tracing::info_span!(parent: &parent, "hook", kind = HookKind::Health.as_str(), hook = spec.name),
+                result: None,
+            })
+            .chain(components.iter().map(|(_, _, handle)| Check {
+                work: CheckWork::Component(handle.0.health()),
+                timeout: None,
+                timer: None,
+                span: tracing::Span::none(),
+                result: None,
+            }))
+            .collect();
+        run_checks(&mut checks).await;
+        let results: Vec<HealthDetail> = checks
+            .into_iter()
+            .map(|check| check.result.expect("every check finished"))
+            .collect();
         drop(service);
 
         let names = S::__HOOKS
@@ -1102,6 +1104,88 @@ impl<S: Service> Inner<S> {
         report.reason = reason;
         report
     }
+}
+
+/// One health check (or a component's report) of an aggregation in progress.
+struct Check<'a> {
+    work: CheckWork<'a>,
+    /// `None` for a component: its own checks carry their timeouts.
+    timeout: Option<Duration>,
+    /// Armed only when the check did not finish at its first poll.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    span: tracing::Span,
+    result: Option<HealthDetail>,
+}
+
+enum CheckWork<'a> {
+    Hook(crate::__private::CheckFuture<'a>),
+    Component(BoxFuture<'a, HealthReport>),
+    Done,
+}
+
+/// Runs every check concurrently in the calling task, each under its timeout and span,
+/// catching panics. Rather than a `join_all` of wrapped futures, the checks are polled
+/// in place: a check that is ready at its first poll (the common case) costs no timer,
+/// no clock read and no allocation beyond its own future.
+async fn run_checks(checks: &mut [Check<'_>]) {
+    let started = Instant::now();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for check in checks.iter_mut() {
+            if check.result.is_some() {
+                continue;
+            }
+            let _entered = check.span.enter();
+            let polled = match &mut check.work {
+                CheckWork::Hook(future) => {
+                    catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))).unwrap_or_else(
+                        |panic| {
+                            Poll::Ready(HealthDetail::unhealthy(format!(
+                                "check panicked: {}",
+                                panic_message(&*panic)
+                            )))
+                        },
+                    )
+                }
+                CheckWork::Component(future) => {
+                    future.as_mut().poll(cx).map(|child| HealthDetail {
+                        status: child.status,
+                        reason: child.reason,
+                    })
+                }
+                CheckWork::Done => unreachable!("a finished check has its result"),
+            };
+            let detail = match polled {
+                Poll::Ready(detail) => detail,
+                Poll::Pending => match check.timeout {
+                    None => {
+                        pending = true;
+                        continue;
+                    }
+                    Some(timeout) => {
+                        let timer = check.timer.get_or_insert_with(|| {
+                            Box::pin(tokio::time::sleep_until(started + timeout))
+                        });
+                        if timer.as_mut().poll(cx).is_pending() {
+                            pending = true;
+                            continue;
+                        }
+                        HealthDetail::unhealthy(format!("check timed out after {timeout:?}"))
+                    }
+                },
+            };
+            // Drop the check's future (and timer) as soon as it is decided.
+            check.work = CheckWork::Done;
+            check.timer = None;
+            check.result = Some(detail);
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
 }
 
 impl<S> Drop for Inner<S> {
