@@ -690,7 +690,11 @@ impl<S: Service> Inner<S> {
         }
         if cleanup && !S::__HOOKS.cleanup.is_empty() {
             let limit = self.config.stop_timeout;
-            match tokio::time::timeout(limit, self.service.write()).await {
+            let acquired = match self.service.try_write() {
+                Ok(service) => Ok(service),
+                Err(_) => tokio::time::timeout(limit, self.service.write()).await,
+            };
+            match acquired {
                 Ok(mut service) => {
                     for (index, spec) in S::__HOOKS.cleanup.iter().enumerate().rev() {
                         let timeout = spec.timeout.unwrap_or(limit);
@@ -737,10 +741,13 @@ impl<S: Service> Inner<S> {
         // Exclusive access for the init hooks; a `read()` guard held elsewhere can delay
         // it, but never past the start timeout, and `stop()` still cancels the wait.
         let limit = self.config.start_timeout;
-        let acquired = tokio::select! {
-            biased;
-            () = cancel.requested() => None,
-            acquired = tokio::time::timeout(limit, self.service.write()) => Some(acquired),
+        let acquired = match self.service.try_write() {
+            Ok(service) => Some(Ok(service)),
+            Err(_) => tokio::select! {
+                biased;
+                () = cancel.requested() => None,
+                acquired = tokio::time::timeout(limit, self.service.write()) => Some(acquired),
+            },
         };
         let mut service = match acquired {
             None => return Err(self.abandon_start(None, Vec::new(), false).await),
@@ -960,18 +967,34 @@ impl<S: Service> Inner<S> {
     ) -> Outcome {
         let span = self.hook_span(kind, hook);
         let started = Instant::now();
-        let guarded =
-            tokio::time::timeout(timeout, catch_unwind_future(future)).instrument(span.clone());
-        let result = match cancel {
-            Some(cancel) => tokio::select! {
-                biased;
-                () = cancel.requested() => {
-                    tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
-                    return Outcome::Cancelled;
+        if cancel.is_some_and(Shutdown::is_requested) {
+            tracing::info!(parent: &span, elapsed = ?Duration::ZERO, "hook cancelled by stop()");
+            return Outcome::Cancelled;
+        }
+        let mut future = catch_unwind_future(future);
+        // A hook that finishes at its first poll (most do) needs no timer and no watch
+        // for cancellation: poll it once before setting them up.
+        let first = {
+            let _entered = span.enter();
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut future).poll(cx))).await
+        };
+        let result = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => {
+                let guarded =
+                    tokio::time::timeout_at(started + timeout, future).instrument(span.clone());
+                match cancel {
+                    Some(cancel) => tokio::select! {
+                        biased;
+                        () = cancel.requested() => {
+                            tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
+                            return Outcome::Cancelled;
+                        }
+                        result = guarded => result,
+                    },
+                    None => guarded.await,
                 }
-                result = guarded => result,
-            },
-            None => guarded.await,
+            }
         };
         let outcome = match result {
             Ok(Ok(Ok(()))) => Outcome::Done,
