@@ -140,18 +140,17 @@ struct Control {
     /// The start or stop in flight; it owns the `starting`/`stopping` states.
     op: Option<Op>,
     next_op: u64,
-    /// When the current status was entered.
+    /// When the current status was entered (while `running`, the start of the uptime).
     since: Instant,
-    /// When the service last became `running`, while it is.
-    running_since: Option<Instant>,
     /// Every init hook completed and the cleanup hooks have not run yet.
     cleanup_owed: bool,
     /// Components started by the last start, in start order.
     components: Vec<ComponentEntry>,
     run: Option<RunLoop>,
     /// Set by a run loop that returned before its start finished.
-    early_run_exit: Option<Option<ServiceError>>,
-    last_error: Option<ServiceError>,
+    // Errors are boxed here: rare, and a `ServiceError` is 64 bytes in every service.
+    early_run_exit: Option<Option<Box<ServiceError>>>,
+    last_error: Option<Box<ServiceError>>,
     subscribers: Vec<mpsc::UnboundedSender<StatusChange>>,
 }
 
@@ -252,7 +251,6 @@ impl<S: Service> Managed<S> {
                     op: None,
                     next_op: 0,
                     since: Instant::now(),
-                    running_since: None,
                     cleanup_owed: false,
                     components: Vec::new(),
                     run: None,
@@ -294,7 +292,7 @@ impl<S: Service> Managed<S> {
 
     /// The error of the last transition to `error`, kept until the next one.
     pub fn last_error(&self) -> Option<ServiceError> {
-        self.inner.lock().last_error.clone()
+        self.inner.lock().last_error.as_deref().cloned()
     }
 
     /// Every status change from now on, in order, with time and cause.
@@ -467,9 +465,12 @@ impl<S: Service> Inner<S> {
     }
 
     fn uptime(&self) -> Duration {
-        self.lock()
-            .running_since
-            .map_or(Duration::ZERO, |since| since.elapsed())
+        let ctl = self.lock();
+        if self.status() == ServiceStatus::Running {
+            ctl.since.elapsed()
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Moves to `to`, recording, logging and broadcasting the change. Callers hold `ctl`,
@@ -489,12 +490,11 @@ impl<S: Service> Inner<S> {
         let now = Instant::now();
         let duration = now - ctl.since;
         ctl.since = now;
-        ctl.running_since = (to == ServiceStatus::Running).then_some(now);
         self.status.store(to as u8, Ordering::Release);
         match &error {
             Some(error) => {
                 tracing::info!(parent: &self.span(), %from, %to, ?duration, %error, "status changed");
-                ctl.last_error = Some(error.clone());
+                ctl.last_error = Some(Box::new(error.clone()));
             }
             None => tracing::info!(parent: &self.span(), %from, %to, ?duration, "status changed"),
         }
@@ -515,14 +515,11 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// Starts at once, without a task, when there is nothing to await: no init hook, no
-    /// run hook, no component, no cleanup owed. Observers see the same transitions.
-    fn start_inline(&self, ctl: &mut Control) -> bool {
-        if !S::__HOOKS.init.is_empty()
-            || S::__HOOKS.run.is_some()
-            || ctl.cleanup_owed
-            || !ctl.components.is_empty()
-        {
+    /// Starts at once, without an operation, when there is nothing to await: no init
+    /// hook, no component, no cleanup owed (a run hook is spawned, not awaited).
+    /// Observers see the same transitions.
+    fn start_inline(self: &Arc<Self>, ctl: &mut Control) -> bool {
+        if !S::__HOOKS.init.is_empty() || ctl.cleanup_owed || !ctl.components.is_empty() {
             return false;
         }
         let Ok(service) = self.service.try_read() else {
@@ -535,6 +532,8 @@ impl<S: Service> Inner<S> {
         }
         drop(service);
         self.transition(ctl, ServiceStatus::Starting, None);
+        // The run loop cannot report an exit before `ctl` is released, by then `running`.
+        ctl.run = S::__HOOKS.run.map(|spec| self.spawn_run_loop(spec.name));
         self.transition(ctl, ServiceStatus::Running, None);
         ctl.cleanup_owed = true;
         true
@@ -654,29 +653,17 @@ impl<S: Service> Inner<S> {
         cleanup: bool,
     ) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        if let Some(RunLoop {
-            shutdown,
-            mut handle,
-        }) = run
-        {
+        if let Some(RunLoop { shutdown, handle }) = run {
             shutdown.request();
-            let limit = self.config.stop_timeout;
-            match tokio::time::timeout(limit, &mut handle).await {
-                Ok(Ok(None)) => {}
-                Ok(Ok(Some(error))) => errors.push(error),
-                Ok(Err(join_error)) => errors.push(self.logged(self.hook_error(
+            // Bounded by the loop itself: it gives up after the stop timeout.
+            match handle.await {
+                Ok(None) => {}
+                Ok(Some(error)) => errors.push(error),
+                Err(join_error) => errors.push(self.logged(self.hook_error(
                     HookKind::Run,
                     run_hook_name::<S>(),
                     HookFailure::Panic(join_error.to_string()),
                 ))),
-                Err(_) => {
-                    handle.abort();
-                    errors.push(self.logged(self.hook_error(
-                        HookKind::Run,
-                        run_hook_name::<S>(),
-                        HookFailure::Timeout(limit),
-                    )));
-                }
             }
         }
         for entry in components.iter().rev() {
@@ -730,7 +717,7 @@ impl<S: Service> Inner<S> {
         restart_cleanup: bool,
     ) -> Result<(), ServiceError> {
         if restart_cleanup {
-            self.stop_owed().await?;
+            Box::pin(self.stop_owed()).await?;
             let mut ctl = self.lock();
             if cancel.is_requested() {
                 return Err(self.cancelled());
@@ -750,7 +737,7 @@ impl<S: Service> Inner<S> {
             },
         };
         let mut service = match acquired {
-            None => return Err(self.abandon_start(None, Vec::new(), false).await),
+            None => return Err(Box::pin(self.abandon_start(None, Vec::new(), false)).await),
             Some(Ok(service)) => service,
             Some(Err(_)) => {
                 let hook = S::__HOOKS.init.first().map_or("init", |spec| spec.name);
@@ -776,7 +763,7 @@ impl<S: Service> Inner<S> {
                 Outcome::Done => {}
                 Outcome::Cancelled => {
                     drop(service);
-                    return Err(self.abandon_start(None, Vec::new(), false).await);
+                    return Err(Box::pin(self.abandon_start(None, Vec::new(), false)).await);
                 }
                 Outcome::Failed(failure) => {
                     let error = self.hook_error(HookKind::Init, spec.name, failure);
@@ -802,7 +789,7 @@ impl<S: Service> Inner<S> {
                 None => {
                     // The child's start goes on in its own task; stopping it cancels it.
                     started.push(entry);
-                    return Err(self.abandon_start(None, started, true).await);
+                    return Err(Box::pin(self.abandon_start(None, started, true)).await);
                 }
                 Some(Err(error)) => {
                     let error = ServiceError::Component {
@@ -810,7 +797,7 @@ impl<S: Service> Inner<S> {
                         component: entry.field,
                         source: Box::new(error),
                     };
-                    return Err(self.fail_start(error, None, started).await);
+                    return Err(Box::pin(self.fail_start(error, None, started)).await);
                 }
             }
         }
@@ -823,7 +810,7 @@ impl<S: Service> Inner<S> {
             if cancel.is_requested() {
                 Some((None, run, started))
             } else if let Some(Some(error)) = early_exit {
-                Some((Some(error), run, started))
+                Some((Some(*error), run, started))
             } else {
                 let finished_early = early_exit.is_some();
                 ctl.run = run;
@@ -840,8 +827,12 @@ impl<S: Service> Inner<S> {
         };
         match undo {
             None => Ok(()),
-            Some((None, run, started)) => Err(self.abandon_start(run, started, true).await),
-            Some((Some(error), run, started)) => Err(self.fail_start(error, run, started).await),
+            Some((None, run, started)) => {
+                Err(Box::pin(self.abandon_start(run, started, true)).await)
+            }
+            Some((Some(error), run, started)) => {
+                Err(Box::pin(self.fail_start(error, run, started)).await)
+            }
         }
     }
 
@@ -896,16 +887,29 @@ impl<S: Service> Inner<S> {
         let weak: Weak<Self> = Arc::downgrade(self);
         let signal = shutdown.clone();
         let span = self.hook_span(HookKind::Run, hook);
+        let limit = self.config.stop_timeout;
         let handle = tokio::spawn(
             async move {
                 let outcome = {
                     let guard = service.read().await;
-                    catch_unwind_future(guard.__run(signal)).await
+                    let run = catch_unwind_future(guard.__run(signal.clone()));
+                    // The loop enforces its own stop deadline, so a stop awaits it
+                    // without a timer of its own (and the loop's timer exists only
+                    // once a shutdown was requested and the loop did not return at once).
+                    tokio::select! {
+                        biased;
+                        outcome = run => Some(outcome),
+                        () = async {
+                            signal.requested().await;
+                            tokio::time::sleep(limit).await;
+                        } => None,
+                    }
                 };
                 let error = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
-                    Err(panic) => Some(HookFailure::Panic(panic)),
+                    Some(Ok(Ok(()))) => None,
+                    Some(Ok(Err(error))) => Some(HookFailure::Error(Arc::from(error))),
+                    Some(Err(panic)) => Some(HookFailure::Panic(panic)),
+                    None => Some(HookFailure::Timeout(limit)),
                 };
                 match weak.upgrade() {
                     Some(inner) => inner.on_run_exit(hook, error),
@@ -943,7 +947,7 @@ impl<S: Service> Inner<S> {
                 None
             }
             ServiceStatus::Starting => {
-                ctl.early_run_exit = Some(error);
+                ctl.early_run_exit = Some(error.map(Box::new));
                 None
             }
             _ => error,
@@ -980,19 +984,30 @@ impl<S: Service> Inner<S> {
         };
         let result = match first {
             Poll::Ready(result) => Ok(result),
+            // Boxed: the timer and the cancellation watch would otherwise make every
+            // operation's future larger, hooks that finish at once included.
             Poll::Pending => {
                 let guarded =
                     tokio::time::timeout_at(started + timeout, future).instrument(span.clone());
-                match cancel {
-                    Some(cancel) => tokio::select! {
-                        biased;
-                        () = cancel.requested() => {
-                            tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
-                            return Outcome::Cancelled;
-                        }
-                        result = guarded => result,
-                    },
-                    None => guarded.await,
+                let waited = match cancel {
+                    Some(cancel) => {
+                        Box::pin(async {
+                            tokio::select! {
+                                biased;
+                                () = cancel.requested() => None,
+                                result = guarded => Some(result),
+                            }
+                        })
+                        .await
+                    }
+                    None => Some(Box::pin(guarded).await),
+                };
+                match waited {
+                    Some(result) => result,
+                    None => {
+                        tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
+                        return Outcome::Cancelled;
+                    }
                 }
             }
         };
@@ -1047,7 +1062,7 @@ impl<S: Service> Inner<S> {
         let components: Vec<(&'static str, bool, ErasedService)> = {
             let ctl = self.lock();
             if status != ServiceStatus::Running {
-                report.reason = Some(match (&ctl.last_error, status) {
+                report.reason = Some(match (ctl.last_error.as_deref(), status) {
                     (Some(error), ServiceStatus::Error) => {
                         format!("Service status: {status}: {error}")
                     }
@@ -1055,9 +1070,7 @@ impl<S: Service> Inner<S> {
                 });
                 return report;
             }
-            report.uptime = ctl
-                .running_since
-                .map_or(0, |since| since.elapsed().as_secs());
+            report.uptime = ctl.since.elapsed().as_secs();
             ctl.components
                 .iter()
                 .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
