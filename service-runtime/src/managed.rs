@@ -656,7 +656,9 @@ impl<S: Service> Inner<S> {
         if let Some(RunLoop { shutdown, handle }) = run {
             shutdown.request();
             // Bounded by the loop itself: it gives up after the stop timeout.
-            match handle.await {
+            // Unconstrained: with thousands of stops joined in one task, tokio's budget would
+            // make every `JoinHandle` poll past the first 128 return `Pending` and re-wake.
+            match tokio::task::coop::unconstrained(handle).await {
                 Ok(None) => {}
                 Ok(Some(error)) => errors.push(error),
                 Err(join_error) => errors.push(self.logged(self.hook_error(
@@ -676,37 +678,45 @@ impl<S: Service> Inner<S> {
             }
         }
         if cleanup && !S::__HOOKS.cleanup.is_empty() {
-            let limit = self.config.stop_timeout;
-            let acquired = match self.service.try_write() {
-                Ok(service) => Ok(service),
-                Err(_) => tokio::time::timeout(limit, self.service.write()).await,
-            };
-            match acquired {
-                Ok(mut service) => {
-                    for (index, spec) in S::__HOOKS.cleanup.iter().enumerate().rev() {
-                        let timeout = spec.timeout.unwrap_or(limit);
-                        let future = service.__cleanup(index);
-                        if let Outcome::Failed(failure) = self
-                            .run_hook(HookKind::Cleanup, spec.name, future, timeout, None)
-                            .await
-                        {
-                            errors.push(self.hook_error(HookKind::Cleanup, spec.name, failure));
-                        }
-                    }
-                }
-                Err(_) => {
-                    let first = S::__HOOKS.cleanup.last().map_or("?", |spec| spec.name);
-                    errors.push(self.logged(self.hook_error(
-                        HookKind::Cleanup,
-                        first,
-                        HookFailure::Error(Arc::from(BoxError::from(format!(
-                            "no cleanup hook ran: a `Managed::read()` guard or a health check still held the service after {limit:?}"
-                        )))),
-                    )));
-                }
-            }
+            // Boxed: only services with cleanup hooks carry the state of running them.
+            Box::pin(self.run_cleanups(&mut errors)).await;
         }
         errors
+    }
+
+    /// Runs the cleanup hooks in reverse source order under the service's write lock,
+    /// collecting every failure.
+    async fn run_cleanups(&self, errors: &mut Vec<ServiceError>) {
+        let limit = self.config.stop_timeout;
+        let acquired = match self.service.try_write() {
+            Ok(service) => Ok(service),
+            // Boxed: a timer would enlarge every stop's future.
+            Err(_) => Box::pin(tokio::time::timeout(limit, self.service.write())).await,
+        };
+        match acquired {
+            Ok(mut service) => {
+                for (index, spec) in S::__HOOKS.cleanup.iter().enumerate().rev() {
+                    let timeout = spec.timeout.unwrap_or(limit);
+                    let future = service.__cleanup(index);
+                    if let Outcome::Failed(failure) = self
+                        .run_hook(HookKind::Cleanup, spec.name, future, timeout, None)
+                        .await
+                    {
+                        errors.push(self.hook_error(HookKind::Cleanup, spec.name, failure));
+                    }
+                }
+            }
+            Err(_) => {
+                let first = S::__HOOKS.cleanup.last().map_or("?", |spec| spec.name);
+                errors.push(self.logged(self.hook_error(
+                    HookKind::Cleanup,
+                    first,
+                    HookFailure::Error(Arc::from(BoxError::from(format!(
+                        "no cleanup hook ran: a `Managed::read()` guard or a health check still held the service after {limit:?}"
+                    )))),
+                )));
+            }
+        }
     }
 
     /// The body of a start operation. Returns once the service is `running`, `error`
@@ -730,11 +740,15 @@ impl<S: Service> Inner<S> {
         let limit = self.config.start_timeout;
         let acquired = match self.service.try_write() {
             Ok(service) => Some(Ok(service)),
-            Err(_) => tokio::select! {
-                biased;
-                () = cancel.requested() => None,
-                acquired = tokio::time::timeout(limit, self.service.write()) => Some(acquired),
-            },
+            // Boxed: a timer would enlarge every start's future.
+            Err(_) => Box::pin(async {
+                tokio::select! {
+                    biased;
+                    () = cancel.requested() => None,
+                    acquired = tokio::time::timeout(limit, self.service.write()) => Some(acquired),
+                }
+            })
+            .await,
         };
         let mut service = match acquired {
             None => return Err(Box::pin(self.abandon_start(None, Vec::new(), false)).await),
@@ -901,7 +915,8 @@ impl<S: Service> Inner<S> {
                         outcome = run => Some(outcome),
                         () = async {
                             signal.requested().await;
-                            tokio::time::sleep(limit).await;
+                            // Boxed: keeps the task small while no stop is waiting.
+                            Box::pin(tokio::time::sleep(limit)).await;
                         } => None,
                     }
                 };
