@@ -448,7 +448,8 @@ impl<S: Service> Inner<S> {
     /// construction, so a service built before the subscriber was installed still logs
     /// with its name (a span created without a subscriber stays disabled for good).
     fn span(&self) -> tracing::Span {
-        // A root: the spawned tasks that run the hooks have no caller context to inherit.
+        // A root: an operation can move to a spawned task half-way and a run loop always
+        // runs in one, so the service's spans never nest under whichever caller began them.
         tracing::info_span!(parent: None, "service", service = %self.name, version = %self.config.version)
     }
 
