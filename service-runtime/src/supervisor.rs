@@ -403,7 +403,7 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        let mut index = HashMap::with_capacity(self.entries.len());
+        let mut index = ByName::with_capacity_and_hasher(self.entries.len(), Default::default());
         for (i, entry) in self.entries.iter().enumerate() {
             if index.insert(entry.service.0.name().clone(), i).is_some() {
                 errors.push(SupervisorError::Config(format!(
@@ -554,7 +554,7 @@ fn find_cycle(deps: &[Vec<usize>], stuck: &[usize]) -> Vec<usize> {
 }
 
 struct Plan {
-    index: HashMap<Arc<str>, usize>,
+    index: ByName,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
     /// Every service in start order: the levels one after another.
@@ -729,30 +729,53 @@ struct Figures {
 
 /// Entry indices by the address of the service's name: every [`StatusChange`] carries a
 /// clone of that `Arc<str>`, so its entry is found without hashing the name.
-type ByAddress = HashMap<usize, usize, BuildHasherDefault<AddressHasher>>;
+type ByAddress = HashMap<usize, usize, BuildHasherDefault<FastHasher>>;
 
-/// A multiplicative hash for addresses (their low bits are always zero).
+/// Entry indices by name.
+type ByName = HashMap<Arc<str>, usize, BuildHasherDefault<FastHasher>>;
+
+/// A multiplicative hash, word by word, for the supervisor's own maps: its keys are the
+/// program's service names and addresses, not input an attacker chooses.
 #[derive(Default)]
-struct AddressHasher(u64);
+struct FastHasher(u64);
 
-impl Hasher for AddressHasher {
+impl FastHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The product's best bits are its high ones; the table indexes by the low ones.
+        self.0.rotate_left(26)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buffer = [0; 8];
+            buffer.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(buffer));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut buffer = [0; 8];
+            buffer[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(buffer));
         }
     }
 
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
     fn write_u64(&mut self, n: u64) {
-        let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = mixed ^ (mixed >> 32);
+        self.mix(n);
     }
 
     fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
+        self.mix(n as u64);
     }
 }
 
@@ -760,7 +783,7 @@ fn address(name: &Arc<str>) -> usize {
     Arc::as_ptr(name).cast::<u8>() as usize
 }
 
-/// The [`NOT_OBSERVED`] count: no supervisor observes the services' changes.
+/// The not-running count while no supervisor observes the services' changes.
 const NOT_OBSERVED: usize = usize::MAX;
 
 /// The phase a change is observed in, which decides whether the running phase must act
@@ -793,9 +816,15 @@ impl Phase {
 /// queues the changes the running phase acts on when it cannot act at once.
 struct Observer {
     events: mpsc::UnboundedReceiver<StatusChange>,
-    by_address: ByAddress,
+    /// The address of each entry's name.
+    addresses: Vec<usize>,
+    /// The entry of the last change: changes mostly come in start (or stop) order, so the
+    /// next one is usually this entry or a neighbour.
+    last: usize,
+    /// Made at the first change that is not of a neighbour.
+    by_address: Option<ByAddress>,
     /// By name, should a change ever carry another copy of the name.
-    by_name: HashMap<Arc<str>, usize>,
+    by_name: ByName,
     /// Each service's status as of the last change observed.
     known: Vec<ServiceStatus>,
     /// How many of `known` are not `running`.
@@ -809,14 +838,13 @@ impl Observer {
     /// Starts observing; `events` is already subscribed to every entry.
     fn new(
         entries: &[Entry],
-        by_name: HashMap<Arc<str>, usize>,
+        by_name: ByName,
         events: mpsc::UnboundedReceiver<StatusChange>,
         shared: &Arc<Shared>,
     ) -> Self {
-        let by_address = entries
+        let addresses = entries
             .iter()
-            .enumerate()
-            .map(|(i, entry)| (address(entry.service.0.name()), i))
+            .map(|entry| address(entry.service.0.name()))
             .collect();
         // Read after subscribing: a change racing with this read is also in `events`, and
         // the last change observed of each service gives its status.
@@ -827,7 +855,9 @@ impl Observer {
             .count();
         let observer = Observer {
             events,
-            by_address,
+            addresses,
+            last: 0,
+            by_address: None,
             by_name,
             known,
             not_running,
@@ -845,13 +875,35 @@ impl Observer {
         self.shared.generation.fetch_add(changes, Ordering::Release);
     }
 
-    /// Records one change; returns its entry.
-    fn note(&mut self, stats: &mut [Figures], change: &StatusChange) -> Option<usize> {
+    /// The entry a change is of.
+    fn entry_of(&mut self, change: &StatusChange) -> Option<usize> {
+        let wanted = address(&change.service);
+        for candidate in [self.last, self.last + 1, self.last.wrapping_sub(1)] {
+            if self.addresses.get(candidate) == Some(&wanted) {
+                self.last = candidate;
+                return Some(candidate);
+            }
+        }
+        let addresses = &self.addresses;
         let i = self
             .by_address
-            .get(&address(&change.service))
+            .get_or_insert_with(|| {
+                addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &address)| (address, i))
+                    .collect()
+            })
+            .get(&wanted)
             .or_else(|| self.by_name.get(&change.service))
             .copied()?;
+        self.last = i;
+        Some(i)
+    }
+
+    /// Records one change; returns its entry.
+    fn note(&mut self, stats: &mut [Figures], change: &StatusChange) -> Option<usize> {
+        let i = self.entry_of(change)?;
         if let Some(figures) = stats.get_mut(i) {
             match (change.from, change.to) {
                 (ServiceStatus::Starting, ServiceStatus::Running) => {
