@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::ServiceStatus;
 use crate::supervisor::{SupervisorHandle, SupervisorHealth};
 
 /// How long a computed health report answers probes when none is set: a probe storm
@@ -45,48 +44,102 @@ struct Context {
     cache: HealthCache,
 }
 
-/// The last health report, when it was computed and the statuses it saw. It is reused
-/// while it is younger than the TTL and no service changed status. Refreshes are
+/// The last health report, when it was computed, the supervisor's status generation it
+/// saw, and what probes answer from it. It is reused while it is younger than the TTL and
+/// no status change was observed since (the generation did not move). Refreshes are
 /// single-flight: the async lock makes concurrent probes share one computation, which is
 /// itself bounded by the checks' timeouts.
 struct HealthCache {
     ttl: Duration,
-    last: tokio::sync::Mutex<Option<Cached>>,
+    /// The report answering probes now; read without waiting.
+    current: std::sync::Mutex<Option<Arc<Cached>>>,
+    /// Held while a report is computed.
+    refresh: tokio::sync::Mutex<()>,
 }
 
 struct Cached {
     at: Instant,
-    statuses: Vec<(String, ServiceStatus)>,
-    health: Arc<SupervisorHealth>,
-    /// How long each service's report took.
-    latencies: Arc<Vec<(String, Duration)>>,
+    generation: u64,
+    health: SupervisorHealth,
+    /// `/health`: the serialised report and its status code.
+    body: Bytes,
+    code: StatusCode,
+    /// `/readyz` once every service runs: `None` when every report passes, otherwise the
+    /// body naming the unhealthy services.
+    unhealthy: Option<Bytes>,
+    /// How long each service's report took, in the order added.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    latencies: Vec<(Arc<str>, Duration)>,
+}
+
+impl Cached {
+    fn new(
+        generation: u64,
+        health: SupervisorHealth,
+        latencies: Vec<(Arc<str>, Duration)>,
+    ) -> Self {
+        let unhealthy: Vec<&str> = health
+            .services
+            .values()
+            .filter(|report| !report.is_ok())
+            .map(|report| report.service_name.as_str())
+            .collect();
+        let unhealthy = (!unhealthy.is_empty()).then(|| {
+            json_bytes(&Probe::fail(
+                "not ready",
+                &format!("unhealthy: {}", unhealthy.join(", ")),
+            ))
+        });
+        Cached {
+            at: Instant::now(),
+            generation,
+            body: json_bytes(&health),
+            code: passing(health.status.is_ok()),
+            unhealthy,
+            health,
+            latencies,
+        }
+    }
 }
 
 impl HealthCache {
-    async fn get(&self, handle: &SupervisorHandle) -> Arc<SupervisorHealth> {
-        self.get_with_latency(handle).await.0
+    fn new(ttl: Duration) -> Self {
+        HealthCache {
+            ttl,
+            current: std::sync::Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
     }
 
-    async fn get_with_latency(
-        &self,
-        handle: &SupervisorHandle,
-    ) -> (Arc<SupervisorHealth>, Arc<Vec<(String, Duration)>>) {
-        let mut last = self.last.lock().await;
-        let statuses = handle.statuses();
-        if let Some(cached) = &*last {
-            if cached.at.elapsed() < self.ttl && cached.statuses == statuses {
-                return (cached.health.clone(), cached.latencies.clone());
-            }
+    /// The current report if it is still fresh.
+    fn fresh(&self, handle: &SupervisorHandle) -> Option<Arc<Cached>> {
+        let cached = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        (cached.generation == handle.generation() && cached.at.elapsed() < self.ttl)
+            .then_some(cached)
+    }
+
+    async fn get(&self, handle: &SupervisorHandle) -> Arc<Cached> {
+        if let Some(cached) = self.fresh(handle) {
+            return cached;
         }
+        let _refreshing = self.refresh.lock().await;
+        // Another probe may have refreshed it while this one waited.
+        if let Some(cached) = self.fresh(handle) {
+            return cached;
+        }
+        // Read before computing: a change observed meanwhile makes this report stale.
+        let generation = handle.generation();
         let (health, latencies) = handle.health_with_latency().await;
-        let (health, latencies) = (Arc::new(health), Arc::new(latencies));
-        *last = Some(Cached {
-            at: Instant::now(),
-            statuses,
-            health: health.clone(),
-            latencies: latencies.clone(),
-        });
-        (health, latencies)
+        let cached = Arc::new(Cached::new(generation, health, latencies));
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cached.clone());
+        cached
     }
 }
 
@@ -99,10 +152,7 @@ pub(crate) async fn serve(
     let local = listener.local_addr()?;
     let context = Arc::new(Context {
         handle,
-        cache: HealthCache {
-            ttl: config.cache_ttl,
-            last: tokio::sync::Mutex::new(None),
-        },
+        cache: HealthCache::new(config.cache_ttl),
     });
     tracing::info!(address = %local, "serving /livez /readyz /startupz /health");
     let task = tokio::spawn(async move {
@@ -161,22 +211,19 @@ async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<
     let handle = &context.handle;
     match path {
         // Liveness never depends on dependencies: answering is the proof of life.
-        "/livez" => json(StatusCode::OK, &Probe::pass("alive")),
+        "/livez" => json_static(StatusCode::OK, ALIVE),
         "/startupz" => {
             if handle.has_started() {
-                json(StatusCode::OK, &Probe::pass("started"))
+                json_static(StatusCode::OK, STARTED)
             } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &Probe::fail("starting", "not every service has started yet"),
-                )
+                json_static(StatusCode::SERVICE_UNAVAILABLE, STARTING)
             }
         }
         "/readyz" => readiness(context).await,
         #[cfg(feature = "metrics")]
         "/metrics" => {
-            let (health, latencies) = context.cache.get_with_latency(handle).await;
-            let body = crate::metrics::encode(handle, &health, &latencies);
+            let cached = context.cache.get(handle).await;
+            let body = crate::metrics::encode(handle, &cached.health, &cached.latencies);
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -194,65 +241,53 @@ async fn readiness(context: &Context) -> Response<Full<Bytes>> {
     let handle = &context.handle;
     // Checked first and without waiting: readiness turns false the moment shutdown begins.
     if handle.is_stopping() {
+        return json_static(StatusCode::SERVICE_UNAVAILABLE, STOPPING);
+    }
+    if let Some(not_running) = handle.not_running() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &Probe::fail("stopping", "shutdown in progress"),
+            &Probe::fail("not ready", &not_running),
         );
     }
-    let not_running: Vec<String> = handle
-        .statuses()
-        .into_iter()
-        .filter(|(_, status)| *status != ServiceStatus::Running)
-        .map(|(name, status)| format!("{name} is {status}"))
-        .collect();
-    if !not_running.is_empty() {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &Probe::fail("not ready", &not_running.join(", ")),
-        );
+    let cached = context.cache.get(handle).await;
+    if handle.is_stopping() {
+        return json_static(StatusCode::SERVICE_UNAVAILABLE, STOPPING);
     }
-    let health = context.cache.get(handle).await;
-    let unhealthy: Vec<&str> = health
-        .services
-        .values()
-        .filter(|report| !report.is_ok())
-        .map(|report| report.service_name.as_str())
-        .collect();
-    if unhealthy.is_empty() && !handle.is_stopping() {
-        json(StatusCode::OK, &Probe::pass("ready"))
-    } else if handle.is_stopping() {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &Probe::fail("stopping", "shutdown in progress"),
-        )
-    } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &Probe::fail("not ready", &format!("unhealthy: {}", unhealthy.join(", "))),
-        )
+    match &cached.unhealthy {
+        None => json_static(StatusCode::OK, READY),
+        Some(body) => with_json_headers(StatusCode::SERVICE_UNAVAILABLE, body.clone()),
     }
 }
 
 async fn health(request: &Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
-    let health = context.cache.get(&context.handle).await;
-    let code = |ok: bool| {
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    };
+    let cached = context.cache.get(&context.handle).await;
     match query_value(request.uri().query(), "service") {
-        Some(name) => match health.services.get(&name) {
-            Some(report) => json(code(report.is_ok()), report),
+        Some(name) => match cached.health.services.get(&name) {
+            Some(report) => json(passing(report.is_ok()), report),
             None => text(
                 StatusCode::NOT_FOUND,
                 format!("no service named `{name}`\n"),
             ),
         },
-        None => json(code(health.status.is_ok()), &*health),
+        None => with_json_headers(cached.code, cached.body.clone()),
     }
 }
+
+fn passing(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+// The constant bodies, as `json` writes them (a unit test checks they agree).
+const ALIVE: &[u8] = b"{\"status\":\"alive\"}\n";
+const STARTED: &[u8] = b"{\"status\":\"started\"}\n";
+const STARTING: &[u8] =
+    b"{\"status\":\"starting\",\"reason\":\"not every service has started yet\"}\n";
+const READY: &[u8] = b"{\"status\":\"ready\"}\n";
+const STOPPING: &[u8] = b"{\"status\":\"stopping\",\"reason\":\"shutdown in progress\"}\n";
 
 /// The body of `/livez`, `/readyz` and `/startupz`.
 #[derive(Serialize)]
@@ -263,6 +298,8 @@ struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
+    /// Used by the test that checks the constant bodies.
+    #[cfg(test)]
     fn pass(status: &'a str) -> Self {
         Probe {
             status,
@@ -278,11 +315,24 @@ impl<'a> Probe<'a> {
     }
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+/// `body` as JSON and a newline.
+fn json_bytes(body: &impl Serialize) -> Bytes {
     let mut bytes = serde_json::to_vec(body)
         .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}").into_bytes());
     bytes.push(b'\n');
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    Bytes::from(bytes)
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    with_json_headers(status, json_bytes(body))
+}
+
+fn json_static(status: StatusCode, body: &'static [u8]) -> Response<Full<Bytes>> {
+    with_json_headers(status, Bytes::from_static(body))
+}
+
+fn with_json_headers(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -336,6 +386,22 @@ fn percent_decode(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_bodies_are_what_json_writes() {
+        for (constant, probe) in [
+            (ALIVE, Probe::pass("alive")),
+            (STARTED, Probe::pass("started")),
+            (
+                STARTING,
+                Probe::fail("starting", "not every service has started yet"),
+            ),
+            (READY, Probe::pass("ready")),
+            (STOPPING, Probe::fail("stopping", "shutdown in progress")),
+        ] {
+            assert_eq!(constant, &json_bytes(&probe)[..]);
+        }
+    }
 
     #[test]
     fn query_values_are_found_and_decoded() {

@@ -2,6 +2,7 @@
 //! encoded by `prometheus-client` from a registry built for each scrape, so every
 //! figure is read at scrape time and nothing is kept twice.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ type Seconds = Gauge<f64, AtomicU64>;
 pub(crate) fn encode_all(
     handle: &SupervisorHandle,
     health: &SupervisorHealth,
-    latencies: &[(String, Duration)],
+    latencies: &[(Arc<str>, Duration)],
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("service");
 
@@ -114,7 +115,7 @@ pub(crate) fn encode_all(
     let latency = Family::<Labels, Seconds>::default();
     for (name, duration) in latencies {
         latency
-            .get_or_create(&vec![("service", name.clone())])
+            .get_or_create(&vec![("service", name.to_string())])
             .set(duration.as_secs_f64());
     }
     registry.register(
@@ -143,7 +144,7 @@ pub(crate) fn encode_all(
 pub(crate) fn encode(
     handle: &SupervisorHandle,
     health: &SupervisorHealth,
-    latencies: &[(String, Duration)],
+    latencies: &[(Arc<str>, Duration)],
 ) -> String {
     encode_all(handle, health, latencies)
         .unwrap_or_else(|error| format!("# encoding failed: {error}\n# EOF\n"))

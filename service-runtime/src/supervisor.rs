@@ -4,13 +4,17 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::process::{ExitCode, Termination};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::health::{HealthReport, HealthStatus};
@@ -83,14 +87,23 @@ struct Entry {
 
 /// State shared between the running supervisor and its [`SupervisorHandle`]s.
 struct Shared {
-    services: Mutex<Vec<ErasedService>>,
-    stats: Mutex<HashMap<Arc<str>, ServiceStats>>,
+    /// Every service, in the order added. Copy-on-write: readers take the `Arc` and
+    /// release the lock at once (a health aggregation holds it across its awaits).
+    services: Mutex<Arc<Vec<ErasedService>>>,
+    /// The figures of each service, indexed like `services`.
+    stats: Mutex<Vec<Figures>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
     /// Requested by [`SupervisorHandle::shutdown`]: behaves like a signal.
     shutdown: Shutdown,
     /// Set when the shutdown phase begins (readiness turns false).
     stopping: Shutdown,
-    started_at: Mutex<Option<Instant>>,
+    started_at: OnceLock<Instant>,
+    /// Bumped for every status change the running supervisor observes: a cached health
+    /// report computed at an older generation is stale.
+    generation: AtomicU64,
+    /// How many services were not `running` at the last change the supervisor observed;
+    /// [`NOT_OBSERVED`] while it does not observe them (before and after its run).
+    not_running: AtomicUsize,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
@@ -129,12 +142,14 @@ impl Supervisor {
             #[cfg(feature = "http")]
             probes: None,
             shared: Arc::new(Shared {
-                services: Mutex::new(Vec::new()),
-                stats: Mutex::new(HashMap::new()),
+                services: Mutex::new(Arc::new(Vec::new())),
+                stats: Mutex::new(Vec::new()),
                 subscribers: Mutex::new(Vec::new()),
                 shutdown: Shutdown::new(),
                 stopping: Shutdown::new(),
-                started_at: Mutex::new(None),
+                started_at: OnceLock::new(),
+                generation: AtomicU64::new(0),
+                not_running: AtomicUsize::new(NOT_OBSERVED),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
             }),
@@ -153,11 +168,8 @@ impl Supervisor {
         for subscriber in lock(&self.shared.subscribers).iter() {
             service.0.add_subscriber(subscriber.clone());
         }
-        lock(&self.shared.services).push(service.clone());
-        lock(&self.shared.stats).insert(
-            service.0.name().clone(),
-            ServiceStats::new(service.0.name()),
-        );
+        Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
+        lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
             service,
             depends_on: Vec::new(),
@@ -267,24 +279,59 @@ impl Supervisor {
     /// once; a second signal abandons the remaining stops (exit code [`EXIT_FORCED`]).
     ///
     /// Returns the report of the whole run; `main` can return it as its exit status.
+    ///
+    /// On the multi-thread runtime the supervisor runs in a task of its own (so from
+    /// `#[tokio::main]` it runs on a worker, not in `block_on` on the main thread);
+    /// dropping the returned future still ends it.
     pub async fn run_until_signal(self) -> Report {
-        match signals() {
-            Ok(signals) => self.run(Trigger::Signals(signals)).await,
-            Err(error) => Report::single(SupervisorError::Signal(Arc::new(error))),
+        let signals = match signals() {
+            Ok(signals) => signals,
+            Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
+        };
+        if on_multi_thread_runtime() {
+            AbortOnDrop(tokio::spawn(self.run(Trigger::Channel(signals), None))).await
+        } else {
+            self.run(Trigger::Channel(signals), None).await
         }
     }
 
     /// Runs until `until` completes (or [`SupervisorHandle::shutdown`] is called), then
     /// stops every service in reverse dependency order under the shutdown budget.
+    ///
+    /// On the multi-thread runtime the supervisor runs in a task of its own while `until`
+    /// is polled by the caller's task (it may borrow from the caller); `until` is polled
+    /// again once every service has started and after each change the supervisor acts
+    /// on. Dropping the returned future ends the supervisor.
     pub async fn run_until<F>(self, until: F) -> Report
     where
         F: Future<Output = ()> + Send,
     {
-        self.run(Trigger::Future(Some(Box::pin(until)))).await
+        if !on_multi_thread_runtime() {
+            return self.run(Trigger::Future(Some(Box::pin(until))), None).await;
+        }
+        let (request, requests) = mpsc::unbounded_channel();
+        let poke = Arc::new(Notify::new());
+        let mut task = AbortOnDrop(tokio::spawn(
+            self.run(Trigger::Channel(requests), Some(poke.clone())),
+        ));
+        let mut until = std::pin::pin!(until);
+        let mut requested = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut until, if !requested => {
+                    requested = true;
+                    // The loop may have ended already: then its report is on its way.
+                    let _ = request.send("the shutdown future completed");
+                }
+                report = &mut task => return report,
+                () = poke.notified() => {}
+            }
+        }
     }
 
-    async fn run(self, mut trigger: Trigger<'_>) -> Report {
-        let plan = match self.plan() {
+    async fn run(self, mut trigger: Trigger<'_>, poke: Option<Arc<Notify>>) -> Report {
+        let mut plan = match self.plan() {
             Ok(plan) => plan,
             Err(errors) => {
                 for error in &errors {
@@ -293,6 +340,13 @@ impl Supervisor {
                 return Report { errors };
             }
         };
+        // Subscribed before the probes are served, so every change they could see is
+        // observed (and invalidates their cache).
+        let (events_tx, events) = mpsc::unbounded_channel();
+        for entry in &self.entries {
+            entry.service.0.add_subscriber(events_tx.clone());
+        }
+        drop(events_tx);
         #[cfg(feature = "http")]
         let _probes = match self
             .probes
@@ -314,28 +368,29 @@ impl Supervisor {
             },
             None => None,
         };
-        let (events_tx, events) = mpsc::unbounded_channel();
-        for entry in &self.entries {
-            entry.service.0.add_subscriber(events_tx.clone());
-        }
-        drop(events_tx);
         #[cfg(all(unix, feature = "systemd"))]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
+        let observer = Observer::new(
+            &self.entries,
+            std::mem::take(&mut plan.index),
+            events,
+            &self.shared,
+        );
         let mut run = Run {
             #[cfg(all(unix, feature = "systemd"))]
             systemd,
+            states: self.entries.iter().map(|_| EntryState::default()).collect(),
             entries: self.entries,
             plan,
             shared: self.shared,
             shutdown_timeout: self.shutdown_timeout,
-            events,
+            observer,
             report: Report::default(),
-            states: Vec::new(),
             pending: Vec::new(),
             to_stop: Vec::new(),
             jitter: Jitter::seeded(),
+            poke,
         };
-        run.states = run.entries.iter().map(|_| EntryState::default()).collect();
         run.execute(&mut trigger).await;
         run.report
     }
@@ -348,7 +403,7 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        let mut index = HashMap::new();
+        let mut index = ByName::with_capacity_and_hasher(self.entries.len(), Default::default());
         for (i, entry) in self.entries.iter().enumerate() {
             if index.insert(entry.service.0.name().clone(), i).is_some() {
                 errors.push(SupervisorError::Config(format!(
@@ -380,11 +435,22 @@ impl Supervisor {
             return Err(errors);
         }
         let sequential = deps.iter().all(Vec::is_empty);
-        let levels = if sequential {
-            (0..self.entries.len()).map(|i| vec![i]).collect()
+        let (order, level_ends) = if sequential {
+            (
+                (0..self.entries.len()).collect(),
+                (1..=self.entries.len()).collect(),
+            )
         } else {
             match levels(&deps) {
-                Ok(levels) => levels,
+                Ok(levels) => {
+                    let mut order = Vec::with_capacity(self.entries.len());
+                    let mut ends = Vec::with_capacity(levels.len());
+                    for level in levels {
+                        order.extend(level);
+                        ends.push(order.len());
+                    }
+                    (order, ends)
+                }
                 Err(cycle) => {
                     let names: Vec<_> = cycle
                         .iter()
@@ -403,13 +469,12 @@ impl Supervisor {
                 dependents[d].push(i);
             }
         }
-        let order: Vec<usize> = levels.iter().flatten().copied().collect();
         Ok(Plan {
             index,
             deps,
             dependents,
-            levels,
             order,
+            level_ends,
         })
     }
 }
@@ -489,15 +554,24 @@ fn find_cycle(deps: &[Vec<usize>], stuck: &[usize]) -> Vec<usize> {
 }
 
 struct Plan {
-    index: HashMap<Arc<str>, usize>,
+    index: ByName,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
-    levels: Vec<Vec<usize>>,
-    /// Every service in start order.
+    /// Every service in start order: the levels one after another.
     order: Vec<usize>,
+    /// Where each level ends in `order` (one level per service when nothing depends).
+    level_ends: Vec<usize>,
 }
 
 impl Plan {
+    /// The start levels, in start order: each level's services start in parallel.
+    fn levels(&self) -> impl DoubleEndedIterator<Item = &[usize]> + '_ {
+        self.level_ends.iter().enumerate().map(|(k, &end)| {
+            let start = k.checked_sub(1).map_or(0, |before| self.level_ends[before]);
+            &self.order[start..end]
+        })
+    }
+
     /// `root` and everything that depends on it, transitively, in start order.
     fn rest_for_one(&self, root: usize) -> Vec<usize> {
         let mut member = vec![false; self.deps.len()];
@@ -531,12 +605,14 @@ impl Plan {
 
 /// What ends the running phase.
 enum Trigger<'a> {
+    /// The caller's future, polled by the supervisor itself.
     Future(Option<BoxFuture<'a, ()>>),
-    Signals(mpsc::UnboundedReceiver<&'static str>),
+    /// Signals, or the request of a caller that polls its future in its own task.
+    Channel(mpsc::UnboundedReceiver<&'static str>),
 }
 
 impl Trigger<'_> {
-    /// The next shutdown request: the future (once), or the next signal.
+    /// The next shutdown request: the future (once), or the next signal or request.
     async fn next(&mut self) -> &'static str {
         match self {
             Trigger::Future(slot) => match slot {
@@ -547,10 +623,40 @@ impl Trigger<'_> {
                 }
                 None => std::future::pending().await,
             },
-            Trigger::Signals(signals) => match signals.recv().await {
+            Trigger::Channel(requests) => match requests.recv().await {
                 Some(name) => name,
                 None => std::future::pending().await,
             },
+        }
+    }
+}
+
+/// Whether the caller runs on the multi-thread runtime, where the supervisor gets a task
+/// of its own (on a worker) rather than running in the caller's (perhaps `block_on`).
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// The supervisor's own task. Aborted when dropped, so dropping the `run_until*` future
+/// ends the supervisor, as it did when it ran in the caller's task.
+struct AbortOnDrop(JoinHandle<Report>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for AbortOnDrop {
+    type Output = Report;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Report> {
+        match std::task::ready!(Pin::new(&mut self.0).poll(cx)) {
+            Ok(report) => Poll::Ready(report),
+            // A panic of the supervisor reaches the caller, as before.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => panic!("the supervisor's task was cancelled: {error}"),
         }
     }
 }
@@ -613,18 +719,269 @@ struct PendingRestart {
     group: Vec<usize>,
 }
 
+/// What the supervisor keeps of each service; see [`ServiceStats`].
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    restarts: u32,
+    last_start_duration: Option<Duration>,
+    last_stop_duration: Option<Duration>,
+}
+
+/// Entry indices by the address of the service's name: every [`StatusChange`] carries a
+/// clone of that `Arc<str>`, so its entry is found without hashing the name.
+type ByAddress = HashMap<usize, usize, BuildHasherDefault<FastHasher>>;
+
+/// Entry indices by name.
+type ByName = HashMap<Arc<str>, usize, BuildHasherDefault<FastHasher>>;
+
+/// A multiplicative hash, word by word, for the supervisor's own maps: its keys are the
+/// program's service names and addresses, not input an attacker chooses.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // The product's best bits are its high ones; the table indexes by the low ones.
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buffer = [0; 8];
+            buffer.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(buffer));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut buffer = [0; 8];
+            buffer[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(buffer));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+}
+
+fn address(name: &Arc<str>) -> usize {
+    Arc::as_ptr(name).cast::<u8>() as usize
+}
+
+/// The not-running count while no supervisor observes the services' changes.
+const NOT_OBSERVED: usize = usize::MAX;
+
+/// The phase a change is observed in, which decides whether the running phase must act
+/// on it later.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Starting the services: failures and exits are acted on once all started (their
+    /// running time is reset then anyway).
+    Startup,
+    /// Running, during a restart: every change the running phase acts on is kept.
+    Running,
+    /// Stopping every service: nothing is acted on.
+    Shutdown,
+}
+
+impl Phase {
+    fn acts_on(self, change: &StatusChange) -> bool {
+        let failed_or_exited = change.to == ServiceStatus::Error
+            || (change.from, change.to) == (ServiceStatus::Stopping, ServiceStatus::Stopped);
+        match self {
+            Phase::Startup => failed_or_exited,
+            Phase::Running => failed_or_exited || change.to == ServiceStatus::Running,
+            Phase::Shutdown => false,
+        }
+    }
+}
+
+/// Receives the status changes of the supervisor's services in every phase: keeps their
+/// figures, the not-running count and the generation the probes' cache checks, and
+/// queues the changes the running phase acts on when it cannot act at once.
+struct Observer {
+    events: mpsc::UnboundedReceiver<StatusChange>,
+    /// The address of each entry's name.
+    addresses: Vec<usize>,
+    /// The entry of the last change: changes mostly come in start (or stop) order, so the
+    /// next one is usually this entry or a neighbour.
+    last: usize,
+    /// Made at the first change that is not of a neighbour.
+    by_address: Option<ByAddress>,
+    /// By name, should a change ever carry another copy of the name.
+    by_name: ByName,
+    /// Each service's status as of the last change observed.
+    known: Vec<ServiceStatus>,
+    /// How many of `known` are not `running`.
+    not_running: usize,
+    /// Changes observed but not acted on yet, in order.
+    deferred: VecDeque<(usize, StatusChange)>,
+    shared: Arc<Shared>,
+}
+
+impl Observer {
+    /// Starts observing; `events` is already subscribed to every entry.
+    fn new(
+        entries: &[Entry],
+        by_name: ByName,
+        events: mpsc::UnboundedReceiver<StatusChange>,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let addresses = entries
+            .iter()
+            .map(|entry| address(entry.service.0.name()))
+            .collect();
+        // Read after subscribing: a change racing with this read is also in `events`, and
+        // the last change observed of each service gives its status.
+        let known: Vec<ServiceStatus> = entries.iter().map(|e| e.service.0.status()).collect();
+        let not_running = known
+            .iter()
+            .filter(|&&status| status != ServiceStatus::Running)
+            .count();
+        let observer = Observer {
+            events,
+            addresses,
+            last: 0,
+            by_address: None,
+            by_name,
+            known,
+            not_running,
+            deferred: VecDeque::new(),
+            shared: shared.clone(),
+        };
+        observer.publish(1);
+        observer
+    }
+
+    fn publish(&self, changes: u64) {
+        self.shared
+            .not_running
+            .store(self.not_running, Ordering::Release);
+        self.shared.generation.fetch_add(changes, Ordering::Release);
+    }
+
+    /// The entry a change is of.
+    fn entry_of(&mut self, change: &StatusChange) -> Option<usize> {
+        let wanted = address(&change.service);
+        for candidate in [self.last, self.last + 1, self.last.wrapping_sub(1)] {
+            if self.addresses.get(candidate) == Some(&wanted) {
+                self.last = candidate;
+                return Some(candidate);
+            }
+        }
+        let addresses = &self.addresses;
+        let i = self
+            .by_address
+            .get_or_insert_with(|| {
+                addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &address)| (address, i))
+                    .collect()
+            })
+            .get(&wanted)
+            .or_else(|| self.by_name.get(&change.service))
+            .copied()?;
+        self.last = i;
+        Some(i)
+    }
+
+    /// Records one change; returns its entry.
+    fn note(&mut self, stats: &mut [Figures], change: &StatusChange) -> Option<usize> {
+        let i = self.entry_of(change)?;
+        if let Some(figures) = stats.get_mut(i) {
+            match (change.from, change.to) {
+                (ServiceStatus::Starting, ServiceStatus::Running) => {
+                    figures.last_start_duration = Some(change.duration);
+                }
+                (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
+                    figures.last_stop_duration = Some(change.duration);
+                }
+                _ => {}
+            }
+        }
+        let was_running =
+            std::mem::replace(&mut self.known[i], change.to) == ServiceStatus::Running;
+        match (was_running, change.to == ServiceStatus::Running) {
+            (true, false) => self.not_running += 1,
+            (false, true) => self.not_running -= 1,
+            _ => {}
+        }
+        Some(i)
+    }
+
+    /// Observes one change, to be acted on at once; returns its entry.
+    fn observe(&mut self, change: &StatusChange) -> Option<usize> {
+        let shared = self.shared.clone();
+        let i = self.note(&mut lock(&shared.stats), change);
+        self.publish(1);
+        i
+    }
+
+    /// Observes `first` (if any) and every change already waiting, in one lock of the
+    /// figures; queues the ones the running phase will act on.
+    fn absorb(&mut self, first: Option<StatusChange>, phase: Phase) {
+        let Some(mut change) = first.or_else(|| self.events.try_recv().ok()) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let mut stats = lock(&shared.stats);
+        let mut seen = 0;
+        loop {
+            seen += 1;
+            if let Some(i) = self.note(&mut stats, &change) {
+                if phase.acts_on(&change) {
+                    self.deferred.push_back((i, change));
+                }
+            }
+            match self.events.try_recv() {
+                Ok(next) => change = next,
+                Err(_) => break,
+            }
+        }
+        drop(stats);
+        self.publish(seen);
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.shared
+            .not_running
+            .store(NOT_OBSERVED, Ordering::Release);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 struct Run {
     entries: Vec<Entry>,
     plan: Plan,
     shared: Arc<Shared>,
     shutdown_timeout: Duration,
-    events: mpsc::UnboundedReceiver<StatusChange>,
+    observer: Observer,
     report: Report,
     states: Vec<EntryState>,
     pending: Vec<PendingRestart>,
     /// Failed services that will not be restarted: stopped at once to release what they hold.
     to_stop: Vec<usize>,
     jitter: Jitter,
+    /// Wakes a `run_until` caller that polls its future in its own task.
+    poke: Option<Arc<Notify>>,
     #[cfg(all(unix, feature = "systemd"))]
     systemd: Option<crate::systemd::Session>,
 }
@@ -643,7 +1000,7 @@ impl Run {
     async fn execute(&mut self, trigger: &mut Trigger<'_>) {
         tracing::info!(
             services = self.entries.len(),
-            levels = self.plan.levels.len(),
+            levels = self.plan.level_ends.len(),
             "supervisor starting"
         );
         let shutdown = self.shared.shutdown.clone();
@@ -657,12 +1014,13 @@ impl Run {
                 tracing::warn!("shutdown requested during startup");
                 false
             }
-            ok = start_levels(&self.entries, &self.plan.levels, &mut self.report) => ok,
+            ok = start_levels(&self.entries, &self.plan, &mut self.report, &mut self.observer) => ok,
         };
         if started {
-            *lock(&self.shared.started_at) = Some(Instant::now());
+            let now = Instant::now();
+            let _ = self.shared.started_at.set(now);
             for state in &mut self.states {
-                state.running_since = Some(Instant::now());
+                state.running_since = Some(now);
             }
             tracing::info!("all services running");
             #[cfg(all(unix, feature = "systemd"))]
@@ -672,6 +1030,7 @@ impl Run {
                 };
                 systemd.ready(&handle, self.entries.len());
             }
+            self.poke();
             self.supervise(trigger).await;
         }
         self.shutdown(trigger).await;
@@ -692,50 +1051,70 @@ impl Run {
                     tracing::info!("shutdown requested through the handle");
                     return;
                 }
-                // `None` (no service left to report) disables this branch.
-                Some(change) = self.events.recv() => {
-                    let step = self.on_change(change);
-                    #[cfg(all(unix, feature = "systemd"))]
-                    if let Some(systemd) = &mut self.systemd {
-                        systemd.flush();
+                // Changes observed while a restart or the startup ran, in order.
+                () = std::future::ready(()), if !self.observer.deferred.is_empty() => {
+                    match self.observer.deferred.pop_front() {
+                        Some((i, change)) => self.on_change(i, change),
+                        None => Step::Continue,
                     }
-                    step
+                }
+                // `None` (no service left to report) disables this branch.
+                Some(change) = self.observer.events.recv() => {
+                    match self.observer.observe(&change) {
+                        Some(i) => self.on_change(i, change),
+                        None => Step::Continue,
+                    }
                 }
                 () = sleep_until_opt(next_due), if next_due.is_some() => {
                     Step::Continue
                 }
             };
+            #[cfg(all(unix, feature = "systemd"))]
+            if let Some(systemd) = &mut self.systemd {
+                systemd.flush();
+            }
+            self.poke();
             if let Step::Escalate = step {
                 return;
             }
             // Restarts and their preparation run here, raced against shutdown requests:
             // a request abandons them at once (the shutdown stops whatever they began).
+            // Changes meanwhile are observed, and acted on once the work is done.
             let work = self.restart_work();
             if work.is_empty() {
                 continue;
             }
-            let entries = &self.entries;
-            let plan = &self.plan;
-            let states = &mut self.states;
-            let done = tokio::select! {
-                biased;
-                reason = trigger.next() => {
-                    tracing::info!(reason, "shutdown requested during a restart");
-                    return;
+            let observer = &mut self.observer;
+            let mut work =
+                std::pin::pin!(perform(&self.entries, &self.plan, &mut self.states, work));
+            let done = loop {
+                tokio::select! {
+                    biased;
+                    reason = trigger.next() => {
+                        tracing::info!(reason, "shutdown requested during a restart");
+                        return;
+                    }
+                    () = shutdown.requested() => return,
+                    errors = &mut work => break errors,
+                    Some(change) = observer.events.recv() => {
+                        observer.absorb(Some(change), Phase::Running);
+                    }
                 }
-                () = shutdown.requested() => return,
-                errors = perform(entries, plan, states, work) => errors,
             };
             self.report.errors.extend(done);
         }
     }
 
-    /// Records a status change and decides what it means.
-    fn on_change(&mut self, change: StatusChange) -> Step {
-        let Some(&i) = self.plan.index.get(&change.service) else {
-            return Step::Continue;
-        };
-        self.record(&change);
+    /// Wakes a `run_until` caller polling its future in its own task, so it polls it
+    /// again (as it is polled with the supervisor when they share a task).
+    fn poke(&self) {
+        if let Some(poke) = &self.poke {
+            poke.notify_one();
+        }
+    }
+
+    /// Decides what an observed status change of entry `i` means.
+    fn on_change(&mut self, i: usize, change: StatusChange) -> Step {
         if change.to == ServiceStatus::Running {
             self.states[i].running_since = Some(Instant::now());
         }
@@ -760,22 +1139,6 @@ impl Run {
                 }
             }
             _ => Step::Continue,
-        }
-    }
-
-    /// Keeps the start and stop durations of a change.
-    fn record(&self, change: &StatusChange) {
-        let mut stats = lock(&self.shared.stats);
-        if let Some(stats) = stats.get_mut(&change.service) {
-            match (change.from, change.to) {
-                (ServiceStatus::Starting, ServiceStatus::Running) => {
-                    stats.last_start_duration = Some(change.duration)
-                }
-                (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
-                    stats.last_stop_duration = Some(change.duration)
-                }
-                _ => {}
-            }
         }
     }
 
@@ -869,10 +1232,12 @@ impl Run {
             }
         }
         for pending in due {
-            for &m in &pending.group {
-                let stats = &mut lock(&self.shared.stats);
-                if let Some(stats) = stats.get_mut(self.entries[m].service.0.name()) {
-                    stats.restarts += 1;
+            {
+                let mut stats = lock(&self.shared.stats);
+                for &m in &pending.group {
+                    if let Some(figures) = stats.get_mut(m) {
+                        figures.restarts += 1;
+                    }
                 }
             }
             self.states[pending.group[0]].restarts.push_back(now);
@@ -892,32 +1257,31 @@ impl Run {
         self.pending.clear();
         tracing::info!(budget = ?self.shutdown_timeout, "stopping every service");
         let errors = Mutex::new(Vec::new());
-        let stop_all = async {
-            for level in self.plan.levels.iter().rev() {
-                let stops: Vec<BoxFuture<'_, Result<(), ServiceError>>> = level
-                    .iter()
-                    .map(|&i| self.entries[i].service.0.stop())
-                    .collect();
-                for result in join_all(stops).await {
-                    if let Err(error) = result {
-                        lock(&errors).push(SupervisorError::Stop(error));
+        let outcome = {
+            let (entries, plan, errors) = (&self.entries, &self.plan, &errors);
+            let stop_all = async move {
+                for level in plan.levels().rev() {
+                    for error in stop_level(entries, level).await {
+                        lock(errors).push(SupervisorError::Stop(error));
                     }
                 }
+            };
+            let stop = tokio::time::timeout(self.shutdown_timeout, stop_all);
+            // Changes are observed as the services stop (for the figures and the probes).
+            tokio::select! {
+                biased;
+                reason = trigger.next() => Some((reason, true)),
+                finished = observing(&mut self.observer, Phase::Shutdown, stop) => {
+                    finished.err().map(|_| ("the shutdown budget ran out", false))
+                }
             }
-        };
-        let outcome = tokio::select! {
-            biased;
-            reason = trigger.next() => Some((reason, true)),
-            finished = tokio::time::timeout(self.shutdown_timeout, stop_all) => finished.err().map(|_| ("the shutdown budget ran out", false)),
         };
         self.report.errors.extend(
             errors
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        while let Ok(change) = self.events.try_recv() {
-            self.record(&change);
-        }
+        self.observer.absorb(None, Phase::Shutdown);
         if let Some((reason, forced)) = outcome {
             let abandoned: Vec<String> = self
                 .plan
@@ -1016,27 +1380,167 @@ async fn sleep_until_opt(due: Option<Instant>) {
     }
 }
 
-/// Starts each level in parallel, the levels in order. On a failure, stops nothing
-/// itself (the shutdown phase stops everything in reverse) and records every error.
-async fn start_levels(entries: &[Entry], levels: &[Vec<usize>], report: &mut Report) -> bool {
-    for level in levels {
-        let starts: Vec<BoxFuture<'_, Result<(), ServiceError>>> = level
-            .iter()
-            .map(|&i| entries[i].service.0.start())
-            .collect();
-        let mut ok = true;
-        for result in join_all(starts).await {
-            if let Err(error) = result {
+/// Starts each level in parallel, the levels in order, observing the changes as they
+/// come. On a failure, stops nothing itself (the shutdown phase stops everything in
+/// reverse) and records every error.
+async fn start_levels(
+    entries: &[Entry],
+    plan: &Plan,
+    report: &mut Report,
+    observer: &mut Observer,
+) -> bool {
+    for level in plan.levels() {
+        // The level's changes are observed whenever the start makes progress (without a
+        // wake-up of its own per change), and all of them once it is done: before the next
+        // level starts and before `has_started`, so they never pile up.
+        let errors = observing(observer, Phase::Startup, start_level(entries, level)).await;
+        if !errors.is_empty() {
+            for error in errors {
                 tracing::warn!(service = %error.service(), "start failed; stopping what started");
                 report.errors.push(SupervisorError::Start(error));
-                ok = false;
             }
-        }
-        if !ok {
             return false;
         }
     }
     true
+}
+
+/// Polls `work`, and after each poll observes every change waiting. Observing on the
+/// work's own wake-ups (rather than waking for each change) keeps a level of many
+/// services from being polled again for every change of each of them.
+async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        let poll = work.as_mut().poll(cx);
+        observer.absorb(None, phase);
+        poll
+    })
+    .await
+}
+
+/// Starts one level's services concurrently; returns their errors.
+async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
+    if let [i] = *level {
+        // One service (every level when nothing depends): no list, no join.
+        return entries[i]
+            .service
+            .0
+            .start()
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    let starts: Vec<BoxFuture<'_, Result<(), ServiceError>>> = level
+        .iter()
+        .map(|&i| entries[i].service.0.start())
+        .collect();
+    join_woken(starts)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// Stops one level's services concurrently; returns their errors.
+async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
+    if let [i] = *level {
+        return entries[i]
+            .service
+            .0
+            .stop()
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    let stops: Vec<BoxFuture<'_, Result<(), ServiceError>>> =
+        level.iter().map(|&i| entries[i].service.0.stop()).collect();
+    join_woken(stops)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// Runs futures concurrently in the current task and collects their outputs in order,
+/// polling only the ones woken since the last poll (each gets a waker of its own). A
+/// level of N services then costs O(N) polls rather than N per wake-up: with the
+/// supervisor on a worker, woken at once after each service's start or stop, polling
+/// them all each time made large levels quadratic.
+async fn join_woken<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
+    let woken = Arc::new(Woken::default());
+    let wakers: Vec<std::task::Waker> = (0..futures.len())
+        .map(|index| {
+            std::task::Waker::from(Arc::new(ChildWaker {
+                index,
+                woken: woken.clone(),
+            }))
+        })
+        .collect();
+    let mut pending: Vec<Option<BoxFuture<'_, T>>> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    let mut remaining = pending.len();
+    // Every future is polled the first time.
+    let mut ready: Vec<usize> = (0..pending.len()).collect();
+    std::future::poll_fn(move |cx| {
+        {
+            let mut parent = lock(&woken.parent);
+            if !parent.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *parent = Some(cx.waker().clone());
+            }
+        }
+        // Each child woken after this point wakes this task again: polled then, not in a
+        // loop here (a child out of its cooperative budget wakes itself at once).
+        ready.append(&mut lock(&woken.indices));
+        for &index in &ready {
+            if let Some(future) = &mut pending[index] {
+                let mut child = std::task::Context::from_waker(&wakers[index]);
+                if let Poll::Ready(output) = future.as_mut().poll(&mut child) {
+                    outputs[index] = Some(output);
+                    pending[index] = None;
+                    remaining -= 1;
+                }
+            }
+        }
+        ready.clear();
+        if remaining == 0 {
+            Poll::Ready(
+                outputs
+                    .iter_mut()
+                    .map(|output| output.take().expect("each output is taken once"))
+                    .collect(),
+            )
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The futures of a [`join_woken`] woken since it last looked, and its own waker.
+#[derive(Default)]
+struct Woken {
+    indices: Mutex<Vec<usize>>,
+    parent: Mutex<Option<std::task::Waker>>,
+}
+
+struct ChildWaker {
+    index: usize,
+    woken: Arc<Woken>,
+}
+
+impl std::task::Wake for ChildWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.woken.indices).push(self.index);
+        if let Some(parent) = &*lock(&self.woken.parent) {
+            parent.wake_by_ref();
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1073,7 +1577,7 @@ impl SupervisorHandle {
 
     /// Whether every service has started (once): what `/startupz` reports.
     pub fn has_started(&self) -> bool {
-        lock(&self.shared.started_at).is_some()
+        self.shared.started_at.get().is_some()
     }
 
     /// The address the probe endpoint listens on, once it does (feature `http`).
@@ -1084,16 +1588,21 @@ impl SupervisorHandle {
 
     /// The status of every service, in the order they were added.
     pub fn statuses(&self) -> Vec<(String, ServiceStatus)> {
-        lock(&self.shared.services)
+        self.services()
             .iter()
             .map(|s| (s.0.name().to_string(), s.0.status()))
             .collect()
     }
 
+    /// Every service, in the order added (one `Arc` clone, the lock released at once).
+    fn services(&self) -> Arc<Vec<ErasedService>> {
+        lock(&self.shared.services).clone()
+    }
+
     /// Every status change of every service from now on, in order per service.
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
-        for service in lock(&self.shared.services).iter() {
+        for service in self.services().iter() {
             service.0.add_subscriber(sender.clone());
         }
         lock(&self.shared.subscribers).push(sender);
@@ -1102,26 +1611,35 @@ impl SupervisorHandle {
 
     /// Start and stop durations and restart counts of every service, in the order added.
     pub fn stats(&self) -> Vec<ServiceStats> {
+        let services = self.services();
         let stats = lock(&self.shared.stats);
-        // One lock of `services` (re-locking it per entry deadlocked: std mutexes are not reentrant).
-        lock(&self.shared.services)
+        services
             .iter()
-            .filter_map(|service| {
-                let mut entry = stats.get(service.0.name()).cloned()?;
-                entry.status = service.0.status();
-                Some(entry)
+            .zip(stats.iter())
+            .map(|(service, figures)| ServiceStats {
+                name: service.0.name().to_string(),
+                status: service.0.status(),
+                restarts: figures.restarts,
+                last_start_duration: figures.last_start_duration,
+                last_stop_duration: figures.last_stop_duration,
             })
             .collect()
     }
 
     /// The health of every service, concurrently: the worst status wins.
     pub async fn health(&self) -> SupervisorHealth {
-        self.health_with_latency().await.0
+        let services = self.services();
+        let checks = services.iter().map(|s| s.0.health()).collect();
+        let reports = join_all(checks).await;
+        self.aggregate(reports)
     }
 
-    /// The aggregate health and how long each service's report took, by name.
-    pub(crate) async fn health_with_latency(&self) -> (SupervisorHealth, Vec<(String, Duration)>) {
-        let services: Vec<ErasedService> = lock(&self.shared.services).clone();
+    /// The aggregate health and how long each service's report took, in the order added.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) async fn health_with_latency(
+        &self,
+    ) -> (SupervisorHealth, Vec<(Arc<str>, Duration)>) {
+        let services = self.services();
         let timed = services
             .iter()
             .map(|s| -> BoxFuture<'_, (HealthReport, Duration)> {
@@ -1130,27 +1648,67 @@ impl SupervisorHandle {
                     let report = s.0.health().await;
                     (report, began.elapsed())
                 })
-            });
-        let results = join_all(timed.collect()).await;
-        let status = results
+            })
+            .collect();
+        let results = join_all(timed).await;
+        let latencies = services
             .iter()
-            .map(|(r, _)| r.status)
+            .zip(&results)
+            .map(|(s, (_, latency))| (s.0.name().clone(), *latency))
+            .collect();
+        let health = self.aggregate(results.into_iter().map(|(report, _)| report).collect());
+        (health, latencies)
+    }
+
+    fn aggregate(&self, reports: Vec<HealthReport>) -> SupervisorHealth {
+        let status = reports
+            .iter()
+            .map(|r| r.status)
             .max()
             .unwrap_or(HealthStatus::Healthy);
-        let uptime = lock(&self.shared.started_at).map_or(0, |t| t.elapsed().as_secs());
-        let latencies = results
-            .iter()
-            .map(|(r, latency)| (r.service_name.clone(), *latency))
-            .collect();
-        let health = SupervisorHealth {
+        let uptime = self
+            .shared
+            .started_at
+            .get()
+            .map_or(0, |t| t.elapsed().as_secs());
+        SupervisorHealth {
             status,
             uptime,
-            services: results
+            services: reports
                 .into_iter()
-                .map(|(r, _)| (r.service_name.clone(), r))
+                .map(|r| (r.service_name.clone(), r))
                 .collect(),
-        };
-        (health, latencies)
+        }
+    }
+
+    /// Bumped for every status change the running supervisor observes: what a cached
+    /// health report was computed at goes stale when this moves.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// `None` when every service runs; otherwise which do not ("a is starting, b is
+    /// stopped"). Free of allocation when the supervisor saw every service running.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn not_running(&self) -> Option<String> {
+        if self.shared.not_running.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        // Not observed, or something is not running: read the statuses themselves.
+        let mut reason = String::new();
+        for service in self.services().iter() {
+            let status = service.0.status();
+            if status != ServiceStatus::Running {
+                if !reason.is_empty() {
+                    reason.push_str(", ");
+                }
+                reason.push_str(service.0.name());
+                reason.push_str(" is ");
+                reason.push_str(status.as_str());
+            }
+        }
+        (!reason.is_empty()).then_some(reason)
     }
 }
 
@@ -1181,18 +1739,6 @@ pub struct ServiceStats {
     pub last_start_duration: Option<Duration>,
     /// How long its last stop took.
     pub last_stop_duration: Option<Duration>,
-}
-
-impl ServiceStats {
-    fn new(name: &str) -> Self {
-        ServiceStats {
-            name: name.to_owned(),
-            status: ServiceStatus::Stopped,
-            restarts: 0,
-            last_start_duration: None,
-            last_stop_duration: None,
-        }
-    }
 }
 
 /// An error of a supervisor run.

@@ -1,0 +1,168 @@
+//! The supervisor on the multi-thread runtime, where it runs in a task of its own while
+//! the `run_until` future stays in the caller's task. No timing is asserted: the
+//! timeouts only turn a hang into a failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use service_runtime::{Managed, Service, ServiceStatus, Shutdown, Supervisor, lifecycle};
+use tokio::sync::Notify;
+
+/// Only a hang guard.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Service)]
+struct Worker {
+    /// Set when the run loop's future is dropped.
+    dropped: Arc<AtomicBool>,
+    inits: Arc<AtomicU32>,
+}
+
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[lifecycle]
+impl Worker {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        self.inits.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    #[run]
+    async fn work(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+        let _flag = DropFlag(self.dropped.clone());
+        shutdown.requested().await;
+        Ok(())
+    }
+}
+
+fn worker(name: &'static str) -> (Managed<Worker>, Arc<AtomicBool>) {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let worker = Managed::with_config(
+        Worker {
+            dropped: dropped.clone(),
+            inits: Arc::default(),
+        },
+        Worker::config().name(name),
+    );
+    (worker, dropped)
+}
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited too long for: {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_may_borrow_from_the_caller_and_ends_with_its_future() {
+    let (a, _) = worker("a");
+    let (b, _) = worker("b");
+    let supervisor = Supervisor::new()
+        .add(a.clone())
+        .add(b.clone())
+        .depends_on("a");
+    let handle = supervisor.handle();
+    // Borrowed, not moved: the future is not `'static`.
+    let stop = Notify::new();
+    let polled = AtomicU32::new(0);
+    let stopper = {
+        let handle = handle.clone();
+        async move {
+            until("every service started", || handle.has_started()).await;
+        }
+    };
+    let run = supervisor.run_until(async {
+        polled.fetch_add(1, Ordering::SeqCst);
+        stop.notified().await;
+    });
+    let report = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(run, async {
+            stopper.await;
+            stop.notify_one();
+        })
+        .0
+    })
+    .await
+    .expect("the run ends");
+    assert!(report.is_success(), "{:?}", report.errors());
+    assert!(polled.load(Ordering::SeqCst) >= 1);
+    assert_eq!(a.status(), ServiceStatus::Stopped);
+    assert_eq!(b.status(), ServiceStatus::Stopped);
+    let stats = handle.stats();
+    assert_eq!(stats.len(), 2);
+    assert!(stats.iter().all(|s| s.last_start_duration.is_some()
+        && s.last_stop_duration.is_some()
+        && s.restarts == 0));
+}
+
+/// A future that checks a condition when polled but never arranges a wake-up (as the
+/// benchmark's does) is still polled once every service has started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_without_a_waker_is_polled_again_once_started() {
+    let mut supervisor = Supervisor::new();
+    for name in ["a", "b", "c"] {
+        supervisor = supervisor.add(worker(name).0);
+    }
+    let handle = supervisor.handle();
+    let until = std::future::poll_fn(move |_| {
+        if handle.has_started() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    let report = tokio::time::timeout(PATIENCE, supervisor.run_until(until))
+        .await
+        .expect("the run ends once every service started");
+    assert!(report.is_success(), "{:?}", report.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_through_the_handle_ends_the_supervisors_task() {
+    let (a, _) = worker("a");
+    let supervisor = Supervisor::new().add(a.clone());
+    let handle = supervisor.handle();
+    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
+    until("a running", || a.status() == ServiceStatus::Running).await;
+    handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("the run ends")
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.errors());
+    assert!(handle.is_stopping());
+    assert_eq!(a.status(), ServiceStatus::Stopped);
+}
+
+/// Dropping the `run_until` future ends the supervisor's own task, which drops the last
+/// handles of the services and so cancels their run loops, as when the supervisor ran in
+/// the caller's task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_run_until_ends_the_supervisors_task() {
+    let (a, dropped) = worker("a");
+    let supervisor = Supervisor::new().add(a);
+    let handle = supervisor.handle();
+    let task = tokio::spawn(supervisor.run_until(std::future::pending()));
+    until("a running", || {
+        handle.statuses()[0].1 == ServiceStatus::Running
+    })
+    .await;
+    assert!(!dropped.load(Ordering::SeqCst));
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    drop(handle);
+    until("the run loop cancelled", || dropped.load(Ordering::SeqCst)).await;
+}
