@@ -166,3 +166,64 @@ async fn dropping_run_until_ends_the_supervisors_task() {
     drop(handle);
     until("the run loop cancelled", || dropped.load(Ordering::SeqCst)).await;
 }
+
+/// A future that is complete at its first poll ends the run before any service starts,
+/// as when the supervisor ran in the caller's task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_complete_at_once_starts_nothing() {
+    let inits = Arc::new(AtomicU32::new(0));
+    let mut supervisor = Supervisor::new();
+    for name in ["a", "b", "c"] {
+        supervisor = supervisor.add(Managed::with_config(
+            Worker {
+                dropped: Arc::default(),
+                inits: inits.clone(),
+            },
+            Worker::config().name(name),
+        ));
+    }
+    let report = tokio::time::timeout(PATIENCE, supervisor.run_until(async {}))
+        .await
+        .expect("the run ends");
+    assert!(report.is_success(), "{:?}", report.errors());
+    assert_eq!(inits.load(Ordering::SeqCst), 0, "no init hook ran");
+}
+
+/// What the `run_until` future holds is released as soon as it completes, not when the
+/// whole shutdown has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_until_future_is_dropped_when_it_completes() {
+    #[derive(Service)]
+    #[service(stop_timeout = "1h")]
+    struct SlowStop {
+        released: Arc<AtomicBool>,
+    }
+
+    #[lifecycle]
+    impl SlowStop {
+        #[cleanup]
+        async fn close(&mut self) -> Result<(), std::io::Error> {
+            // The shutdown waits here until the caller's guard is released.
+            until("the guard released", || {
+                self.released.load(Ordering::SeqCst)
+            })
+            .await;
+            Ok(())
+        }
+    }
+
+    let released = Arc::new(AtomicBool::new(false));
+    let supervisor = Supervisor::new().add(SlowStop {
+        released: released.clone(),
+    });
+    let handle = supervisor.handle();
+    let guard = DropFlag(released.clone());
+    let run = supervisor.run_until(async move {
+        let _guard = guard;
+        until("every service started", || handle.has_started()).await;
+    });
+    let report = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("the cleanup sees the guard released, so the run ends");
+    assert!(report.is_success(), "{:?}", report.errors());
+}

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::process::{ExitCode, Termination};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::health::{HealthReport, HealthStatus};
 use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusChanges};
@@ -101,9 +102,6 @@ struct Shared {
     /// Bumped for every status change the running supervisor observes: a cached health
     /// report computed at an older generation is stale.
     generation: AtomicU64,
-    /// How many services were not `running` at the last change the supervisor observed;
-    /// [`NOT_OBSERVED`] while it does not observe them (before and after its run).
-    not_running: AtomicUsize,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
@@ -149,7 +147,6 @@ impl Supervisor {
                 stopping: Shutdown::new(),
                 started_at: OnceLock::new(),
                 generation: AtomicU64::new(0),
-                not_running: AtomicUsize::new(NOT_OBSERVED),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
             }),
@@ -289,7 +286,10 @@ impl Supervisor {
             Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
         };
         if on_multi_thread_runtime() {
-            AbortOnDrop(tokio::spawn(self.run(Trigger::Channel(signals), None))).await
+            AbortOnDrop(tokio::spawn(
+                self.run(Trigger::Channel(signals), None).in_current_span(),
+            ))
+            .await
         } else {
             self.run(Trigger::Channel(signals), None).await
         }
@@ -301,7 +301,9 @@ impl Supervisor {
     /// On the multi-thread runtime the supervisor runs in a task of its own while `until`
     /// is polled by the caller's task (it may borrow from the caller); `until` is polled
     /// again once every service has started and after each change the supervisor acts
-    /// on. Dropping the returned future ends the supervisor.
+    /// on. Dropping the returned future ends the supervisor (its task is aborted, so it
+    /// stops at its next `.await`; an operation of a service in flight then completes on
+    /// its own).
     pub async fn run_until<F>(self, until: F) -> Report
     where
         F: Future<Output = ()> + Send,
@@ -309,20 +311,34 @@ impl Supervisor {
         if !on_multi_thread_runtime() {
             return self.run(Trigger::Future(Some(Box::pin(until))), None).await;
         }
+        const REQUEST: &str = "the shutdown future completed";
         let (request, requests) = mpsc::unbounded_channel();
+        // Dropped as soon as it completes, as the caller's guards in it expect.
+        let mut until = std::pin::pin!(Some(until));
+        let mut poll_until = |cx: &mut std::task::Context<'_>| match until.as_mut().as_pin_mut() {
+            Some(future) => {
+                std::task::ready!(future.poll(cx));
+                until.set(None);
+                Poll::Ready(())
+            }
+            None => Poll::Pending,
+        };
+        // Polled once before the loop exists: a future complete at once means no service
+        // starts, as when the supervisor ran in this task.
+        if std::future::poll_fn(|cx| Poll::Ready(poll_until(cx).is_ready())).await {
+            let _ = request.send(REQUEST);
+        }
         let poke = Arc::new(Notify::new());
         let mut task = AbortOnDrop(tokio::spawn(
-            self.run(Trigger::Channel(requests), Some(poke.clone())),
+            self.run(Trigger::Channel(requests), Some(poke.clone()))
+                .in_current_span(),
         ));
-        let mut until = std::pin::pin!(until);
-        let mut requested = false;
         loop {
             tokio::select! {
                 biased;
-                () = &mut until, if !requested => {
-                    requested = true;
+                () = std::future::poll_fn(&mut poll_until) => {
                     // The loop may have ended already: then its report is on its way.
-                    let _ = request.send("the shutdown future completed");
+                    let _ = request.send(REQUEST);
                 }
                 report = &mut task => return report,
                 () = poke.notified() => {}
@@ -783,9 +799,6 @@ fn address(name: &Arc<str>) -> usize {
     Arc::as_ptr(name).cast::<u8>() as usize
 }
 
-/// The not-running count while no supervisor observes the services' changes.
-const NOT_OBSERVED: usize = usize::MAX;
-
 /// The phase a change is observed in, which decides whether the running phase must act
 /// on it later.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -825,10 +838,6 @@ struct Observer {
     by_address: Option<ByAddress>,
     /// By name, should a change ever carry another copy of the name.
     by_name: ByName,
-    /// Each service's status as of the last change observed.
-    known: Vec<ServiceStatus>,
-    /// How many of `known` are not `running`.
-    not_running: usize,
     /// Changes observed but not acted on yet, in order.
     deferred: VecDeque<(usize, StatusChange)>,
     shared: Arc<Shared>,
@@ -846,21 +855,12 @@ impl Observer {
             .iter()
             .map(|entry| address(entry.service.0.name()))
             .collect();
-        // Read after subscribing: a change racing with this read is also in `events`, and
-        // the last change observed of each service gives its status.
-        let known: Vec<ServiceStatus> = entries.iter().map(|e| e.service.0.status()).collect();
-        let not_running = known
-            .iter()
-            .filter(|&&status| status != ServiceStatus::Running)
-            .count();
         let observer = Observer {
             events,
             addresses,
             last: 0,
             by_address: None,
             by_name,
-            known,
-            not_running,
             deferred: VecDeque::new(),
             shared: shared.clone(),
         };
@@ -869,9 +869,6 @@ impl Observer {
     }
 
     fn publish(&self, changes: u64) {
-        self.shared
-            .not_running
-            .store(self.not_running, Ordering::Release);
         self.shared.generation.fetch_add(changes, Ordering::Release);
     }
 
@@ -915,13 +912,6 @@ impl Observer {
                 _ => {}
             }
         }
-        let was_running =
-            std::mem::replace(&mut self.known[i], change.to) == ServiceStatus::Running;
-        match (was_running, change.to == ServiceStatus::Running) {
-            (true, false) => self.not_running += 1,
-            (false, true) => self.not_running -= 1,
-            _ => {}
-        }
         Some(i)
     }
 
@@ -961,9 +951,6 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        self.shared
-            .not_running
-            .store(NOT_OBSERVED, Ordering::Release);
         self.shared.generation.fetch_add(1, Ordering::Release);
     }
 }
@@ -1688,14 +1675,28 @@ impl SupervisorHandle {
         self.shared.generation.load(Ordering::Acquire)
     }
 
+    /// Every service's status, in the order added.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn status_snapshot(&self) -> Vec<ServiceStatus> {
+        self.services().iter().map(|s| s.0.status()).collect()
+    }
+
+    /// Whether every service still has the status of `snapshot` (no allocation).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn statuses_are(&self, snapshot: &[ServiceStatus]) -> bool {
+        let services = self.services();
+        services.len() == snapshot.len()
+            && services
+                .iter()
+                .zip(snapshot)
+                .all(|(service, &status)| service.0.status() == status)
+    }
+
     /// `None` when every service runs; otherwise which do not ("a is starting, b is
-    /// stopped"). Free of allocation when the supervisor saw every service running.
+    /// stopped"). Reads each status itself (one atomic load per service, no allocation
+    /// while all run): a count kept from observed changes would lag a transition.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn not_running(&self) -> Option<String> {
-        if self.shared.not_running.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        // Not observed, or something is not running: read the statuses themselves.
         let mut reason = String::new();
         for service in self.services().iter() {
             let status = service.0.status();
