@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::status::ServiceStatus;
 use crate::supervisor::{SupervisorHandle, SupervisorHealth};
 
 /// How long a computed health report answers probes when none is set: a probe storm
@@ -45,11 +44,10 @@ struct Context {
     cache: HealthCache,
 }
 
-/// The last health report, when it was computed, the supervisor's status generation and
-/// the services' statuses it saw, and what probes answer from it. It is reused while it
-/// is younger than the TTL and no status changed since: neither the generation (changes
-/// the supervisor observed) nor any status (read directly, so a change the supervisor has
-/// not processed yet also counts) moved. Refreshes are
+/// The last health report, when it was computed, the count of status changes it saw, and
+/// what probes answer from it. It is reused while it is younger than the TTL and no
+/// status changed since (the count, kept by the transitions themselves, did not move).
+/// Refreshes are
 /// single-flight: the async lock makes concurrent probes share one computation, which is
 /// itself bounded by the checks' timeouts.
 struct HealthCache {
@@ -63,7 +61,6 @@ struct HealthCache {
 struct Cached {
     at: Instant,
     generation: u64,
-    statuses: Vec<ServiceStatus>,
     health: SupervisorHealth,
     /// `/health`: the serialised report and its status code.
     body: Bytes,
@@ -79,7 +76,6 @@ struct Cached {
 impl Cached {
     fn new(
         generation: u64,
-        statuses: Vec<ServiceStatus>,
         health: SupervisorHealth,
         latencies: Vec<(Arc<str>, Duration)>,
     ) -> Self {
@@ -98,7 +94,6 @@ impl Cached {
         Cached {
             at: Instant::now(),
             generation,
-            statuses,
             body: json_bytes(&health),
             code: passing(health.status.is_ok()),
             unhealthy,
@@ -124,10 +119,8 @@ impl HealthCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()?;
-        (cached.generation == handle.generation()
-            && cached.at.elapsed() < self.ttl
-            && handle.statuses_are(&cached.statuses))
-        .then_some(cached)
+        (cached.generation == handle.generation() && cached.at.elapsed() < self.ttl)
+            .then_some(cached)
     }
 
     async fn get(&self, handle: &SupervisorHandle) -> Arc<Cached> {
@@ -139,11 +132,10 @@ impl HealthCache {
         if let Some(cached) = self.fresh(handle) {
             return cached;
         }
-        // Read before computing: a change observed meanwhile makes this report stale.
+        // Read before computing: a change meanwhile makes this report stale.
         let generation = handle.generation();
-        let statuses = handle.status_snapshot();
         let (health, latencies) = handle.health_with_latency().await;
-        let cached = Arc::new(Cached::new(generation, statuses, health, latencies));
+        let cached = Arc::new(Cached::new(generation, health, latencies));
         *self
             .current
             .lock()

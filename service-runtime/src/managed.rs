@@ -152,6 +152,29 @@ struct Control {
     early_run_exit: Option<Option<Box<ServiceError>>>,
     last_error: Option<Box<ServiceError>>,
     subscribers: Vec<mpsc::UnboundedSender<StatusChange>>,
+    /// Kept up to date by every transition (a supervisor's probes read them).
+    tallies: Vec<Weak<StatusTally>>,
+}
+
+/// Counts, over a group of services, those not `running` and every status change. Kept by
+/// the services' own transitions, under their control locks, so a reader never sees it
+/// lag a status (as a count kept from the change notifications would).
+#[derive(Debug, Default)]
+pub(crate) struct StatusTally {
+    not_running: std::sync::atomic::AtomicUsize,
+    changes: std::sync::atomic::AtomicU64,
+}
+
+impl StatusTally {
+    /// How many of the services are not `running`.
+    pub(crate) fn not_running(&self) -> usize {
+        self.not_running.load(Ordering::Acquire)
+    }
+
+    /// How many status changes the services made since they joined.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -257,6 +280,7 @@ impl<S: Service> Managed<S> {
                     early_run_exit: None,
                     last_error: None,
                     subscribers: Vec::new(),
+                    tallies: Vec::new(),
                 }),
                 watch: std::sync::OnceLock::new(),
                 service: Arc::new(RwLock::new(service)),
@@ -513,6 +537,21 @@ impl<S: Service> Inner<S> {
         }
         if let Some(watch) = self.watch.get() {
             watch.send_replace(to);
+        }
+        if !ctl.tallies.is_empty() {
+            let running = ServiceStatus::Running;
+            ctl.tallies.retain(|tally| {
+                let Some(tally) = tally.upgrade() else {
+                    return false;
+                };
+                if from == running {
+                    tally.not_running.fetch_add(1, Ordering::AcqRel);
+                } else if to == running {
+                    tally.not_running.fetch_sub(1, Ordering::AcqRel);
+                }
+                tally.changes.fetch_add(1, Ordering::AcqRel);
+                true
+            });
         }
     }
 
@@ -1270,6 +1309,7 @@ pub(crate) trait DynService: Send + Sync {
     fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>);
+    fn add_tally(&self, tally: &Arc<StatusTally>);
 }
 
 impl<S: Service> DynService for Managed<S> {
@@ -1295,6 +1335,15 @@ impl<S: Service> DynService for Managed<S> {
 
     fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>) {
         self.inner.lock().subscribers.push(sender);
+    }
+
+    fn add_tally(&self, tally: &Arc<StatusTally>) {
+        let mut ctl = self.inner.lock();
+        // Under the lock that orders transitions: counted once, from its current status.
+        if self.inner.status() != ServiceStatus::Running {
+            tally.not_running.fetch_add(1, Ordering::AcqRel);
+        }
+        ctl.tallies.push(Arc::downgrade(tally));
     }
 }
 

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::process::{ExitCode, Termination};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::health::{HealthReport, HealthStatus};
-use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusChanges};
+use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally};
 use crate::restart::{Jitter, Restart, RestartPolicy};
 use crate::status::ServiceStatus;
 use crate::util::join_all;
@@ -99,9 +98,8 @@ struct Shared {
     /// Set when the shutdown phase begins (readiness turns false).
     stopping: Shutdown,
     started_at: OnceLock<Instant>,
-    /// Bumped for every status change the running supervisor observes: a cached health
-    /// report computed at an older generation is stale.
-    generation: AtomicU64,
+    /// Kept by the services' own transitions: what readiness and the probes' cache read.
+    tally: Arc<StatusTally>,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
@@ -146,7 +144,7 @@ impl Supervisor {
                 shutdown: Shutdown::new(),
                 stopping: Shutdown::new(),
                 started_at: OnceLock::new(),
-                generation: AtomicU64::new(0),
+                tally: Arc::default(),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
             }),
@@ -165,6 +163,7 @@ impl Supervisor {
         for subscriber in lock(&self.shared.subscribers).iter() {
             service.0.add_subscriber(subscriber.clone());
         }
+        service.0.add_tally(&self.shared.tally);
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
         lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
@@ -825,7 +824,7 @@ impl Phase {
 }
 
 /// Receives the status changes of the supervisor's services in every phase: keeps their
-/// figures, the not-running count and the generation the probes' cache checks, and
+/// figures (readiness and the probes' cache read the services' own tally instead), and
 /// queues the changes the running phase acts on when it cannot act at once.
 struct Observer {
     events: mpsc::UnboundedReceiver<StatusChange>,
@@ -864,12 +863,7 @@ impl Observer {
             deferred: VecDeque::new(),
             shared: shared.clone(),
         };
-        observer.publish(1);
         observer
-    }
-
-    fn publish(&self, changes: u64) {
-        self.shared.generation.fetch_add(changes, Ordering::Release);
     }
 
     /// The entry a change is of.
@@ -918,9 +912,7 @@ impl Observer {
     /// Observes one change, to be acted on at once; returns its entry.
     fn observe(&mut self, change: &StatusChange) -> Option<usize> {
         let shared = self.shared.clone();
-        let i = self.note(&mut lock(&shared.stats), change);
-        self.publish(1);
-        i
+        self.note(&mut lock(&shared.stats), change)
     }
 
     /// Observes `first` (if any) and every change already waiting, in one lock of the
@@ -931,9 +923,7 @@ impl Observer {
         };
         let shared = self.shared.clone();
         let mut stats = lock(&shared.stats);
-        let mut seen = 0;
         loop {
-            seen += 1;
             if let Some(i) = self.note(&mut stats, &change) {
                 if phase.acts_on(&change) {
                     self.deferred.push_back((i, change));
@@ -945,13 +935,6 @@ impl Observer {
             }
         }
         drop(stats);
-        self.publish(seen);
-    }
-}
-
-impl Drop for Observer {
-    fn drop(&mut self) {
-        self.shared.generation.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -1668,35 +1651,20 @@ impl SupervisorHandle {
         }
     }
 
-    /// Bumped for every status change the running supervisor observes: what a cached
-    /// health report was computed at goes stale when this moves.
+    /// How many status changes the services made: what a cached health report was
+    /// computed at goes stale when this moves. Kept by the transitions themselves.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn generation(&self) -> u64 {
-        self.shared.generation.load(Ordering::Acquire)
+        self.shared.tally.changes()
     }
 
-    /// Every service's status, in the order added.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn status_snapshot(&self) -> Vec<ServiceStatus> {
-        self.services().iter().map(|s| s.0.status()).collect()
-    }
-
-    /// Whether every service still has the status of `snapshot` (no allocation).
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn statuses_are(&self, snapshot: &[ServiceStatus]) -> bool {
-        let services = self.services();
-        services.len() == snapshot.len()
-            && services
-                .iter()
-                .zip(snapshot)
-                .all(|(service, &status)| service.0.status() == status)
-    }
-
-    /// `None` when every service runs; otherwise which do not ("a is starting, b is
-    /// stopped"). Reads each status itself (one atomic load per service, no allocation
-    /// while all run): a count kept from observed changes would lag a transition.
+    /// `None` when every service runs (one atomic load: the count the transitions keep);
+    /// otherwise which do not ("a is starting, b is stopped").
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn not_running(&self) -> Option<String> {
+        if self.shared.tally.not_running() == 0 {
+            return None;
+        }
         let mut reason = String::new();
         for service in self.services().iter() {
             let status = service.0.status();
