@@ -854,7 +854,7 @@ impl Observer {
             .iter()
             .map(|entry| address(entry.service.0.name()))
             .collect();
-        let observer = Observer {
+        Observer {
             events,
             addresses,
             last: 0,
@@ -862,8 +862,7 @@ impl Observer {
             by_name,
             deferred: VecDeque::new(),
             shared: shared.clone(),
-        };
-        observer
+        }
     }
 
     /// The entry a change is of.
