@@ -1389,43 +1389,25 @@ async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) ->
 
 /// Starts one level's services concurrently; returns their errors.
 async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    if let [i] = *level {
-        // One service (every level when nothing depends): no list, no join.
-        return entries[i]
-            .service
-            .0
-            .start()
-            .await
-            .err()
-            .into_iter()
-            .collect();
-    }
-    let starts: Vec<BoxFuture<'_, Result<(), ServiceError>>> = level
-        .iter()
-        .map(|&i| entries[i].service.0.start())
-        .collect();
-    join_woken(starts)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect()
+    on_level(entries, level, |service| service.0.start()).await
 }
 
 /// Stops one level's services concurrently; returns their errors.
 async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
+    on_level(entries, level, |service| service.0.stop()).await
+}
+
+type LevelOp = for<'a> fn(&'a ErasedService) -> BoxFuture<'a, Result<(), ServiceError>>;
+
+/// Runs `op` on one level's services concurrently; returns their errors.
+async fn on_level(entries: &[Entry], level: &[usize], op: LevelOp) -> Vec<ServiceError> {
     if let [i] = *level {
-        return entries[i]
-            .service
-            .0
-            .stop()
-            .await
-            .err()
-            .into_iter()
-            .collect();
+        // One service (every level when nothing depends): no list, no join.
+        return op(&entries[i].service).await.err().into_iter().collect();
     }
-    let stops: Vec<BoxFuture<'_, Result<(), ServiceError>>> =
-        level.iter().map(|&i| entries[i].service.0.stop()).collect();
-    join_woken(stops)
+    let ops: Vec<BoxFuture<'_, Result<(), ServiceError>>> =
+        level.iter().map(|&i| op(&entries[i].service)).collect();
+    join_woken(ops)
         .await
         .into_iter()
         .filter_map(Result::err)
