@@ -291,3 +291,106 @@ fn many_callers_on_many_threads_agree_on_one_state_machine() {
         assert!(inits.load(Ordering::SeqCst) > 0);
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn read_is_not_blocked_by_a_start_kept_but_no_longer_polled() {
+    let service = Managed::new(slow(10, 0));
+    let mut start = pin!(service.start());
+    tokio::select! {
+        _ = start.as_mut() => panic!("the init takes 10 ms"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    // The init holds the write lock; `read()` hands the start to a task, which finishes it.
+    let inits = tokio::time::timeout(Duration::from_secs(1), service.read())
+        .await
+        .expect("read must not wait for a caller that stopped polling")
+        .inits
+        .load(Ordering::SeqCst);
+    assert_eq!(inits, 1);
+    assert_eq!(service.status(), ServiceStatus::Running);
+    start.await.unwrap();
+}
+
+/// A run loop that blocks its thread (ignoring the shutdown signal) cannot be cancelled,
+/// but the stop still returns after the stop timeout, reporting it.
+#[test]
+fn a_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
+    #[derive(Service, Default)]
+    #[service(name = "blocker", stop_timeout = "50ms")]
+    struct Blocker {
+        finished: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[lifecycle]
+    impl Blocker {
+        #[run]
+        async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            shutdown.requested().await;
+            // Blocks the worker thread well past the stop timeout.
+            std::thread::sleep(Duration::from_millis(1_500));
+            self.finished.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = Managed::new(Blocker {
+        finished: finished.clone(),
+    });
+    let error = runtime.block_on(async {
+        service.start().await.unwrap();
+        // A spawned task: `block_on`'s own thread is not a worker the loop could block.
+        let stopper = service.clone();
+        tokio::spawn(async move { stopper.stop().await })
+            .await
+            .unwrap()
+            .unwrap_err()
+    });
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the stop returned before the blocked loop did"
+    );
+    assert_eq!(
+        error.to_string(),
+        "service `blocker`: run hook `spin` timed out after 50ms"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+    runtime.shutdown_background();
+}
+
+/// Without a tokio runtime, starting a service with a run loop fails (the spawn panics)
+/// but leaves a state machine that later calls can still use.
+#[test]
+fn a_start_without_a_runtime_leaves_a_usable_state_machine() {
+    #[derive(Service)]
+    #[service(name = "looper")]
+    struct Looper;
+
+    #[lifecycle]
+    impl Looper {
+        #[run]
+        async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            shutdown.requested().await;
+            Ok(())
+        }
+    }
+
+    let service = Managed::new(Looper);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = pin!(service.start()).poll(&mut cx);
+    }));
+    assert!(panicked.is_err(), "tokio::spawn panics outside a runtime");
+    assert_eq!(service.status(), ServiceStatus::Error);
+    // No spinning on a `starting` left without an operation: the stop completes at once.
+    assert!(matches!(
+        pin!(service.stop()).poll(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+}

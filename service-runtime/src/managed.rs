@@ -341,6 +341,15 @@ impl<S: Service> Managed<S> {
     ///
     /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout).
     pub async fn read(&self) -> RwLockReadGuard<'_, S> {
+        if let Ok(guard) = self.inner.service.try_read() {
+            return guard;
+        }
+        // An operation in flight may hold the lock while its caller does not poll it
+        // (a `start()` future kept aside): hand it to a task so the lock is released.
+        let op = self.inner.lock().op.as_ref().map(|op| op.shared.clone());
+        if let Some(op) = op {
+            op.hand_over();
+        }
         self.inner.service.read().await
     }
 
@@ -562,6 +571,11 @@ impl<S: Service> Inner<S> {
         if !S::__HOOKS.init.is_empty() || ctl.cleanup_owed || !ctl.components.is_empty() {
             return false;
         }
+        // Spawning the run loop needs a runtime; without one, the operation path fails
+        // cleanly (the service ends in `error`) instead of panicking half-way.
+        if S::__HOOKS.run.is_some() && tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
         let Ok(service) = self.service.try_read() else {
             return false;
         };
@@ -664,14 +678,17 @@ impl<S: Service> Inner<S> {
     async fn stop_owed(&self) -> Result<(), ServiceError> {
         let (run, components, cleanup) = {
             let mut ctl = self.lock();
+            // `cleanup_owed` stays set until the cleanup ran: a stop abandoned half-way
+            // (its runtime shut down) leaves it owed to the next start.
             (
                 ctl.run.take(),
                 std::mem::take(&mut ctl.components),
-                std::mem::replace(&mut ctl.cleanup_owed, false),
+                ctl.cleanup_owed,
             )
         };
         let errors = self.stop_steps(run, components, cleanup).await;
         let mut ctl = self.lock();
+        ctl.cleanup_owed = false;
         match ServiceError::combine(&self.name, errors) {
             None => {
                 self.transition(&mut ctl, ServiceStatus::Stopped, None);
@@ -693,19 +710,54 @@ impl<S: Service> Inner<S> {
         cleanup: bool,
     ) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        if let Some(RunLoop { shutdown, handle }) = run {
+        if let Some(RunLoop {
+            shutdown,
+            mut handle,
+        }) = run
+        {
             shutdown.request();
-            // Bounded by the loop itself: it gives up after the stop timeout.
+            let limit = self.config.stop_timeout;
+            let deadline = Instant::now() + limit;
             // Unconstrained: with thousands of stops joined in one task, tokio's budget would
             // make every `JoinHandle` poll past the first 128 return `Pending` and re-wake.
-            match tokio::task::coop::unconstrained(handle).await {
-                Ok(None) => {}
-                Ok(Some(error)) => errors.push(error),
-                Err(join_error) => errors.push(self.logged(self.hook_error(
+            let mut joining = tokio::task::coop::unconstrained(&mut handle);
+            // Most loops return as soon as they see the request. On a current-thread
+            // runtime, give the loop one turn of the scheduler before arming the stop
+            // timer, which most stops then never need. Not on a multi-thread runtime: the
+            // woken loop may run on this very worker, and a loop that blocks its thread
+            // would hold back this yielded task (and so the stop timeout) with it.
+            let mut joined = poll_now(&mut joining).await;
+            if joined.is_none()
+                && tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+                    runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+                })
+            {
+                tokio::task::yield_now().await;
+                joined = poll_now(&mut joining).await;
+            }
+            let joined = match joined {
+                Some(joined) => Some(joined),
+                // Boxed: a timer would enlarge every stop's future.
+                None => Box::pin(tokio::time::timeout_at(deadline, joining))
+                    .await
+                    .ok(),
+            };
+            match joined {
+                Some(Ok(None)) => {}
+                Some(Ok(Some(error))) => errors.push(error),
+                Some(Err(join_error)) => errors.push(self.logged(self.hook_error(
                     HookKind::Run,
                     run_hook_name::<S>(),
                     HookFailure::Panic(join_error.to_string()),
                 ))),
+                None => {
+                    handle.abort();
+                    errors.push(self.logged(self.hook_error(
+                        HookKind::Run,
+                        run_hook_name::<S>(),
+                        HookFailure::Timeout(limit),
+                    )));
+                }
             }
         }
         for entry in components.iter().rev() {
@@ -941,30 +993,19 @@ impl<S: Service> Inner<S> {
         let weak: Weak<Self> = Arc::downgrade(self);
         let signal = shutdown.clone();
         let span = self.hook_span(HookKind::Run, hook);
-        let limit = self.config.stop_timeout;
         let handle = tokio::spawn(
             async move {
                 let outcome = {
-                    let guard = service.read().await;
-                    let run = catch_unwind_future(guard.__run(signal.clone()));
-                    // The loop enforces its own stop deadline, so a stop awaits it
-                    // without a timer of its own (and the loop's timer exists only
-                    // once a shutdown was requested and the loop did not return at once).
-                    tokio::select! {
-                        biased;
-                        outcome = run => Some(outcome),
-                        () = async {
-                            signal.requested().await;
-                            // Boxed: keeps the task small while no stop is waiting.
-                            Box::pin(tokio::time::sleep(limit)).await;
-                        } => None,
-                    }
+                    let guard = match service.try_read() {
+                        Ok(guard) => guard,
+                        Err(_) => service.read().await,
+                    };
+                    catch_unwind_future(guard.__run(signal)).await
                 };
                 let error = match outcome {
-                    Some(Ok(Ok(()))) => None,
-                    Some(Ok(Err(error))) => Some(HookFailure::Error(Arc::from(error))),
-                    Some(Err(panic)) => Some(HookFailure::Panic(panic)),
-                    None => Some(HookFailure::Timeout(limit)),
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
+                    Err(panic) => Some(HookFailure::Panic(panic)),
                 };
                 match weak.upgrade() {
                     Some(inner) => inner.on_run_exit(hook, error),
@@ -1104,7 +1145,6 @@ impl<S: Service> Inner<S> {
     }
 
     async fn health(&self) -> HealthReport {
-        let status = self.status();
         let mut report = HealthReport {
             status: HealthStatus::Unhealthy,
             uptime: 0,
@@ -1116,6 +1156,8 @@ impl<S: Service> Inner<S> {
         };
         let components: Vec<(&'static str, bool, ErasedService)> = {
             let ctl = self.lock();
+            // Read under the lock, so `since` below is the start of this status.
+            let status = self.status();
             if status != ServiceStatus::Running {
                 report.reason = Some(match (ctl.last_error.as_deref(), status) {
                     (Some(error), ServiceStatus::Error) => {
@@ -1194,6 +1236,14 @@ impl<S: Service> Inner<S> {
         report.status = overall;
         report.reason = reason;
         report
+    }
+}
+
+/// Polls `future` once: its output if it is ready, `None` (with a wake-up arranged) if not.
+async fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
     }
 }
 

@@ -127,7 +127,7 @@ impl OpShared {
 
     /// Moves parked work to a spawned task (waking the caller that drove it), or asks
     /// the driver to do so after its current poll.
-    fn hand_over(self: &Arc<Self>) {
+    pub(crate) fn hand_over(self: &Arc<Self>) {
         let taken = {
             let mut state = self.lock();
             match &mut state.work {
