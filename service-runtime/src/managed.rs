@@ -202,8 +202,8 @@ struct OpGuard<S: Service> {
 }
 
 impl<S: Service> OpGuard<S> {
-    /// The work's final transition happened under `ctl`: clear the op under the same
-    /// lock, so no caller sees one without the other.
+    /// The work's final transition has happened: clear the op. A caller that sees the op
+    /// in between joins it and gets its result, so the order is safe.
     fn finish(mut self) {
         self.finished = true;
         self.inner.lock().op = None;
@@ -339,7 +339,10 @@ impl<S: Service> Managed<S> {
 
     /// Shared access to the service's fields.
     ///
-    /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout).
+    /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout). While
+    /// a start or stop holds the service (its init or cleanup hooks run), this waits for
+    /// it; an operation whose caller stopped polling it is moved to a task first, so it
+    /// still finishes.
     pub async fn read(&self) -> RwLockReadGuard<'_, S> {
         if let Ok(guard) = self.inner.service.try_read() {
             return guard;

@@ -163,7 +163,8 @@ impl OpShared {
                 }));
             }
             // No runtime to run it on: dropping the work abandons it, which completes
-            // the operation with an error (see `Inner::begin_start`), so no one hangs.
+            // the operation with an error (the `OpGuard` of `Inner::begin`), so no one
+            // hangs.
             Err(_) => drop(work),
         }
     }
