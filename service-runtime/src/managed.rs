@@ -1230,12 +1230,18 @@ impl<S: Service> Inner<S> {
                 .zip(&results)
                 .map(|((name, critical), detail)| (name, critical, detail)),
         );
+        // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list is
+        // cheaper than one insertion (and rebalancing) per check.
+        let mut dependencies = Vec::with_capacity(results.len());
+        let mut details = Vec::new();
         for ((name, _), detail) in names.zip(results) {
-            report.dependencies.insert(name.to_owned(), detail.status);
+            dependencies.push((name.to_owned(), detail.status));
             if let Some(reason) = detail.reason {
-                report.details.insert(name.to_owned(), reason);
+                details.push((name.to_owned(), reason));
             }
         }
+        report.dependencies = dependencies.into_iter().collect();
+        report.details = details.into_iter().collect();
         report.status = overall;
         report.reason = reason;
         report
