@@ -1079,13 +1079,13 @@ impl<S: Service> Inner<S> {
         // for cancellation: poll it once before setting them up.
         let first = {
             let _entered = span.enter();
-            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut future).poll(cx))).await
+            poll_now(&mut future).await
         };
         let result = match first {
-            Poll::Ready(result) => Ok(result),
+            Some(result) => Ok(result),
             // Boxed: the timer and the cancellation watch would otherwise make every
             // operation's future larger, hooks that finish at once included.
-            Poll::Pending => {
+            None => {
                 let guarded =
                     tokio::time::timeout_at(started + timeout, future).instrument(span.clone());
                 let waited = match cancel {

@@ -1407,91 +1407,11 @@ async fn on_level(entries: &[Entry], level: &[usize], op: LevelOp) -> Vec<Servic
     }
     let ops: Vec<BoxFuture<'_, Result<(), ServiceError>>> =
         level.iter().map(|&i| op(&entries[i].service)).collect();
-    join_woken(ops)
+    join_all(ops)
         .await
         .into_iter()
         .filter_map(Result::err)
         .collect()
-}
-
-/// Runs futures concurrently in the current task and collects their outputs in order,
-/// polling only the ones woken since the last poll (each gets a waker of its own). A
-/// level of N services then costs O(N) polls rather than N per wake-up: with the
-/// supervisor on a worker, woken at once after each service's start or stop, polling
-/// them all each time made large levels quadratic.
-async fn join_woken<T>(futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
-    let woken = Arc::new(Woken::default());
-    let wakers: Vec<std::task::Waker> = (0..futures.len())
-        .map(|index| {
-            std::task::Waker::from(Arc::new(ChildWaker {
-                index,
-                woken: woken.clone(),
-            }))
-        })
-        .collect();
-    let mut pending: Vec<Option<BoxFuture<'_, T>>> = futures.into_iter().map(Some).collect();
-    let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
-    let mut remaining = pending.len();
-    // Every future is polled the first time.
-    let mut ready: Vec<usize> = (0..pending.len()).collect();
-    std::future::poll_fn(move |cx| {
-        {
-            let mut parent = lock(&woken.parent);
-            if !parent.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *parent = Some(cx.waker().clone());
-            }
-        }
-        // Each child woken after this point wakes this task again: polled then, not in a
-        // loop here (a child out of its cooperative budget wakes itself at once).
-        ready.append(&mut lock(&woken.indices));
-        for &index in &ready {
-            if let Some(future) = &mut pending[index] {
-                let mut child = std::task::Context::from_waker(&wakers[index]);
-                if let Poll::Ready(output) = future.as_mut().poll(&mut child) {
-                    outputs[index] = Some(output);
-                    pending[index] = None;
-                    remaining -= 1;
-                }
-            }
-        }
-        ready.clear();
-        if remaining == 0 {
-            Poll::Ready(
-                outputs
-                    .iter_mut()
-                    .map(|output| output.take().expect("each output is taken once"))
-                    .collect(),
-            )
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// The futures of a [`join_woken`] woken since it last looked, and its own waker.
-#[derive(Default)]
-struct Woken {
-    indices: Mutex<Vec<usize>>,
-    parent: Mutex<Option<std::task::Waker>>,
-}
-
-struct ChildWaker {
-    index: usize,
-    woken: Arc<Woken>,
-}
-
-impl std::task::Wake for ChildWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        lock(&self.woken.indices).push(self.index);
-        if let Some(parent) = &*lock(&self.woken.parent) {
-            parent.wake_by_ref();
-        }
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
