@@ -394,3 +394,209 @@ fn a_start_without_a_runtime_leaves_a_usable_state_machine() {
     ));
     assert_eq!(service.status(), ServiceStatus::Stopped);
 }
+
+/// A service that owes nothing but its run loop, whose stop the run task ends itself.
+/// `ignores` makes the loop ignore the shutdown request; `fails` makes it return `Err`
+/// once asked to stop.
+#[derive(Service, Default)]
+#[service(name = "looper", stop_timeout = "2s")]
+struct Looper {
+    ignores: bool,
+    fails: bool,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl Looper {
+    #[run]
+    async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+        struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _on_drop = OnDrop(self.dropped.clone());
+        if self.ignores {
+            std::future::pending::<()>().await;
+        }
+        shutdown.requested().await;
+        if self.fails {
+            return Err(std::io::Error::other("flush failed"));
+        }
+        Ok(())
+    }
+}
+
+fn looper(ignores: bool, fails: bool) -> Looper {
+    Looper {
+        ignores,
+        fails,
+        ..Looper::default()
+    }
+}
+
+const TIMED_OUT: &str = "service `looper`: run hook `spin` timed out after 2s";
+
+#[tokio::test(start_paused = true)]
+async fn a_run_loop_that_ignores_shutdown_is_dropped_at_the_stop_deadline() {
+    let service = Managed::new(looper(true, false));
+    service.start().await.unwrap();
+    let began = tokio::time::Instant::now();
+    let error = service.stop().await.unwrap_err();
+    assert_eq!(began.elapsed(), Duration::from_secs(2), "stop_timeout");
+    assert_eq!(error.to_string(), TIMED_OUT);
+    assert_eq!(service.status(), ServiceStatus::Error);
+    tokio::task::yield_now().await;
+    assert!(service.read().await.dropped.load(Ordering::SeqCst));
+    // The service can start again.
+    service.start().await.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stop_whose_future_is_dropped_still_ends_at_its_deadline() {
+    let service = Managed::new(looper(true, false));
+    service.start().await.unwrap();
+    tokio::select! {
+        _ = service.stop() => panic!("the loop ignores the request"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    assert_eq!(service.status(), ServiceStatus::Stopping);
+    tokio::time::sleep(Duration::from_millis(1_998)).await;
+    assert_eq!(service.status(), ServiceStatus::Stopping);
+    tokio::time::sleep(2 * MS).await;
+    assert_eq!(service.status(), ServiceStatus::Error);
+    assert_eq!(service.last_error().unwrap().to_string(), TIMED_OUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stop_kept_but_no_longer_polled_is_ended_by_the_next_waiter() {
+    let service = Managed::new(looper(true, false));
+    service.start().await.unwrap();
+    let mut first = pin!(service.stop());
+    tokio::select! {
+        _ = first.as_mut() => panic!("the loop ignores the request"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    // The first stop is never polled again before its deadline; the second call's wait
+    // enforces it.
+    let error = service.stop().await.unwrap_err();
+    assert_eq!(error.to_string(), TIMED_OUT);
+    assert_eq!(service.status(), ServiceStatus::Error);
+    assert_eq!(first.await.unwrap_err().to_string(), TIMED_OUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_waiter_of_a_run_stop_gets_the_loops_error() {
+    let service = Managed::new(looper(false, true));
+    service.start().await.unwrap();
+    let (a, b) = tokio::join!(service.stop(), service.stop());
+    let expected = "service `looper`: run hook `spin` failed: flush failed";
+    assert_eq!(a.unwrap_err().to_string(), expected);
+    assert_eq!(b.unwrap_err().to_string(), expected);
+    assert_eq!(service.status(), ServiceStatus::Error);
+    // A start during the stop waits for it, then starts again.
+    let service = Managed::new(looper(false, false));
+    service.start().await.unwrap();
+    let (stopped, started) = tokio::join!(service.stop(), service.start());
+    stopped.unwrap();
+    started.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_after_the_loop_returned_on_its_own_does_not_wait_for_it() {
+    #[derive(Service)]
+    #[service(name = "oneshot", stop_timeout = "1h")]
+    struct Oneshot;
+
+    #[lifecycle]
+    impl Oneshot {
+        #[run]
+        async fn once(&self, _shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    for _ in 0..3 {
+        let service = Managed::new(Oneshot);
+        service.start().await.unwrap();
+        // The loop returns at its first poll; the stop races the one it begins.
+        tokio::task::yield_now().await;
+        let began = tokio::time::Instant::now();
+        service.stop().await.unwrap();
+        assert_eq!(
+            began.elapsed(),
+            Duration::ZERO,
+            "no wait for a returned loop"
+        );
+        assert_eq!(service.status(), ServiceStatus::Stopped);
+    }
+}
+
+#[test]
+fn a_run_stop_ends_in_error_when_the_runtime_of_its_loop_shuts_down() {
+    let loops = current_thread();
+    let service = Managed::new(looper(true, false));
+    loops.block_on(async {
+        service.start().await.unwrap();
+        tokio::task::yield_now().await;
+    });
+    let waiter = current_thread();
+    let error = waiter.block_on(async {
+        let mut stop = pin!(service.stop());
+        let first = std::future::poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the loop ignores the request");
+        // The loop's runtime goes away (dropped on another thread: not from within a
+        // runtime), dropping the loop's task.
+        std::thread::spawn(move || drop(loops)).join().unwrap();
+        stop.await.unwrap_err()
+    });
+    assert!(
+        matches!(
+            error,
+            ServiceError::Abandoned {
+                operation: "stop",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+}
+
+#[test]
+fn a_running_loop_dropped_with_its_runtime_leaves_error_and_a_stop_that_returns() {
+    let loops = current_thread();
+    let service = Managed::new(looper(false, false));
+    loops.block_on(async {
+        service.start().await.unwrap();
+        tokio::task::yield_now().await;
+    });
+    drop(loops);
+    assert_eq!(service.status(), ServiceStatus::Error);
+    assert_eq!(
+        service.last_error().unwrap().to_string(),
+        "service `looper`: run hook `spin` failed: its task was dropped before it returned (its tokio runtime shut down)"
+    );
+    let result = current_thread().block_on(service.stop());
+    result.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_aborted_at_the_deadline_does_not_disturb_the_next_one() {
+    let service = Managed::new(looper(true, false));
+    service.start().await.unwrap();
+    assert_eq!(service.stop().await.unwrap_err().to_string(), TIMED_OUT);
+    // Started again before the aborted loop's task is dropped (its abort is processed
+    // at the scheduler's next turn): that late drop concerns the old loop only.
+    service.start().await.unwrap();
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(service.read().await.dropped.load(Ordering::SeqCst));
+    assert_eq!(service.status(), ServiceStatus::Running);
+    assert_eq!(service.last_error().unwrap().to_string(), TIMED_OUT);
+}

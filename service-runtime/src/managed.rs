@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
@@ -181,6 +181,13 @@ impl StatusTally {
 enum OpKind {
     Start,
     Stop,
+    /// A stop of a service that owes nothing but its run loop (no component, no cleanup
+    /// hook to run). Rather than a sequence of its own, the stop is ended by the run task
+    /// when the loop returns (`Inner::on_run_exit`): a stop costs a shutdown request and a
+    /// wait, no work to allocate and drive. The loop stays in `Control::run` meanwhile.
+    /// Its waiters enforce the deadline: the one that reaches it aborts the loop and ends
+    /// the stop in `error` (`Inner::time_out_run_stop`).
+    RunStop,
 }
 
 struct Op {
@@ -190,6 +197,112 @@ struct Op {
     shared: Arc<OpShared>,
     /// Requested by `stop()` to cancel a start in flight; starts only.
     cancel: Option<Shutdown>,
+}
+
+impl Op {
+    /// How another call waits for this operation (`ctl` is the control it is in).
+    fn waiter<S: Service>(&self, ctl: &Control, inner: &Inner<S>) -> OpWait {
+        OpWait {
+            shared: self.shared.clone(),
+            run_stop: (self.kind == OpKind::RunStop)
+                .then(|| (self.id, run_stop_deadline(ctl, inner))),
+        }
+    }
+}
+
+/// The deadline of the [`OpKind::RunStop`] in flight: it began with the transition to
+/// `stopping`, when `since` was set.
+fn run_stop_deadline<S: Service>(ctl: &Control, inner: &Inner<S>) -> Instant {
+    ctl.since + inner.config.stop_timeout
+}
+
+/// How a call waits for an operation it did not begin (or, for an
+/// [`OpKind::RunStop`], began).
+struct OpWait {
+    shared: Arc<OpShared>,
+    /// For an [`OpKind::RunStop`]: its id and deadline.
+    run_stop: Option<(u64, Instant)>,
+}
+
+impl OpWait {
+    async fn wait<S: Service>(self, inner: &Arc<Inner<S>>) -> Result<(), ServiceError> {
+        let Some((id, deadline)) = self.run_stop else {
+            return self.shared.join().await;
+        };
+        // If this wait is dropped half-way, something must still end the stop by its
+        // deadline should the loop never return.
+        let mut watchdog = WatchdogOnDrop {
+            inner,
+            id,
+            deadline,
+            armed: true,
+        };
+        let mut waiting = pin!(self.shared.wait());
+        let result = match returned_soon(&mut waiting).await {
+            Some(result) => result,
+            // Boxed: a timer would enlarge every stop's future.
+            None => match Box::pin(tokio::time::timeout_at(deadline, waiting)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    inner.time_out_run_stop(id);
+                    self.shared.wait().await
+                }
+            },
+        };
+        watchdog.armed = false;
+        result
+    }
+}
+
+/// Ends a [`OpKind::RunStop`] at its deadline when its waiter is dropped before the stop ended.
+struct WatchdogOnDrop<'a, S: Service> {
+    inner: &'a Arc<Inner<S>>,
+    id: u64,
+    deadline: Instant,
+    armed: bool,
+}
+
+impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
+    fn drop(&mut self) {
+        let in_flight = || self.inner.lock().op.as_ref().map(|op| op.id) == Some(self.id);
+        if !self.armed || !in_flight() {
+            return;
+        }
+        // Without a runtime there is no timer: the loop was asked to stop, and a later
+        // call's wait enforces the deadline.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::downgrade(self.inner);
+            let (id, deadline) = (self.id, self.deadline);
+            drop(runtime.spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                if let Some(inner) = inner.upgrade() {
+                    inner.time_out_run_stop(id);
+                }
+            }));
+        }
+    }
+}
+
+/// Waits for `loop_end` (the end of a run loop that was asked to return) only as long as
+/// it takes no timer: its output if it is ready now or, on a current-thread runtime,
+/// after one turn of the scheduler.
+///
+/// Most loops return as soon as they see the request, so most stops never arm their
+/// timer. No turn is given on a multi-thread runtime: the woken loop may run on this very
+/// worker, and a loop that blocks its thread would hold back this yielded task (and so
+/// the stop's deadline) with it.
+async fn returned_soon<F: Future + Unpin>(loop_end: &mut F) -> Option<F::Output> {
+    if let Some(output) = poll_now(loop_end).await {
+        return Some(output);
+    }
+    let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+    });
+    if !current_thread {
+        return None;
+    }
+    tokio::task::yield_now().await;
+    poll_now(loop_end).await
 }
 
 /// Inside an operation's work: if the work is dropped before its end (its runtime shut
@@ -223,7 +336,7 @@ impl<S: Service> Drop for OpGuard<S> {
             service: self.inner.name.clone(),
             operation: match op.kind {
                 OpKind::Start => "start",
-                OpKind::Stop => "stop",
+                OpKind::Stop | OpKind::RunStop => "stop",
             },
         };
         self.inner
@@ -236,6 +349,31 @@ impl<S: Service> Drop for OpGuard<S> {
 struct RunLoop {
     shutdown: Shutdown,
     handle: JoinHandle<Option<ServiceError>>,
+}
+
+/// Inside a run task: reports the task dropped before its loop returned.
+struct RunExitGuard<S: Service> {
+    /// Taken once the loop returned.
+    inner: Option<Weak<Inner<S>>>,
+    hook: &'static str,
+    /// The loop's own signal: tells this loop apart from a later one.
+    signal: Shutdown,
+}
+
+impl<S: Service> Drop for RunExitGuard<S> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take().and_then(|weak| weak.upgrade()) {
+            inner.run_task_dropped(self.hook, &self.signal);
+        }
+    }
+}
+
+/// Whether the loop of `signal` is the one `ctl` keeps (not one that an earlier stop
+/// took, or aborted at its deadline).
+fn is_current_loop(ctl: &Control, signal: &Shutdown) -> bool {
+    ctl.run
+        .as_ref()
+        .is_some_and(|run| run.shutdown.is_same(signal))
 }
 
 /// How one hook call ended.
@@ -372,9 +510,10 @@ impl<S: Service> Managed<S> {
             let pending = {
                 let mut ctl = self.inner.lock();
                 if let Some(op) = &ctl.op {
+                    let wait = op.waiter(&ctl, &self.inner);
                     match op.kind {
-                        OpKind::Start => Wait::Join(op.shared.clone()),
-                        OpKind::Stop => Wait::ThenRetry(op.shared.clone()),
+                        OpKind::Start => Wait::Join(wait),
+                        OpKind::Stop | OpKind::RunStop => Wait::ThenRetry(wait),
                     }
                 } else {
                     match self.inner.status() {
@@ -392,9 +531,13 @@ impl<S: Service> Managed<S> {
             };
             match pending {
                 Wait::Drive(op) => return op.drive().await,
-                Wait::Join(op) => return op.join().await,
+                Wait::Join(op) => return op.wait(&self.inner).await,
                 Wait::ThenRetry(op) => {
-                    let _ = op.join().await;
+                    let _ = op.wait(&self.inner).await;
+                }
+                Wait::RunStop(op, shutdown) => {
+                    shutdown.request();
+                    return op.wait(&self.inner).await;
                 }
             }
         }
@@ -413,13 +556,14 @@ impl<S: Service> Managed<S> {
             let pending = {
                 let mut ctl = self.inner.lock();
                 if let Some(op) = &ctl.op {
+                    let wait = op.waiter(&ctl, &self.inner);
                     match (op.kind, &op.cancel) {
-                        (OpKind::Stop, _) => Wait::Join(op.shared.clone()),
+                        (OpKind::Stop | OpKind::RunStop, _) => Wait::Join(wait),
                         (OpKind::Start, cancel) => {
                             if let Some(cancel) = cancel {
                                 cancel.request();
                             }
-                            Wait::ThenRetry(op.shared.clone())
+                            Wait::ThenRetry(wait)
                         }
                     }
                 } else {
@@ -434,7 +578,10 @@ impl<S: Service> Managed<S> {
                             if self.inner.stop_inline(&mut ctl) {
                                 return Ok(());
                             }
-                            Wait::Drive(self.inner.clone().begin_stop(&mut ctl))
+                            match self.inner.begin_run_stop(&mut ctl) {
+                                Some((op, shutdown)) => Wait::RunStop(op, shutdown),
+                                None => Wait::Drive(self.inner.clone().begin_stop(&mut ctl)),
+                            }
                         }
                         ServiceStatus::Starting | ServiceStatus::Stopping => continue,
                     }
@@ -442,9 +589,13 @@ impl<S: Service> Managed<S> {
             };
             match pending {
                 Wait::Drive(op) => return op.drive().await,
-                Wait::Join(op) => return op.join().await,
+                Wait::Join(op) => return op.wait(&self.inner).await,
                 Wait::ThenRetry(op) => {
-                    let _ = op.join().await;
+                    let _ = op.wait(&self.inner).await;
+                }
+                Wait::RunStop(op, shutdown) => {
+                    shutdown.request();
+                    return op.wait(&self.inner).await;
                 }
             }
         }
@@ -470,9 +621,12 @@ enum Wait {
     /// Run this operation, begun by this call, and return its outcome.
     Drive(Arc<OpShared>),
     /// Return the outcome of this operation, begun by another call.
-    Join(Arc<OpShared>),
+    Join(OpWait),
     /// Let this operation finish, then decide again.
-    ThenRetry(Arc<OpShared>),
+    ThenRetry(OpWait),
+    /// This call began a [`OpKind::RunStop`]: request the loop's shutdown (once the control lock
+    /// is released) and wait for the run task to end the stop.
+    RunStop(OpWait, Shutdown),
 }
 
 impl<S: Service> Inner<S> {
@@ -636,6 +790,71 @@ impl<S: Service> Inner<S> {
         })
     }
 
+    /// Begins a [`OpKind::RunStop`] when the run loop is all the service owes: `running`, the
+    /// loop not returned yet, no component, no cleanup hook owed. Returns the wait and the
+    /// loop's signal, to request once `ctl` is released.
+    fn begin_run_stop(&self, ctl: &mut Control) -> Option<(OpWait, Shutdown)> {
+        let cleanup = ctl.cleanup_owed && !S::__HOOKS.cleanup.is_empty();
+        if self.status() != ServiceStatus::Running || cleanup || !ctl.components.is_empty() {
+            return None;
+        }
+        let shutdown = ctl.run.as_ref()?.shutdown.clone();
+        self.transition(ctl, ServiceStatus::Stopping, None);
+        let id = ctl.next_op;
+        ctl.next_op += 1;
+        let op = Op {
+            kind: OpKind::RunStop,
+            id,
+            shared: OpShared::ended_elsewhere(),
+            cancel: None,
+        };
+        let wait = op.waiter(ctl, self);
+        ctl.op = Some(op);
+        Some((wait, shutdown))
+    }
+
+    /// The deadline of [`OpKind::RunStop`] `id` passed: if it is still in flight, abort the loop
+    /// and end the stop in `error`.
+    fn time_out_run_stop(&self, id: u64) {
+        let mut ctl = self.lock();
+        let Some(op) = ctl.op.take_if(|op| op.id == id) else {
+            return;
+        };
+        let run = ctl.run.take();
+        let limit = self.config.stop_timeout;
+        let error = self.logged(self.hook_error(
+            HookKind::Run,
+            run_hook_name::<S>(),
+            HookFailure::Timeout(limit),
+        ));
+        self.end_run_stop(ctl, op, Some(error));
+        // After the lock is released: the abort may drop the run task in this very call,
+        // and its guard takes the lock.
+        if let Some(run) = run {
+            run.handle.abort();
+        }
+    }
+
+    /// Ends a [`OpKind::RunStop`] (taken out of `ctl`): `stopped`, or `error` with `error`; its
+    /// waiters get the outcome.
+    fn end_run_stop(&self, mut ctl: MutexGuard<'_, Control>, op: Op, error: Option<ServiceError>) {
+        ctl.cleanup_owed = false;
+        // Taken by a timeout; otherwise the loop's task is ending (or gone): detach it.
+        ctl.run = None;
+        let result = match error {
+            None => {
+                self.transition(&mut ctl, ServiceStatus::Stopped, None);
+                Ok(())
+            }
+            Some(error) => {
+                self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+                Err(error)
+            }
+        };
+        drop(ctl);
+        op.shared.complete(result);
+    }
+
     /// Builds an operation's work around `sequence` (which ends with the final
     /// transition) and records the operation in `ctl`.
     fn begin<F, Fut>(
@@ -724,21 +943,7 @@ impl<S: Service> Inner<S> {
             // Unconstrained: with thousands of stops joined in one task, tokio's budget would
             // make every `JoinHandle` poll past the first 128 return `Pending` and re-wake.
             let mut joining = tokio::task::coop::unconstrained(&mut handle);
-            // Most loops return as soon as they see the request. On a current-thread
-            // runtime, give the loop one turn of the scheduler before arming the stop
-            // timer, which most stops then never need. Not on a multi-thread runtime: the
-            // woken loop may run on this very worker, and a loop that blocks its thread
-            // would hold back this yielded task (and so the stop timeout) with it.
-            let mut joined = poll_now(&mut joining).await;
-            if joined.is_none()
-                && tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
-                    runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-                })
-            {
-                tokio::task::yield_now().await;
-                joined = poll_now(&mut joining).await;
-            }
-            let joined = match joined {
+            let joined = match returned_soon(&mut joining).await {
                 Some(joined) => Some(joined),
                 // Boxed: a timer would enlarge every stop's future.
                 None => Box::pin(tokio::time::timeout_at(deadline, joining))
@@ -996,8 +1201,15 @@ impl<S: Service> Inner<S> {
         let weak: Weak<Self> = Arc::downgrade(self);
         let signal = shutdown.clone();
         let span = self.hook_span(HookKind::Run, hook);
+        // Moved into the task, so that it also reports a task dropped before its first poll.
+        let exit = RunExitGuard {
+            inner: Some(weak),
+            hook,
+            signal: shutdown.clone(),
+        };
         let handle = tokio::spawn(
             async move {
+                let mut exit = exit;
                 let outcome = {
                     let guard = match service.try_read() {
                         Ok(guard) => guard,
@@ -1010,8 +1222,8 @@ impl<S: Service> Inner<S> {
                     Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
                     Err(panic) => Some(HookFailure::Panic(panic)),
                 };
-                match weak.upgrade() {
-                    Some(inner) => inner.on_run_exit(hook, error),
+                match exit.inner.take().and_then(|weak| weak.upgrade()) {
+                    Some(inner) => inner.on_run_exit(hook, error, &exit.signal),
                     None => None,
                 }
             }
@@ -1021,20 +1233,29 @@ impl<S: Service> Inner<S> {
     }
 
     /// The run loop ended. While `running`, an error moves the service to `error`
-    /// (cleanup stays owed until `stop()`), and `Ok` stops the service. While starting
-    /// or stopping, the operation in flight reports it; the returned error is for it.
+    /// (cleanup stays owed until `stop()`), and `Ok` stops the service. A [`OpKind::RunStop`]
+    /// ends here. While starting or stopping otherwise, the operation in flight reports
+    /// it; the returned error is for it.
+    ///
+    /// `signal` tells the loop apart: a loop aborted by an earlier stop's timeout may
+    /// report late, when another loop already runs; only the loop in `ctl.run` counts.
     fn on_run_exit(
         self: Arc<Self>,
         hook: &'static str,
         failure: Option<HookFailure>,
+        signal: &Shutdown,
     ) -> Option<ServiceError> {
         let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
         if let Some(error) = &error {
             tracing::error!(parent: &self.hook_span(HookKind::Run, hook), %error, "hook failed");
         }
         let mut ctl = self.lock();
+        let current = is_current_loop(&ctl, signal);
         match self.status() {
+            ServiceStatus::Running if !current => error,
             ServiceStatus::Running => {
+                // The loop is no longer owed: a stop from now on must not wait for it.
+                ctl.run = None;
                 match error {
                     Some(error) => self.transition(&mut ctl, ServiceStatus::Error, Some(error)),
                     None => {
@@ -1049,7 +1270,43 @@ impl<S: Service> Inner<S> {
                 ctl.early_run_exit = Some(error.map(Box::new));
                 None
             }
+            ServiceStatus::Stopping => {
+                match ctl.op.take_if(|op| current && op.kind == OpKind::RunStop) {
+                    Some(op) => {
+                        self.end_run_stop(ctl, op, error);
+                        None
+                    }
+                    None => error,
+                }
+            }
             _ => error,
+        }
+    }
+
+    /// The run task was dropped before its loop returned (its runtime shut down). A
+    /// [`OpKind::RunStop`] waiting for it ends in `error` now rather than at its deadline; a
+    /// `running` service moves to `error`, its loop no longer owed to a stop.
+    fn run_task_dropped(&self, hook: &'static str, signal: &Shutdown) {
+        let mut ctl = self.lock();
+        if !is_current_loop(&ctl, signal) {
+            return;
+        }
+        if let Some(op) = ctl.op.take_if(|op| op.kind == OpKind::RunStop) {
+            let error = ServiceError::Abandoned {
+                service: self.name.clone(),
+                operation: "stop",
+            };
+            self.end_run_stop(ctl, op, Some(error));
+        } else if self.status() == ServiceStatus::Running {
+            ctl.run = None;
+            let error = self.logged(self.hook_error(
+                HookKind::Run,
+                hook,
+                HookFailure::Error(Arc::from(BoxError::from(
+                    "its task was dropped before it returned (its tokio runtime shut down)",
+                ))),
+            ));
+            self.transition(&mut ctl, ServiceStatus::Error, Some(error));
         }
     }
 

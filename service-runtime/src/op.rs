@@ -63,6 +63,19 @@ impl OpShared {
         })
     }
 
+    /// An operation without work of its own, ended by someone else through
+    /// [`complete`](Self::complete); waiters only wait.
+    pub(crate) fn ended_elsewhere() -> Arc<Self> {
+        Arc::new(OpShared {
+            state: Mutex::new(State {
+                work: Work::Detached,
+                driver: None,
+                result: None,
+            }),
+            done: Notify::new(),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Never held across a poll of user code, so poisoning cannot leave it inconsistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -182,7 +195,8 @@ impl OpShared {
         self.done.notify_waiters();
     }
 
-    async fn wait(&self) -> OpResult {
+    /// Waits for the result (does not move the work anywhere; see [`join`](Self::join)).
+    pub(crate) async fn wait(&self) -> OpResult {
         loop {
             let mut notified = pin!(self.done.notified());
             // Registered before the result is read, so `complete` cannot be missed.

@@ -56,6 +56,11 @@ impl Shutdown {
         self.inner.requested.load(Ordering::Acquire)
     }
 
+    /// Whether `other` is a clone of this signal.
+    pub(crate) fn is_same(&self, other: &Shutdown) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Resolves once shutdown has been requested (at once if it already was).
     /// Cancel-safe: use it in `tokio::select!`.
     pub async fn requested(&self) {
