@@ -355,7 +355,6 @@ struct RunLoop {
 struct RunExitGuard<S: Service> {
     /// Taken once the loop returned.
     inner: Option<Weak<Inner<S>>>,
-    hook: &'static str,
     /// The loop's own signal: tells this loop apart from a later one.
     signal: Shutdown,
 }
@@ -363,7 +362,7 @@ struct RunExitGuard<S: Service> {
 impl<S: Service> Drop for RunExitGuard<S> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take().and_then(|weak| weak.upgrade()) {
-            inner.run_task_dropped(self.hook, &self.signal);
+            inner.run_task_dropped(&self.signal);
         }
     }
 }
@@ -744,7 +743,7 @@ impl<S: Service> Inner<S> {
         drop(service);
         self.transition(ctl, ServiceStatus::Starting, None);
         // The run loop cannot report an exit before `ctl` is released, by then `running`.
-        ctl.run = S::__HOOKS.run.map(|spec| self.spawn_run_loop(spec.name));
+        ctl.run = S::__HOOKS.run.map(|_| self.spawn_run_loop());
         self.transition(ctl, ServiceStatus::Running, None);
         ctl.cleanup_owed = true;
         true
@@ -1116,7 +1115,7 @@ impl<S: Service> Inner<S> {
             }
         }
 
-        let run = S::__HOOKS.run.map(|spec| self.spawn_run_loop(spec.name));
+        let run = S::__HOOKS.run.map(|_| self.spawn_run_loop());
         // Decide under the lock, act after releasing it (no guard lives across `.await`).
         let undo = {
             let mut ctl = self.lock();
@@ -1195,40 +1194,43 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    fn spawn_run_loop(self: &Arc<Self>, hook: &'static str) -> RunLoop {
+    fn spawn_run_loop(self: &Arc<Self>) -> RunLoop {
+        let hook = run_hook_name::<S>();
         let shutdown = Shutdown::new();
         let service = self.service.clone();
         let weak: Weak<Self> = Arc::downgrade(self);
-        let signal = shutdown.clone();
         let span = self.hook_span(HookKind::Run, hook);
         // Moved into the task, so that it also reports a task dropped before its first poll.
         let exit = RunExitGuard {
             inner: Some(weak),
-            hook,
             signal: shutdown.clone(),
         };
-        let handle = tokio::spawn(
-            async move {
-                let mut exit = exit;
-                let outcome = {
-                    let guard = match service.try_read() {
-                        Ok(guard) => guard,
-                        Err(_) => service.read().await,
-                    };
-                    catch_unwind_future(guard.__run(signal)).await
+        // The task's future is kept small: every capture and `.await` state counts in each
+        // run-loop service's task cell, whose size is rounded up to 128 bytes (the hook
+        // name is looked up again rather than captured; the rare lock wait is boxed): 256 B
+        // rather than 384.
+        let run = async move {
+            let mut exit = exit;
+            let outcome = {
+                let guard = match service.try_read() {
+                    Ok(guard) => guard,
+                    // Boxed: rare (a `read()` guard held elsewhere at the loop's start).
+                    Err(_) => Box::pin(service.read()).await,
                 };
-                let error = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
-                    Err(panic) => Some(HookFailure::Panic(panic)),
-                };
-                match exit.inner.take().and_then(|weak| weak.upgrade()) {
-                    Some(inner) => inner.on_run_exit(hook, error, &exit.signal),
-                    None => None,
-                }
+                catch_unwind_future(guard.__run(exit.signal.clone())).await
+            };
+            let error = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
+                Err(panic) => Some(HookFailure::Panic(panic)),
+            };
+            match exit.inner.take().and_then(|weak| weak.upgrade()) {
+                Some(inner) => inner.on_run_exit(run_hook_name::<S>(), error, &exit.signal),
+                None => None,
             }
-            .instrument(span),
-        );
+        }
+        .instrument(span);
+        let handle = tokio::spawn(run);
         RunLoop { shutdown, handle }
     }
 
@@ -1286,7 +1288,7 @@ impl<S: Service> Inner<S> {
     /// The run task was dropped before its loop returned (its runtime shut down). A
     /// [`OpKind::RunStop`] waiting for it ends in `error` now rather than at its deadline; a
     /// `running` service moves to `error`, its loop no longer owed to a stop.
-    fn run_task_dropped(&self, hook: &'static str, signal: &Shutdown) {
+    fn run_task_dropped(&self, signal: &Shutdown) {
         let mut ctl = self.lock();
         if !is_current_loop(&ctl, signal) {
             return;
@@ -1301,7 +1303,7 @@ impl<S: Service> Inner<S> {
             ctl.run = None;
             let error = self.logged(self.hook_error(
                 HookKind::Run,
-                hook,
+                run_hook_name::<S>(),
                 HookFailure::Error(Arc::from(BoxError::from(
                     "its task was dropped before it returned (its tokio runtime shut down)",
                 ))),
