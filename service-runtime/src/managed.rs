@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
@@ -226,31 +226,88 @@ struct OpWait {
 
 impl OpWait {
     async fn wait<S: Service>(self, inner: &Arc<Inner<S>>) -> Result<(), ServiceError> {
-        let Some((id, deadline)) = self.run_stop else {
-            return self.shared.join().await;
-        };
-        // If this wait is dropped half-way, something must still end the stop by its
-        // deadline should the loop never return.
-        let mut watchdog = WatchdogOnDrop {
+        match self.run_stop {
+            None => self.shared.join().await,
+            Some((id, deadline)) => wait_run_stop(&self.shared, inner, id, deadline).await,
+        }
+    }
+}
+
+/// Waits for the [`OpKind::RunStop`] `id` to end, ending it at `deadline` if the loop has
+/// not returned by then. Written out as a state machine rather than an `async fn`: it is
+/// part of every run-loop service's `stop()` future, and the compiler's layout of the
+/// `async` version took 300 bytes for these few fields.
+struct RunStopWait<'a, S: Service> {
+    shared: &'a Arc<OpShared>,
+    /// If this wait is dropped half-way, something must still end the stop by its
+    /// deadline should the loop never return.
+    watchdog: WatchdogOnDrop<'a, S>,
+    deadline: Instant,
+    stage: RunStopStage,
+}
+
+enum RunStopStage {
+    /// Not polled yet.
+    First,
+    /// Gave the loop one turn of the scheduler (current-thread runtime).
+    Yielded,
+    /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
+    Timed(Pin<Box<tokio::time::Sleep>>),
+}
+
+fn wait_run_stop<'a, S: Service>(
+    shared: &'a Arc<OpShared>,
+    inner: &'a Arc<Inner<S>>,
+    id: u64,
+    deadline: Instant,
+) -> RunStopWait<'a, S> {
+    RunStopWait {
+        shared,
+        watchdog: WatchdogOnDrop {
             inner,
             id,
-            deadline,
             armed: true,
-        };
-        let mut waiting = pin!(self.shared.wait());
-        let result = match returned_soon(&mut waiting).await {
-            Some(result) => result,
-            // Boxed: a timer would enlarge every stop's future.
-            None => match Box::pin(tokio::time::timeout_at(deadline, waiting)).await {
-                Ok(result) => result,
-                Err(_) => {
-                    inner.time_out_run_stop(id);
-                    self.shared.wait().await
+        },
+        deadline,
+        stage: RunStopStage::First,
+    }
+}
+
+impl<S: Service> Future for RunStopWait<'_, S> {
+    type Output = Result<(), ServiceError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the timer is boxed).
+        let this = self.get_mut();
+        loop {
+            if let Poll::Ready(result) = this.shared.poll_result(cx) {
+                this.watchdog.armed = false;
+                return Poll::Ready(result);
+            }
+            match &mut this.stage {
+                // Most loops return as soon as they see the request, so most stops never
+                // arm their timer: on a current-thread runtime, give the loop one turn of
+                // the scheduler first. Not on a multi-thread runtime: the woken loop may
+                // run on this very worker, and a loop that blocks its thread would hold
+                // back this task (and so the deadline) with it.
+                RunStopStage::First if on_current_thread_runtime() => {
+                    this.stage = RunStopStage::Yielded;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-            },
-        };
-        watchdog.armed = false;
-        result
+                RunStopStage::First | RunStopStage::Yielded => {
+                    this.stage =
+                        RunStopStage::Timed(Box::pin(tokio::time::sleep_until(this.deadline)));
+                }
+                RunStopStage::Timed(timer) => {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Ends the stop (unless it just ended): the next look finds the result.
+                    this.watchdog.inner.time_out_run_stop(this.watchdog.id);
+                }
+            }
+        }
     }
 }
 
@@ -258,21 +315,26 @@ impl OpWait {
 struct WatchdogOnDrop<'a, S: Service> {
     inner: &'a Arc<Inner<S>>,
     id: u64,
-    deadline: Instant,
     armed: bool,
 }
 
 impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
     fn drop(&mut self) {
-        let in_flight = || self.inner.lock().op.as_ref().map(|op| op.id) == Some(self.id);
-        if !self.armed || !in_flight() {
+        if !self.armed {
             return;
         }
+        let deadline = {
+            let ctl = self.inner.lock();
+            if ctl.op.as_ref().map(|op| op.id) != Some(self.id) {
+                return;
+            }
+            run_stop_deadline(&ctl, self.inner)
+        };
         // Without a runtime there is no timer: the loop was asked to stop, and a later
         // call's wait enforces the deadline.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let inner = Arc::downgrade(self.inner);
-            let (id, deadline) = (self.id, self.deadline);
+            let id = self.id;
             drop(runtime.spawn(async move {
                 tokio::time::sleep_until(deadline).await;
                 if let Some(inner) = inner.upgrade() {
@@ -285,24 +347,22 @@ impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
 
 /// Waits for `loop_end` (the end of a run loop that was asked to return) only as long as
 /// it takes no timer: its output if it is ready now or, on a current-thread runtime,
-/// after one turn of the scheduler.
-///
-/// Most loops return as soon as they see the request, so most stops never arm their
-/// timer. No turn is given on a multi-thread runtime: the woken loop may run on this very
-/// worker, and a loop that blocks its thread would hold back this yielded task (and so
-/// the stop's deadline) with it.
+/// after one turn of the scheduler (see [`RunStopWait`] for why).
 async fn returned_soon<F: Future + Unpin>(loop_end: &mut F) -> Option<F::Output> {
     if let Some(output) = poll_now(loop_end).await {
         return Some(output);
     }
-    let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
-        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-    });
-    if !current_thread {
+    if !on_current_thread_runtime() {
         return None;
     }
     tokio::task::yield_now().await;
     poll_now(loop_end).await
+}
+
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+    })
 }
 
 /// Inside an operation's work: if the work is dropped before its end (its runtime shut
@@ -528,11 +588,13 @@ impl<S: Service> Managed<S> {
                     }
                 }
             };
+            // Waits for another call's operation are boxed: rare (concurrent calls), and
+            // inline they would enlarge every `start()` and `stop()` future.
             match pending {
                 Wait::Drive(op) => return op.drive().await,
-                Wait::Join(op) => return op.wait(&self.inner).await,
+                Wait::Join(op) => return Box::pin(op.wait(&self.inner)).await,
                 Wait::ThenRetry(op) => {
-                    let _ = op.wait(&self.inner).await;
+                    let _ = Box::pin(op.wait(&self.inner)).await;
                 }
                 Wait::RunStop(op, shutdown) => {
                     shutdown.request();
@@ -586,11 +648,13 @@ impl<S: Service> Managed<S> {
                     }
                 }
             };
+            // Waits for another call's operation are boxed: rare (concurrent calls), and
+            // inline they would enlarge every `start()` and `stop()` future.
             match pending {
                 Wait::Drive(op) => return op.drive().await,
-                Wait::Join(op) => return op.wait(&self.inner).await,
+                Wait::Join(op) => return Box::pin(op.wait(&self.inner)).await,
                 Wait::ThenRetry(op) => {
-                    let _ = op.wait(&self.inner).await;
+                    let _ = Box::pin(op.wait(&self.inner)).await;
                 }
                 Wait::RunStop(op, shutdown) => {
                     shutdown.request();
