@@ -600,3 +600,40 @@ async fn a_loop_aborted_at_the_deadline_does_not_disturb_the_next_one() {
     assert_eq!(service.status(), ServiceStatus::Running);
     assert_eq!(service.last_error().unwrap().to_string(), TIMED_OUT);
 }
+
+/// Runs `future` to its end on this thread without any tokio runtime (as
+/// `futures::executor::block_on` would).
+fn block_on_without_tokio<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_run_stop_awaited_outside_any_runtime_waits_for_the_loop_on_its_own() {
+    let loops = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let service = Managed::new(looper(false, true));
+    loops.block_on(service.start()).unwrap();
+    let error = block_on_without_tokio(service.stop()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `looper`: run hook `spin` failed: flush failed"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+}

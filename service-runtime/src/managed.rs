@@ -253,6 +253,9 @@ enum RunStopStage {
     Yielded,
     /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
     Timed(Pin<Box<tokio::time::Sleep>>),
+    /// Polled outside any tokio runtime (`futures::executor::block_on`, say): no timer
+    /// to arm; the loop, on its own runtime, was asked to return.
+    Untimed,
 }
 
 fn wait_run_stop<'a, S: Service>(
@@ -296,9 +299,14 @@ impl<S: Service> Future for RunStopWait<'_, S> {
                     return Poll::Pending;
                 }
                 RunStopStage::First | RunStopStage::Yielded => {
-                    this.stage =
-                        RunStopStage::Timed(Box::pin(tokio::time::sleep_until(this.deadline)));
+                    this.stage = match tokio::runtime::Handle::try_current() {
+                        Ok(_) => {
+                            RunStopStage::Timed(Box::pin(tokio::time::sleep_until(this.deadline)))
+                        }
+                        Err(_) => RunStopStage::Untimed,
+                    };
                 }
+                RunStopStage::Untimed => return Poll::Pending,
                 RunStopStage::Timed(timer) => {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
