@@ -9,9 +9,10 @@
 //!
 //! Sections (`--only` takes a comma-separated list): `lifecycle` (start/stop of N
 //! services, ns and bytes per service), `status` (status reads), `health` (health
-//! aggregation), `shutdown` (SIGTERM to exit), `probes` (HTTP probe throughput) and
-//! `compile` (build time of 50 derived services against 50 `#[async_trait]` impls; full
-//! mode only, or named in `--only`).
+//! aggregation), `shutdown` (SIGTERM to exit), `probes` (HTTP probe throughput),
+//! `compile` (build time of 50 derived services against 50 `#[async_trait]` impls) and
+//! `instructions` (item 1 counted by callgrind, when valgrind is installed); the last two
+//! in full mode only, or when named in `--only`.
 //!
 //! Every measurement runs in a fresh process: the binary re-executes itself with
 //! `--child ...`, and the child prints `RESULT <label> key=value ...` lines that the
@@ -21,6 +22,7 @@
 mod alloc;
 mod compile;
 mod health;
+mod instructions;
 mod lifecycle;
 mod probes;
 mod services;
@@ -55,8 +57,9 @@ impl Settings {
     fn wants(&self, section: &str) -> bool {
         match &self.only {
             Some(only) => only.iter().any(|s| s == section),
-            // The compile-time comparison builds crates: full mode only unless asked for.
-            None => !(self.quick && section == "compile"),
+            // The compile-time comparison builds crates, and the instruction counts run
+            // under valgrind: full mode only unless asked for.
+            None => !(self.quick && matches!(section, "compile" | "instructions")),
         }
     }
 }
@@ -108,8 +111,9 @@ fn main() {
     let _ = writeln!(out, "{}\n", machine());
     print!("{out}");
 
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("lifecycle", lifecycle::run),
+        ("instructions", instructions::run),
         ("status", status::run),
         ("health", health::run),
         ("shutdown", shutdown::run),
