@@ -1151,8 +1151,9 @@ impl<S: Service> Inner<S> {
         let mut report = HealthReport {
             status: HealthStatus::Unhealthy,
             uptime: 0,
-            service_name: self.name.to_string(),
-            version: self.config.version.to_string(),
+            // Borrowed when configured from literals (the derive's name and version).
+            service_name: self.config.name.clone(),
+            version: self.config.version.clone(),
             dependencies: Default::default(),
             reason: None,
             details: Default::default(),
@@ -1209,11 +1210,7 @@ impl<S: Service> Inner<S> {
             }))
             .collect();
         run_checks(&mut checks).await;
-        let results: Vec<HealthDetail> = checks
-            .into_iter()
-            .map(|check| check.result.expect("every check finished"))
-            .collect();
-        drop(service);
+        let checks_len = checks.len();
 
         let names = S::__HOOKS
             .health
@@ -1224,24 +1221,40 @@ impl<S: Service> Inner<S> {
                     .iter()
                     .map(|(field, critical, _)| (*field, *critical)),
             );
-        let (overall, reason) = aggregate(
-            names
-                .clone()
-                .zip(&results)
-                .map(|((name, critical), detail)| (name, critical, detail)),
-        );
-        // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list is
-        // cheaper than one insertion (and rebalancing) per check.
-        let mut dependencies = Vec::with_capacity(results.len());
-        let mut details = Vec::new();
-        for ((name, _), detail) in names.zip(results) {
-            dependencies.push((name.to_owned(), detail.status));
-            if let Some(reason) = detail.reason {
-                details.push((name.to_owned(), reason));
+        let (overall, reason) =
+            aggregate(names.clone().zip(&checks).map(|((name, critical), check)| {
+                let detail = check.result.as_ref().expect("every check finished");
+                (name, critical, detail)
+            }));
+        // Names are `&'static str` (hook names, component fields): borrowed, not copied.
+        let entries = names.zip(checks).map(|((name, _), check)| {
+            let detail = check.result.expect("every check finished");
+            (std::borrow::Cow::Borrowed(name), detail)
+        });
+        if checks_len <= SMALL_REPORT {
+            // A few checks fit one B-tree leaf: inserted in place, without the list the
+            // bulk build below sorts.
+            for (name, detail) in entries {
+                if let Some(reason) = detail.reason {
+                    report.details.insert(name.clone(), reason);
+                }
+                report.dependencies.insert(name, detail.status);
             }
+        } else {
+            // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list
+            // is cheaper than one insertion (and rebalancing) per check.
+            let mut dependencies = Vec::with_capacity(checks_len);
+            let mut details = Vec::new();
+            for (name, detail) in entries {
+                if let Some(reason) = detail.reason {
+                    details.push((name.clone(), reason));
+                }
+                dependencies.push((name, detail.status));
+            }
+            report.dependencies = dependencies.into_iter().collect();
+            report.details = details.into_iter().collect();
         }
-        report.dependencies = dependencies.into_iter().collect();
-        report.details = details.into_iter().collect();
+        drop(service);
         report.status = overall;
         report.reason = reason;
         report
@@ -1255,6 +1268,10 @@ async fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
         Poll::Pending => None,
     }
 }
+
+/// Up to this many checks, a report's maps are built by insertion: they fit one B-tree
+/// leaf (11 entries), so an insertion is a short shift within it.
+const SMALL_REPORT: usize = 11;
 
 /// One health check (or a component's report) of an aggregation in progress.
 struct Check<'a> {
