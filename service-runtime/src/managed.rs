@@ -1158,6 +1158,7 @@ impl<S: Service> Inner<S> {
             reason: None,
             details: Default::default(),
         };
+        let started;
         let components: Vec<(&'static str, bool, ErasedService)> = {
             let ctl = self.lock();
             // Read under the lock, so `since` below is the start of this status.
@@ -1171,7 +1172,9 @@ impl<S: Service> Inner<S> {
                 });
                 return report;
             }
-            report.uptime = ctl.since.elapsed().as_secs();
+            // One clock read for the uptime and the checks' deadlines.
+            started = Instant::now();
+            report.uptime = started.saturating_duration_since(ctl.since).as_secs();
             ctl.components
                 .iter()
                 .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
@@ -1179,10 +1182,13 @@ impl<S: Service> Inner<S> {
         };
         let limit = self.config.health_timeout;
         // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
-        let service = match self.service.try_read() {
-            Ok(service) => service,
-            Err(_) => match tokio::time::timeout(limit, self.service.read()).await {
-                Ok(service) => service,
+        let (service, started) = match self.service.try_read() {
+            Ok(service) => (service, started),
+            // Boxed: this rare wait (a timer and a lock waiter) would otherwise widen
+            // every aggregation's future, which a supervisor boxes once per service.
+            Err(_) => match Box::pin(tokio::time::timeout(limit, self.service.read())).await {
+                // The checks' deadlines count from the end of the wait.
+                Ok(service) => (service, Instant::now()),
                 Err(_) => {
                     report.reason = Some(format!("Service status: {}", self.status()));
                     return report;
@@ -1209,7 +1215,7 @@ impl<S: Service> Inner<S> {
                 result: None,
             }))
             .collect();
-        run_checks(&mut checks).await;
+        run_checks(&mut checks, started).await;
         let checks_len = checks.len();
 
         let names = S::__HOOKS
@@ -1293,9 +1299,9 @@ enum CheckWork<'a> {
 /// Runs every check concurrently in the calling task, each under its timeout and span,
 /// catching panics. Rather than a `join_all` of wrapped futures, the checks are polled
 /// in place: a check that is ready at its first poll (the common case) costs no timer,
-/// no clock read and no allocation beyond its own future.
-async fn run_checks(checks: &mut [Check<'_>]) {
-    let started = Instant::now();
+/// no clock read and no allocation beyond its own future. Timeouts count from `started`
+/// (the caller's clock read).
+async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for check in checks.iter_mut() {
