@@ -676,7 +676,7 @@ async fn print_health(handle: SupervisorHandle, counters: Arc<Counters>, clock: 
             c.audited.load(Ordering::Relaxed),
         );
         for stats in handle.stats() {
-            let Some(report) = health.services.get(&stats.name) else {
+            let Some(report) = health.services.get(stats.name.as_str()) else {
                 continue;
             };
             text.push_str(&format!(

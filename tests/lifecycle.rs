@@ -7,7 +7,8 @@ use std::time::Duration;
 use common::{Fault, Log, history, settle, watched};
 use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
 use service_runtime::{
-    HealthDetail, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown, lifecycle,
+    HealthDetail, HealthReport, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown,
+    lifecycle,
 };
 use tokio::time::Instant;
 
@@ -436,7 +437,8 @@ async fn health_report_has_the_notes_shape_and_counts_uptime() {
     service.start().await.unwrap();
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(service.uptime(), Duration::from_secs(3600));
-    let json = serde_json::to_value(service.health().await).unwrap();
+    let report = service.health().await;
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(
         json,
         serde_json::json!({
@@ -444,6 +446,16 @@ async fn health_report_has_the_notes_shape_and_counts_uptime() {
             "dependencies": { "upstream": "healthy", "cache": "healthy" }
         })
     );
+    // Byte for byte (field order, names sorted), and read back with owned names.
+    let text = serde_json::to_string(&report).unwrap();
+    assert_eq!(
+        text,
+        r#"{"status":"healthy","uptime":3600,"service_name":"probe","version":"9.9.9","dependencies":{"cache":"healthy","upstream":"healthy"}}"#
+    );
+    let back: HealthReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, report);
+    assert_eq!(back.dependencies["upstream"], HealthStatus::Healthy);
+    assert_eq!(back.service_name, "probe");
     service.stop().await.unwrap();
     assert_eq!(service.uptime(), Duration::ZERO);
 }

@@ -539,6 +539,14 @@ async fn handle_reports_health_statuses_stats_and_every_change() {
             let json = serde_json::to_value(&health).unwrap();
             assert_eq!(json["services"]["feed"]["dependencies"]["alive"], "healthy");
             assert_eq!(json["services"]["strategy"]["status"], "healthy");
+            // Looked up by `&str`; read back from its JSON with owned names.
+            assert_eq!(health.services["feed"].service_name, "feed");
+            assert_eq!(
+                health.services["feed"].dependencies["alive"],
+                HealthStatus::Healthy
+            );
+            let back: service_runtime::SupervisorHealth = serde_json::from_value(json).unwrap();
+            assert_eq!(back, health);
             assert!(!probe.is_stopping());
         })
         .await;

@@ -1,6 +1,7 @@
 //! Health results: [`HealthStatus`], a check's [`HealthDetail`], and the [`HealthReport`]
 //! in the JSON shape of the design note.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -116,6 +117,25 @@ impl From<HealthStatus> for HealthDetail {
 ///
 /// `reason` (why the service is not healthy) and `details` (why each failing
 /// dependency failed) are added only when there is something to say.
+///
+/// Names are [`Cow<'static, str>`](Cow), as in [`ServiceConfig`](crate::ServiceConfig):
+/// a report borrows the names the runtime already has (hook names, component fields, the
+/// configured name and version) instead of copying one `String` per check. They read
+/// like `String`s: index and look up by `&str`, compare with `&str`, deref to `str`;
+/// construct them with `.into()` from a `&'static str` or a `String`. A deserialized
+/// report owns its names.
+///
+/// ```
+/// # use service_runtime::{HealthReport, HealthStatus};
+/// let report: HealthReport = serde_json::from_str(
+///     r#"{ "status": "degraded", "uptime": 5, "service_name": "feed", "version": "1.0.0",
+///          "dependencies": { "redis": "degraded" }, "details": { "redis": "slow" } }"#,
+/// )
+/// .unwrap();
+/// assert_eq!(report.service_name, "feed");
+/// assert_eq!(report.dependencies["redis"], HealthStatus::Degraded);
+/// assert_eq!(report.details.get("redis").map(String::as_str), Some("slow"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// `healthy`, `degraded` or `unhealthy`.
@@ -123,17 +143,17 @@ pub struct HealthReport {
     /// Whole seconds since the service last became `running`; 0 when it is not running.
     pub uptime: u64,
     /// The service's name.
-    pub service_name: String,
+    pub service_name: Cow<'static, str>,
     /// The service's version.
-    pub version: String,
+    pub version: Cow<'static, str>,
     /// Each health check and component, by name.
-    pub dependencies: BTreeMap<String, HealthStatus>,
+    pub dependencies: BTreeMap<Cow<'static, str>, HealthStatus>,
     /// Why the service is not healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Why each dependency that is not healthy failed, where it said.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub details: BTreeMap<String, String>,
+    pub details: BTreeMap<Cow<'static, str>, String>,
 }
 
 impl HealthReport {
@@ -208,8 +228,8 @@ mod tests {
             service_name: "my_service".into(),
             version: "1.0.0".into(),
             dependencies: [
-                ("database".to_owned(), HealthStatus::Healthy),
-                ("kafka".to_owned(), HealthStatus::Degraded),
+                ("database".into(), HealthStatus::Healthy),
+                ("kafka".into(), HealthStatus::Degraded),
             ]
             .into_iter()
             .collect(),
@@ -226,5 +246,89 @@ mod tests {
         );
         let back: HealthReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+    }
+
+    /// The report as it was with `String` names, to check the JSON byte for byte.
+    #[derive(Serialize, Deserialize)]
+    struct StringReport {
+        status: HealthStatus,
+        uptime: u64,
+        service_name: String,
+        version: String,
+        dependencies: BTreeMap<String, HealthStatus>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        details: BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn borrowed_and_owned_names_serialize_to_the_same_bytes_as_strings() {
+        // Borrowed names (as the runtime builds them), in an order other than the map's.
+        let borrowed = HealthReport {
+            status: HealthStatus::Unhealthy,
+            uptime: 7,
+            service_name: Cow::Borrowed("feed"),
+            version: Cow::Borrowed("2.1.0"),
+            dependencies: [
+                (Cow::Borrowed("upstream"), HealthStatus::Unhealthy),
+                (Cow::Borrowed("cache"), HealthStatus::Healthy),
+                (Cow::Borrowed("Z-last"), HealthStatus::Degraded),
+            ]
+            .into_iter()
+            .collect(),
+            reason: Some("critical dependency `upstream` is unhealthy: refused".into()),
+            details: [(Cow::Borrowed("upstream"), "refused \"quoted\"".to_owned())]
+                .into_iter()
+                .collect(),
+        };
+        let strings = StringReport {
+            status: HealthStatus::Unhealthy,
+            uptime: 7,
+            service_name: "feed".into(),
+            version: "2.1.0".into(),
+            dependencies: [
+                ("upstream".to_owned(), HealthStatus::Unhealthy),
+                ("cache".to_owned(), HealthStatus::Healthy),
+                ("Z-last".to_owned(), HealthStatus::Degraded),
+            ]
+            .into_iter()
+            .collect(),
+            reason: borrowed.reason.clone(),
+            details: [("upstream".to_owned(), "refused \"quoted\"".to_owned())]
+                .into_iter()
+                .collect(),
+        };
+        let json = serde_json::to_string(&borrowed).unwrap();
+        assert_eq!(json, serde_json::to_string(&strings).unwrap());
+        assert_eq!(
+            json,
+            r#"{"status":"unhealthy","uptime":7,"service_name":"feed","version":"2.1.0","dependencies":{"Z-last":"degraded","cache":"healthy","upstream":"unhealthy"},"reason":"critical dependency `upstream` is unhealthy: refused","details":{"upstream":"refused \"quoted\""}}"#
+        );
+        assert_eq!(
+            serde_json::to_string_pretty(&borrowed).unwrap(),
+            serde_json::to_string_pretty(&strings).unwrap()
+        );
+
+        // Read back: owned names, equal to the borrowed ones, looked up by `&str`.
+        let back: HealthReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, borrowed);
+        assert!(matches!(back.service_name, Cow::Owned(_)));
+        assert_eq!(back.service_name, "feed");
+        assert_eq!(&*back.version, "2.1.0");
+        assert_eq!(back.dependencies["upstream"], HealthStatus::Unhealthy);
+        assert_eq!(back.dependencies.get("cache"), Some(&HealthStatus::Healthy));
+        assert!(!back.dependencies.contains_key("missing"));
+        assert_eq!(back.details["upstream"], "refused \"quoted\"");
+        // A report written by the old `String` shape reads as well, and back again.
+        let old: StringReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&old).unwrap(), json);
+        // Without the optional fields.
+        let minimal: HealthReport = serde_json::from_str(
+            r#"{"status":"healthy","uptime":0,"service_name":"a","version":"0.0.0","dependencies":{}}"#,
+        )
+        .unwrap();
+        assert!(minimal.dependencies.is_empty() && minimal.details.is_empty());
+        assert_eq!(minimal.reason, None);
     }
 }

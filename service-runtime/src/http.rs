@@ -83,7 +83,7 @@ impl Cached {
             .services
             .values()
             .filter(|report| !report.is_ok())
-            .map(|report| report.service_name.as_str())
+            .map(|report| &*report.service_name)
             .collect();
         let unhealthy = (!unhealthy.is_empty()).then(|| {
             json_bytes(&Probe::fail(
@@ -263,7 +263,7 @@ async fn readiness(context: &Context) -> Response<Full<Bytes>> {
 async fn health(request: &Request<Incoming>, context: &Context) -> Response<Full<Bytes>> {
     let cached = context.cache.get(&context.handle).await;
     match query_value(request.uri().query(), "service") {
-        Some(name) => match cached.health.services.get(&name) {
+        Some(name) => match cached.health.services.get(name.as_str()) {
             Some(report) => json(passing(report.is_ok()), report),
             None => text(
                 StatusCode::NOT_FOUND,

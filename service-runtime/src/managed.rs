@@ -1482,12 +1482,14 @@ impl<S: Service> Inner<S> {
         let mut report = HealthReport {
             status: HealthStatus::Unhealthy,
             uptime: 0,
-            service_name: self.name.to_string(),
-            version: self.config.version.to_string(),
+            // Borrowed when configured from literals (the derive's name and version).
+            service_name: self.config.name.clone(),
+            version: self.config.version.clone(),
             dependencies: Default::default(),
             reason: None,
             details: Default::default(),
         };
+        let started;
         let components: Vec<(&'static str, bool, ErasedService)> = {
             let ctl = self.lock();
             // Read under the lock, so `since` below is the start of this status.
@@ -1501,7 +1503,9 @@ impl<S: Service> Inner<S> {
                 });
                 return report;
             }
-            report.uptime = ctl.since.elapsed().as_secs();
+            // One clock read for the uptime and the checks' deadlines.
+            started = Instant::now();
+            report.uptime = started.saturating_duration_since(ctl.since).as_secs();
             ctl.components
                 .iter()
                 .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
@@ -1509,10 +1513,13 @@ impl<S: Service> Inner<S> {
         };
         let limit = self.config.health_timeout;
         // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
-        let service = match self.service.try_read() {
-            Ok(service) => service,
-            Err(_) => match tokio::time::timeout(limit, self.service.read()).await {
-                Ok(service) => service,
+        let (service, started) = match self.service.try_read() {
+            Ok(service) => (service, started),
+            // Boxed: this rare wait (a timer and a lock waiter) would otherwise widen
+            // every aggregation's future, which a supervisor boxes once per service.
+            Err(_) => match Box::pin(tokio::time::timeout(limit, self.service.read())).await {
+                // The checks' deadlines count from the end of the wait.
+                Ok(service) => (service, Instant::now()),
                 Err(_) => {
                     report.reason = Some(format!("Service status: {}", self.status()));
                     return report;
@@ -1539,12 +1546,8 @@ impl<S: Service> Inner<S> {
                 result: None,
             }))
             .collect();
-        run_checks(&mut checks).await;
-        let results: Vec<HealthDetail> = checks
-            .into_iter()
-            .map(|check| check.result.expect("every check finished"))
-            .collect();
-        drop(service);
+        run_checks(&mut checks, started).await;
+        let checks_len = checks.len();
 
         let names = S::__HOOKS
             .health
@@ -1555,24 +1558,40 @@ impl<S: Service> Inner<S> {
                     .iter()
                     .map(|(field, critical, _)| (*field, *critical)),
             );
-        let (overall, reason) = aggregate(
-            names
-                .clone()
-                .zip(&results)
-                .map(|((name, critical), detail)| (name, critical, detail)),
-        );
-        // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list is
-        // cheaper than one insertion (and rebalancing) per check.
-        let mut dependencies = Vec::with_capacity(results.len());
-        let mut details = Vec::new();
-        for ((name, _), detail) in names.zip(results) {
-            dependencies.push((name.to_owned(), detail.status));
-            if let Some(reason) = detail.reason {
-                details.push((name.to_owned(), reason));
+        let (overall, reason) =
+            aggregate(names.clone().zip(&checks).map(|((name, critical), check)| {
+                let detail = check.result.as_ref().expect("every check finished");
+                (name, critical, detail)
+            }));
+        // Names are `&'static str` (hook names, component fields): borrowed, not copied.
+        let entries = names.zip(checks).map(|((name, _), check)| {
+            let detail = check.result.expect("every check finished");
+            (std::borrow::Cow::Borrowed(name), detail)
+        });
+        if checks_len <= SMALL_REPORT {
+            // A few checks fit one B-tree leaf: inserted in place, without the list the
+            // bulk build below sorts.
+            for (name, detail) in entries {
+                if let Some(reason) = detail.reason {
+                    report.details.insert(name.clone(), reason);
+                }
+                report.dependencies.insert(name, detail.status);
             }
+        } else {
+            // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list
+            // is cheaper than one insertion (and rebalancing) per check.
+            let mut dependencies = Vec::with_capacity(checks_len);
+            let mut details = Vec::new();
+            for (name, detail) in entries {
+                if let Some(reason) = detail.reason {
+                    details.push((name.clone(), reason));
+                }
+                dependencies.push((name, detail.status));
+            }
+            report.dependencies = dependencies.into_iter().collect();
+            report.details = details.into_iter().collect();
         }
-        report.dependencies = dependencies.into_iter().collect();
-        report.details = details.into_iter().collect();
+        drop(service);
         report.status = overall;
         report.reason = reason;
         report
@@ -1586,6 +1605,10 @@ async fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
         Poll::Pending => None,
     }
 }
+
+/// Up to this many checks, a report's maps are built by insertion: they fit one B-tree
+/// leaf (11 entries), so an insertion is a short shift within it.
+const SMALL_REPORT: usize = 11;
 
 /// One health check (or a component's report) of an aggregation in progress.
 struct Check<'a> {
@@ -1607,9 +1630,9 @@ enum CheckWork<'a> {
 /// Runs every check concurrently in the calling task, each under its timeout and span,
 /// catching panics. Rather than a `join_all` of wrapped futures, the checks are polled
 /// in place: a check that is ready at its first poll (the common case) costs no timer,
-/// no clock read and no allocation beyond its own future.
-async fn run_checks(checks: &mut [Check<'_>]) {
-    let started = Instant::now();
+/// no clock read and no allocation beyond its own future. Timeouts count from `started`
+/// (the caller's clock read).
+async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for check in checks.iter_mut() {

@@ -57,7 +57,7 @@ pub(crate) fn encode_all(
                 .get_or_create(&service())
                 .set(duration.as_secs_f64());
         }
-        if let Some(report) = health.services.get(&stats.name) {
+        if let Some(report) = health.services.get(stats.name.as_str()) {
             // Whole seconds, as in the health report.
             uptime.get_or_create(&service()).set(report.uptime as f64);
         }
@@ -94,7 +94,7 @@ pub(crate) fn encode_all(
             HealthStatus::Unhealthy,
         ] {
             let labels = vec![
-                ("service", name.clone()),
+                ("service", name.to_string()),
                 ("status", candidate.as_str().to_owned()),
             ];
             health_state
@@ -102,8 +102,8 @@ pub(crate) fn encode_all(
                 .set(i64::from(report.status == candidate));
             for (dependency, status) in &report.dependencies {
                 let labels = vec![
-                    ("service", name.clone()),
-                    ("dependency", dependency.clone()),
+                    ("service", name.to_string()),
+                    ("dependency", dependency.to_string()),
                     ("status", candidate.as_str().to_owned()),
                 ];
                 dependency_state

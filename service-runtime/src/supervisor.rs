@@ -1545,6 +1545,7 @@ impl SupervisorHandle {
         SupervisorHealth {
             status,
             uptime,
+            // A name borrowed from the service's configuration costs no copy here.
             services: reports
                 .into_iter()
                 .map(|r| (r.service_name.clone(), r))
@@ -1590,8 +1591,9 @@ pub struct SupervisorHealth {
     pub status: HealthStatus,
     /// Whole seconds since every service first ran.
     pub uptime: u64,
-    /// Each service's own report, by name.
-    pub services: BTreeMap<String, HealthReport>,
+    /// Each service's own report, by name (its `service_name`; look up with a `&str`:
+    /// `health.services["feed"]`).
+    pub services: BTreeMap<std::borrow::Cow<'static, str>, HealthReport>,
 }
 
 /// Per-service figures kept by a supervisor.
