@@ -151,9 +151,35 @@ struct Control {
     // Errors are boxed here: rare, and a `ServiceError` is 64 bytes in every service.
     early_run_exit: Option<Option<Box<ServiceError>>>,
     last_error: Option<Box<ServiceError>>,
-    subscribers: Vec<mpsc::UnboundedSender<StatusChange>>,
+    subscribers: Vec<Subscriber>,
     /// Kept up to date by every transition (a supervisor's probes read them).
     tallies: Vec<Weak<StatusTally>>,
+}
+
+/// Where a transition sends its change.
+pub(crate) enum Subscriber {
+    /// A [`Managed::subscribe`] stream (also a supervisor handle's): every field.
+    Public(mpsc::UnboundedSender<StatusChange>),
+    /// A running supervisor, which knows the service by its entry index: a compact change
+    /// tagged with it, so the supervisor needs no name or address lookup, and no
+    /// wall-clock read or name clone is paid for it.
+    Entry {
+        index: usize,
+        sender: mpsc::UnboundedSender<EntryChange>,
+    },
+}
+
+/// A status change as a supervisor receives it (see [`Subscriber::Entry`]).
+#[derive(Debug)]
+pub(crate) struct EntryChange {
+    /// The service's index among the supervisor's entries.
+    pub(crate) index: usize,
+    pub(crate) from: ServiceStatus,
+    pub(crate) to: ServiceStatus,
+    /// Time spent in `from`.
+    pub(crate) duration: Duration,
+    // Boxed: rare, and it keeps every change (a slot of the channel) small.
+    pub(crate) error: Option<Box<ServiceError>>,
 }
 
 /// Counts, over a group of services, those not `running` and every status change. Kept by
@@ -322,7 +348,10 @@ impl<S: Service> Managed<S> {
     /// Every status change from now on, in order, with time and cause.
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.inner.lock().subscribers.push(sender);
+        self.inner
+            .lock()
+            .subscribers
+            .push(Subscriber::Public(sender));
         StatusChanges::from_receiver(receiver)
     }
 
@@ -536,16 +565,31 @@ impl<S: Service> Inner<S> {
             None => tracing::info!(parent: &self.span(), %from, %to, ?duration, "status changed"),
         }
         if !ctl.subscribers.is_empty() {
-            let change = StatusChange {
-                service: self.name.clone(),
-                from,
-                to,
-                at: SystemTime::now(),
-                duration,
-                error,
-            };
-            ctl.subscribers
-                .retain(|sender| sender.send(change.clone()).is_ok());
+            // Built for the first public subscriber, if any: a supervisor alone needs
+            // neither the name nor the wall-clock time.
+            let mut change: Option<StatusChange> = None;
+            ctl.subscribers.retain(|subscriber| match subscriber {
+                Subscriber::Public(sender) => {
+                    let change = change.get_or_insert_with(|| StatusChange {
+                        service: self.name.clone(),
+                        from,
+                        to,
+                        at: SystemTime::now(),
+                        duration,
+                        error: error.clone(),
+                    });
+                    sender.send(change.clone()).is_ok()
+                }
+                Subscriber::Entry { index, sender } => sender
+                    .send(EntryChange {
+                        index: *index,
+                        from,
+                        to,
+                        duration,
+                        error: error.clone().map(Box::new),
+                    })
+                    .is_ok(),
+            });
         }
         if let Some(watch) = self.watch.get() {
             watch.send_replace(to);
@@ -1367,7 +1411,7 @@ pub(crate) trait DynService: Send + Sync {
     fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
-    fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>);
+    fn add_subscriber(&self, subscriber: Subscriber);
     fn add_tally(&self, tally: &Arc<StatusTally>);
 }
 
@@ -1392,8 +1436,8 @@ impl<S: Service> DynService for Managed<S> {
         Box::pin(Managed::health(self))
     }
 
-    fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>) {
-        self.inner.lock().subscribers.push(sender);
+    fn add_subscriber(&self, subscriber: Subscriber) {
+        self.inner.lock().subscribers.push(subscriber);
     }
 
     fn add_tally(&self, tally: &Arc<StatusTally>) {

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::process::{ExitCode, Termination};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,7 +17,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::health::{HealthReport, HealthStatus};
-use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally};
+use crate::managed::{
+    EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally, Subscriber,
+};
 use crate::restart::{Jitter, Restart, RestartPolicy};
 use crate::status::ServiceStatus;
 use crate::util::join_all;
@@ -161,7 +162,9 @@ impl Supervisor {
         let policy = managed.config().restart;
         let service = managed.erased();
         for subscriber in lock(&self.shared.subscribers).iter() {
-            service.0.add_subscriber(subscriber.clone());
+            service
+                .0
+                .add_subscriber(Subscriber::Public(subscriber.clone()));
         }
         service.0.add_tally(&self.shared.tally);
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
@@ -346,7 +349,7 @@ impl Supervisor {
     }
 
     async fn run(self, mut trigger: Trigger<'_>, poke: Option<Arc<Notify>>) -> Report {
-        let mut plan = match self.plan() {
+        let plan = match self.plan() {
             Ok(plan) => plan,
             Err(errors) => {
                 for error in &errors {
@@ -358,8 +361,11 @@ impl Supervisor {
         // Subscribed before the probes are served, so every change they could see is
         // observed (and invalidates their cache).
         let (events_tx, events) = mpsc::unbounded_channel();
-        for entry in &self.entries {
-            entry.service.0.add_subscriber(events_tx.clone());
+        for (index, entry) in self.entries.iter().enumerate() {
+            entry.service.0.add_subscriber(Subscriber::Entry {
+                index,
+                sender: events_tx.clone(),
+            });
         }
         drop(events_tx);
         #[cfg(feature = "http")]
@@ -385,12 +391,11 @@ impl Supervisor {
         };
         #[cfg(all(unix, feature = "systemd"))]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
-        let observer = Observer::new(
-            &self.entries,
-            std::mem::take(&mut plan.index),
+        let observer = Observer {
             events,
-            &self.shared,
-        );
+            deferred: VecDeque::new(),
+            shared: self.shared.clone(),
+        };
         let mut run = Run {
             #[cfg(all(unix, feature = "systemd"))]
             systemd,
@@ -418,9 +423,9 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        let mut index = ByName::with_capacity_and_hasher(self.entries.len(), Default::default());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
         for (i, entry) in self.entries.iter().enumerate() {
-            if index.insert(entry.service.0.name().clone(), i).is_some() {
+            if index.insert(entry.service.0.name(), i).is_some() {
                 errors.push(SupervisorError::Config(format!(
                     "two services are named `{}`; give one another name with `ServiceConfig::name`",
                     entry.service.0.name()
@@ -485,7 +490,6 @@ impl Supervisor {
             }
         }
         Ok(Plan {
-            index,
             deps,
             dependents,
             order,
@@ -569,7 +573,6 @@ fn find_cycle(deps: &[Vec<usize>], stuck: &[usize]) -> Vec<usize> {
 }
 
 struct Plan {
-    index: ByName,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
     /// Every service in start order: the levels one after another.
@@ -742,62 +745,6 @@ struct Figures {
     last_stop_duration: Option<Duration>,
 }
 
-/// Entry indices by the address of the service's name: every [`StatusChange`] carries a
-/// clone of that `Arc<str>`, so its entry is found without hashing the name.
-type ByAddress = HashMap<usize, usize, BuildHasherDefault<FastHasher>>;
-
-/// Entry indices by name.
-type ByName = HashMap<Arc<str>, usize, BuildHasherDefault<FastHasher>>;
-
-/// A multiplicative hash, word by word, for the supervisor's own maps: its keys are the
-/// program's service names and addresses, not input an attacker chooses.
-#[derive(Default)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        // The product's best bits are its high ones; the table indexes by the low ones.
-        self.0.rotate_left(26)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut buffer = [0; 8];
-            buffer.copy_from_slice(word);
-            self.mix(u64::from_le_bytes(buffer));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut buffer = [0; 8];
-            buffer[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(buffer));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.mix(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.mix(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-}
-
-fn address(name: &Arc<str>) -> usize {
-    Arc::as_ptr(name).cast::<u8>() as usize
-}
-
 /// The phase a change is observed in, which decides whether the running phase must act
 /// on it later.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -812,7 +759,7 @@ enum Phase {
 }
 
 impl Phase {
-    fn acts_on(self, change: &StatusChange) -> bool {
+    fn acts_on(self, change: &EntryChange) -> bool {
         let failed_or_exited = change.to == ServiceStatus::Error
             || (change.from, change.to) == (ServiceStatus::Stopping, ServiceStatus::Stopped);
         match self {
@@ -825,115 +772,55 @@ impl Phase {
 
 /// Receives the status changes of the supervisor's services in every phase: keeps their
 /// figures (readiness and the probes' cache read the services' own tally instead), and
-/// queues the changes the running phase acts on when it cannot act at once.
+/// queues the changes the running phase acts on when it cannot act at once. Each change
+/// carries the index of its entry (the subscription made by `Supervisor::run` says it),
+/// so nothing is looked up.
 struct Observer {
-    events: mpsc::UnboundedReceiver<StatusChange>,
-    /// The address of each entry's name.
-    addresses: Vec<usize>,
-    /// The entry of the last change: changes mostly come in start (or stop) order, so the
-    /// next one is usually this entry or a neighbour.
-    last: usize,
-    /// Made at the first change that is not of a neighbour.
-    by_address: Option<ByAddress>,
-    /// By name, should a change ever carry another copy of the name.
-    by_name: ByName,
+    events: mpsc::UnboundedReceiver<EntryChange>,
     /// Changes observed but not acted on yet, in order.
-    deferred: VecDeque<(usize, StatusChange)>,
+    deferred: VecDeque<EntryChange>,
     shared: Arc<Shared>,
 }
 
 impl Observer {
-    /// Starts observing; `events` is already subscribed to every entry.
-    fn new(
-        entries: &[Entry],
-        by_name: ByName,
-        events: mpsc::UnboundedReceiver<StatusChange>,
-        shared: &Arc<Shared>,
-    ) -> Self {
-        let addresses = entries
-            .iter()
-            .map(|entry| address(entry.service.0.name()))
-            .collect();
-        Observer {
-            events,
-            addresses,
-            last: 0,
-            by_address: None,
-            by_name,
-            deferred: VecDeque::new(),
-            shared: shared.clone(),
-        }
-    }
-
-    /// The entry a change is of.
-    fn entry_of(&mut self, change: &StatusChange) -> Option<usize> {
-        let wanted = address(&change.service);
-        for candidate in [self.last, self.last + 1, self.last.wrapping_sub(1)] {
-            if self.addresses.get(candidate) == Some(&wanted) {
-                self.last = candidate;
-                return Some(candidate);
+    /// Records one change in its entry's figures.
+    fn note(stats: &mut [Figures], change: &EntryChange) {
+        let Some(figures) = stats.get_mut(change.index) else {
+            return;
+        };
+        match (change.from, change.to) {
+            (ServiceStatus::Starting, ServiceStatus::Running) => {
+                figures.last_start_duration = Some(change.duration);
             }
-        }
-        let addresses = &self.addresses;
-        let i = self
-            .by_address
-            .get_or_insert_with(|| {
-                addresses
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &address)| (address, i))
-                    .collect()
-            })
-            .get(&wanted)
-            .or_else(|| self.by_name.get(&change.service))
-            .copied()?;
-        self.last = i;
-        Some(i)
-    }
-
-    /// Records one change; returns its entry.
-    fn note(&mut self, stats: &mut [Figures], change: &StatusChange) -> Option<usize> {
-        let i = self.entry_of(change)?;
-        if let Some(figures) = stats.get_mut(i) {
-            match (change.from, change.to) {
-                (ServiceStatus::Starting, ServiceStatus::Running) => {
-                    figures.last_start_duration = Some(change.duration);
-                }
-                (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
-                    figures.last_stop_duration = Some(change.duration);
-                }
-                _ => {}
+            (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
+                figures.last_stop_duration = Some(change.duration);
             }
+            _ => {}
         }
-        Some(i)
     }
 
-    /// Observes one change, to be acted on at once; returns its entry.
-    fn observe(&mut self, change: &StatusChange) -> Option<usize> {
-        let shared = self.shared.clone();
-        self.note(&mut lock(&shared.stats), change)
+    /// Observes one change, to be acted on at once.
+    fn observe(&self, change: &EntryChange) {
+        Self::note(&mut lock(&self.shared.stats), change);
     }
 
     /// Observes `first` (if any) and every change already waiting, in one lock of the
     /// figures; queues the ones the running phase will act on.
-    fn absorb(&mut self, first: Option<StatusChange>, phase: Phase) {
+    fn absorb(&mut self, first: Option<EntryChange>, phase: Phase) {
         let Some(mut change) = first.or_else(|| self.events.try_recv().ok()) else {
             return;
         };
-        let shared = self.shared.clone();
-        let mut stats = lock(&shared.stats);
+        let mut stats = lock(&self.shared.stats);
         loop {
-            if let Some(i) = self.note(&mut stats, &change) {
-                if phase.acts_on(&change) {
-                    self.deferred.push_back((i, change));
-                }
+            Self::note(&mut stats, &change);
+            if phase.acts_on(&change) {
+                self.deferred.push_back(change);
             }
             match self.events.try_recv() {
                 Ok(next) => change = next,
                 Err(_) => break,
             }
         }
-        drop(stats);
     }
 }
 
@@ -1023,16 +910,14 @@ impl Run {
                 // Changes observed while a restart or the startup ran, in order.
                 () = std::future::ready(()), if !self.observer.deferred.is_empty() => {
                     match self.observer.deferred.pop_front() {
-                        Some((i, change)) => self.on_change(i, change),
+                        Some(change) => self.on_change(change),
                         None => Step::Continue,
                     }
                 }
                 // `None` (no service left to report) disables this branch.
                 Some(change) = self.observer.events.recv() => {
-                    match self.observer.observe(&change) {
-                        Some(i) => self.on_change(i, change),
-                        None => Step::Continue,
-                    }
+                    self.observer.observe(&change);
+                    self.on_change(change)
                 }
                 () = sleep_until_opt(next_due), if next_due.is_some() => {
                     Step::Continue
@@ -1082,8 +967,9 @@ impl Run {
         }
     }
 
-    /// Decides what an observed status change of entry `i` means.
-    fn on_change(&mut self, i: usize, change: StatusChange) -> Step {
+    /// Decides what an observed status change of an entry means.
+    fn on_change(&mut self, change: EntryChange) -> Step {
+        let i = change.index;
         if change.to == ServiceStatus::Running {
             self.states[i].running_since = Some(Instant::now());
         }
@@ -1095,7 +981,7 @@ impl Run {
         // still in that state (a later change may already have superseded it).
         match (change.from, change.to, service.status()) {
             (_, ServiceStatus::Error, ServiceStatus::Error) => {
-                self.on_failure(i, change.error, false)
+                self.on_failure(i, change.error.map(|error| *error), false)
             }
             (ServiceStatus::Stopping, ServiceStatus::Stopped, ServiceStatus::Stopped) => {
                 if self.entries[i].policy.restart == Restart::Permanent {
@@ -1474,7 +1360,7 @@ impl SupervisorHandle {
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
         for service in self.services().iter() {
-            service.0.add_subscriber(sender.clone());
+            service.0.add_subscriber(Subscriber::Public(sender.clone()));
         }
         lock(&self.shared.subscribers).push(sender);
         StatusChanges::from_receiver(receiver)
