@@ -397,35 +397,51 @@ impl<S: Service> Managed<S> {
     /// share one start and its result. From `error`, starts again (a restart), first
     /// running any cleanup still owed.
     pub async fn start(&self) -> Result<(), ServiceError> {
+        match self.start_now() {
+            Ok(outcome) => outcome,
+            Err(wait) => self.start_awaiting(wait).await,
+        }
+    }
+
+    /// Decides a start under the lock: its outcome when it needs no waiting (running
+    /// already, or started inline), otherwise the operation to await.
+    fn start_now(&self) -> Result<Result<(), ServiceError>, Wait> {
         loop {
-            let pending = {
-                let mut ctl = self.inner.lock();
-                if let Some(op) = &ctl.op {
-                    match op.kind {
-                        OpKind::Start => Wait::Join(op.shared.clone()),
-                        OpKind::Stop => Wait::ThenRetry(op.shared.clone()),
+            let mut ctl = self.inner.lock();
+            if let Some(op) = &ctl.op {
+                return Err(match op.kind {
+                    OpKind::Start => Wait::Join(op.shared.clone()),
+                    OpKind::Stop => Wait::ThenRetry(op.shared.clone()),
+                });
+            }
+            match self.inner.status() {
+                ServiceStatus::Running => return Ok(Ok(())),
+                ServiceStatus::Stopped | ServiceStatus::Error => {
+                    if self.inner.start_inline(&mut ctl) {
+                        return Ok(Ok(()));
                     }
-                } else {
-                    match self.inner.status() {
-                        ServiceStatus::Running => return Ok(()),
-                        ServiceStatus::Stopped | ServiceStatus::Error => {
-                            if self.inner.start_inline(&mut ctl) {
-                                return Ok(());
-                            }
-                            Wait::Drive(self.inner.clone().begin_start(&mut ctl))
-                        }
-                        // Without an op these states cannot last; look again.
-                        ServiceStatus::Starting | ServiceStatus::Stopping => continue,
-                    }
+                    return Err(Wait::Drive(self.inner.clone().begin_start(&mut ctl)));
                 }
-            };
-            match pending {
+                // Without an op these states cannot last; look again.
+                ServiceStatus::Starting | ServiceStatus::Stopping => {}
+            }
+        }
+    }
+
+    /// The rest of a start that [`start_now`](Self::start_now) could not finish.
+    async fn start_awaiting(&self, mut wait: Wait) -> Result<(), ServiceError> {
+        loop {
+            match wait {
                 Wait::Drive(op) => return op.drive().await,
                 Wait::Join(op) => return op.join().await,
                 Wait::ThenRetry(op) => {
                     let _ = op.join().await;
                 }
             }
+            wait = match self.start_now() {
+                Ok(outcome) => return outcome,
+                Err(wait) => wait,
+            };
         }
     }
 
@@ -1405,14 +1421,70 @@ fn run_hook_name<S: Lifecycle>() -> &'static str {
 #[derive(Clone)]
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
 
+/// The future of [`DynService::start`]: a start that needs no waiting (most do) completes
+/// at its first poll without allocating; only one that must await is boxed.
+pub(crate) struct ErasedStart<'a> {
+    service: &'a dyn DynService,
+    rest: Option<BoxFuture<'a, Result<(), ServiceError>>>,
+}
+
+impl ErasedStart<'_> {
+    /// Starts (at the first poll, as a lazy future would): the outcome, or the rest to await.
+    pub(crate) fn now(&mut self) -> Option<Result<(), ServiceError>> {
+        if self.rest.is_some() {
+            return None;
+        }
+        match self.service.start_now() {
+            Ok(outcome) => Some(outcome),
+            Err(rest) => {
+                self.rest = Some(rest);
+                None
+            }
+        }
+    }
+}
+
+impl Future for ErasedStart<'_> {
+    type Output = Result<(), ServiceError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>> {
+        let this = self.get_mut();
+        if let Some(outcome) = this.now() {
+            return Poll::Ready(outcome);
+        }
+        this.rest
+            .as_mut()
+            .expect("an unfinished start has the rest")
+            .as_mut()
+            .poll(cx)
+    }
+}
+
 pub(crate) trait DynService: Send + Sync {
     fn name(&self) -> &Arc<str>;
     fn status(&self) -> ServiceStatus;
-    fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
+    /// What [`Managed::start`] does up to its first wait: the outcome, or the rest of the
+    /// start, boxed.
+    fn start_now(
+        &self,
+    ) -> Result<Result<(), ServiceError>, BoxFuture<'_, Result<(), ServiceError>>>;
     fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     fn add_tally(&self, tally: &Arc<StatusTally>);
+}
+
+impl dyn DynService + '_ {
+    /// Starts the service as [`Managed::start`] does.
+    pub(crate) fn start(&self) -> ErasedStart<'_> {
+        ErasedStart {
+            service: self,
+            rest: None,
+        }
+    }
 }
 
 impl<S: Service> DynService for Managed<S> {
@@ -1424,8 +1496,11 @@ impl<S: Service> DynService for Managed<S> {
         self.inner.status()
     }
 
-    fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
-        Box::pin(Managed::start(self))
+    fn start_now(
+        &self,
+    ) -> Result<Result<(), ServiceError>, BoxFuture<'_, Result<(), ServiceError>>> {
+        Managed::start_now(self)
+            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.start_awaiting(wait)) })
     }
 
     fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>> {

@@ -1275,28 +1275,57 @@ async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) ->
 
 /// Starts one level's services concurrently; returns their errors.
 async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| service.0.start()).await
+    if let [i] = *level {
+        // One service (every level when nothing depends): no list, no join.
+        return entries[i]
+            .service
+            .0
+            .start()
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    on_level(level.iter().map(|&i| entries[i].service.0.start_now())).await
 }
 
 /// Stops one level's services concurrently; returns their errors.
 async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| service.0.stop()).await
+    if let [i] = *level {
+        return entries[i]
+            .service
+            .0
+            .stop()
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    on_level(level.iter().map(|&i| Err(entries[i].service.0.stop()))).await
 }
 
-type LevelOp = for<'a> fn(&'a ErasedService) -> BoxFuture<'a, Result<(), ServiceError>>;
+/// What an operation on one service of a level gives when it begins: its outcome, or
+/// the rest of it to await.
+type Begun<'a> = Result<Result<(), ServiceError>, BoxFuture<'a, Result<(), ServiceError>>>;
 
-/// Runs `op` on one level's services concurrently; returns their errors.
-async fn on_level(entries: &[Entry], level: &[usize], op: LevelOp) -> Vec<ServiceError> {
-    if let [i] = *level {
-        // One service (every level when nothing depends): no list, no join.
-        return op(&entries[i].service).await.err().into_iter().collect();
+/// Begins one level's operations in order and awaits the ones that did not finish at
+/// once, concurrently; returns their errors, in level order.
+async fn on_level<'a>(ops: impl Iterator<Item = Begun<'a>>) -> Vec<ServiceError> {
+    let mut outcomes = Vec::new();
+    let mut waiting = Vec::new();
+    for op in ops {
+        outcomes.push(match op {
+            Ok(outcome) => Some(outcome),
+            Err(rest) => {
+                waiting.push(rest);
+                None
+            }
+        });
     }
-    let ops: Vec<BoxFuture<'_, Result<(), ServiceError>>> =
-        level.iter().map(|&i| op(&entries[i].service)).collect();
-    join_all(ops)
-        .await
+    let mut waited = join_all(waiting).await.into_iter();
+    outcomes
         .into_iter()
-        .filter_map(Result::err)
+        .filter_map(|outcome| outcome.or_else(|| waited.next())?.err())
         .collect()
 }
 
