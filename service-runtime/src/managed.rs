@@ -1421,30 +1421,20 @@ fn run_hook_name<S: Lifecycle>() -> &'static str {
 #[derive(Clone)]
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
 
-/// The future of [`DynService::start`]: a start that needs no waiting (most do) completes
-/// at its first poll without allocating; only one that must await is boxed.
-pub(crate) struct ErasedStart<'a> {
+/// What a start or stop of a type-erased service gives when it begins: its outcome when
+/// it needed no waiting, or the rest of it, boxed.
+pub(crate) type Begun<'a> =
+    Result<Result<(), ServiceError>, BoxFuture<'a, Result<(), ServiceError>>>;
+
+/// The future of a type-erased start or stop: one that needs no waiting (most do)
+/// completes at its first poll without allocating; only one that must await is boxed.
+pub(crate) struct ErasedOp<'a> {
     service: &'a dyn DynService,
+    kind: OpKind,
     rest: Option<BoxFuture<'a, Result<(), ServiceError>>>,
 }
 
-impl ErasedStart<'_> {
-    /// Starts (at the first poll, as a lazy future would): the outcome, or the rest to await.
-    pub(crate) fn now(&mut self) -> Option<Result<(), ServiceError>> {
-        if self.rest.is_some() {
-            return None;
-        }
-        match self.service.start_now() {
-            Ok(outcome) => Some(outcome),
-            Err(rest) => {
-                self.rest = Some(rest);
-                None
-            }
-        }
-    }
-}
-
-impl Future for ErasedStart<'_> {
+impl Future for ErasedOp<'_> {
     type Output = Result<(), ServiceError>;
 
     fn poll(
@@ -1452,26 +1442,31 @@ impl Future for ErasedStart<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Result<(), ServiceError>> {
         let this = self.get_mut();
-        if let Some(outcome) = this.now() {
-            return Poll::Ready(outcome);
-        }
-        this.rest
-            .as_mut()
-            .expect("an unfinished start has the rest")
-            .as_mut()
-            .poll(cx)
+        let rest = match &mut this.rest {
+            Some(rest) => rest,
+            // Begun at the first poll, as a lazy future would.
+            None => {
+                let begun = match this.kind {
+                    OpKind::Start => this.service.start_now(),
+                    OpKind::Stop => this.service.stop_now(),
+                };
+                match begun {
+                    Ok(outcome) => return Poll::Ready(outcome),
+                    Err(rest) => this.rest.insert(rest),
+                }
+            }
+        };
+        rest.as_mut().poll(cx)
     }
 }
 
 pub(crate) trait DynService: Send + Sync {
     fn name(&self) -> &Arc<str>;
     fn status(&self) -> ServiceStatus;
-    /// What [`Managed::start`] does up to its first wait: the outcome, or the rest of the
-    /// start, boxed.
-    fn start_now(
-        &self,
-    ) -> Result<Result<(), ServiceError>, BoxFuture<'_, Result<(), ServiceError>>>;
-    fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
+    /// What [`Managed::start`] does up to its first wait.
+    fn start_now(&self) -> Begun<'_>;
+    /// What [`Managed::stop`] does up to its first wait.
+    fn stop_now(&self) -> Begun<'_>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     fn add_tally(&self, tally: &Arc<StatusTally>);
@@ -1479,9 +1474,19 @@ pub(crate) trait DynService: Send + Sync {
 
 impl dyn DynService + '_ {
     /// Starts the service as [`Managed::start`] does.
-    pub(crate) fn start(&self) -> ErasedStart<'_> {
-        ErasedStart {
+    pub(crate) fn start(&self) -> ErasedOp<'_> {
+        ErasedOp {
             service: self,
+            kind: OpKind::Start,
+            rest: None,
+        }
+    }
+
+    /// Stops the service as [`Managed::stop`] does.
+    pub(crate) fn stop(&self) -> ErasedOp<'_> {
+        ErasedOp {
+            service: self,
+            kind: OpKind::Stop,
             rest: None,
         }
     }
@@ -1496,15 +1501,28 @@ impl<S: Service> DynService for Managed<S> {
         self.inner.status()
     }
 
-    fn start_now(
-        &self,
-    ) -> Result<Result<(), ServiceError>, BoxFuture<'_, Result<(), ServiceError>>> {
+    fn start_now(&self) -> Begun<'_> {
         Managed::start_now(self)
             .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.start_awaiting(wait)) })
     }
 
-    fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
-        Box::pin(Managed::stop(self))
+    fn stop_now(&self) -> Begun<'_> {
+        // The two cases `Managed::stop` settles at once without an operation, decided the
+        // same way: stopped already, or running with nothing to await (`stop_inline`).
+        // Every other goes through `Managed::stop` itself, boxed.
+        {
+            let mut ctl = self.inner.lock();
+            if ctl.op.is_none() {
+                match self.inner.status() {
+                    ServiceStatus::Stopped => return Ok(Ok(())),
+                    ServiceStatus::Running if self.inner.stop_inline(&mut ctl) => {
+                        return Ok(Ok(()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(Box::pin(Managed::stop(self)))
     }
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {

@@ -18,7 +18,8 @@ use tracing::Instrument;
 
 use crate::health::{HealthReport, HealthStatus};
 use crate::managed::{
-    EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally, Subscriber,
+    Begun, EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally,
+    Subscriber,
 };
 use crate::restart::{Jitter, Restart, RestartPolicy};
 use crate::status::ServiceStatus;
@@ -1301,12 +1302,8 @@ async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
             .into_iter()
             .collect();
     }
-    on_level(level.iter().map(|&i| Err(entries[i].service.0.stop()))).await
+    on_level(level.iter().map(|&i| entries[i].service.0.stop_now())).await
 }
-
-/// What an operation on one service of a level gives when it begins: its outcome, or
-/// the rest of it to await.
-type Begun<'a> = Result<Result<(), ServiceError>, BoxFuture<'a, Result<(), ServiceError>>>;
 
 /// Begins one level's operations in order and awaits the ones that did not finish at
 /// once, concurrently; returns their errors, in level order.
