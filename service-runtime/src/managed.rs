@@ -152,24 +152,25 @@ struct Control {
     early_run_exit: Option<Option<Box<ServiceError>>>,
     last_error: Option<Box<ServiceError>>,
     subscribers: Vec<Subscriber>,
-    /// Kept up to date by every transition (a supervisor's probes read them).
-    tallies: Vec<Weak<StatusTally>>,
 }
 
 /// Where a transition sends its change.
 pub(crate) enum Subscriber {
     /// A [`Managed::subscribe`] stream (also a supervisor handle's): every field.
     Public(mpsc::UnboundedSender<StatusChange>),
-    /// A running supervisor, which knows the service by its entry index: a compact change
-    /// tagged with it, so the supervisor needs no name or address lookup, and no
-    /// wall-clock read or name clone is paid for it.
-    Entry {
+    /// A supervisor the service was added to, which knows it by its entry index. Every
+    /// transition keeps the supervisor's tally; once the supervisor runs, it also sends a
+    /// compact change tagged with the index, so the supervisor needs no name or address
+    /// lookup, and no wall-clock read or name clone is paid for it. Forgotten once the
+    /// supervisor is gone (its receiver dropped, after its run or unrun).
+    Supervisor {
         index: usize,
+        tally: Arc<StatusTally>,
         sender: mpsc::UnboundedSender<EntryChange>,
     },
 }
 
-/// A status change as a supervisor receives it (see [`Subscriber::Entry`]).
+/// A status change as a supervisor receives it (see [`Subscriber::Supervisor`]).
 #[derive(Debug)]
 pub(crate) struct EntryChange {
     /// The service's index among the supervisor's entries.
@@ -189,9 +190,17 @@ pub(crate) struct EntryChange {
 pub(crate) struct StatusTally {
     not_running: std::sync::atomic::AtomicUsize,
     changes: std::sync::atomic::AtomicU64,
+    /// Set when the supervisor starts running: from then on its services send it their
+    /// changes (before, nobody would read them).
+    observed: std::sync::atomic::AtomicBool,
 }
 
 impl StatusTally {
+    /// From now on, the services send their changes to the supervisor.
+    pub(crate) fn observe(&self) {
+        self.observed.store(true, Ordering::Release);
+    }
+
     /// How many of the services are not `running`.
     pub(crate) fn not_running(&self) -> usize {
         self.not_running.load(Ordering::Acquire)
@@ -306,7 +315,6 @@ impl<S: Service> Managed<S> {
                     early_run_exit: None,
                     last_error: None,
                     subscribers: Vec::new(),
-                    tallies: Vec::new(),
                 }),
                 watch: std::sync::OnceLock::new(),
                 service: Arc::new(RwLock::new(service)),
@@ -581,9 +589,10 @@ impl<S: Service> Inner<S> {
             None => tracing::info!(parent: &self.span(), %from, %to, ?duration, "status changed"),
         }
         if !ctl.subscribers.is_empty() {
-            // Built for the first public subscriber, if any: a supervisor alone needs
-            // neither the name nor the wall-clock time.
+            // Built for the first public subscriber, if any: a supervisor needs neither the
+            // name nor the wall-clock time.
             let mut change: Option<StatusChange> = None;
+            let running = ServiceStatus::Running;
             ctl.subscribers.retain(|subscriber| match subscriber {
                 Subscriber::Public(sender) => {
                     let change = change.get_or_insert_with(|| StatusChange {
@@ -596,34 +605,36 @@ impl<S: Service> Inner<S> {
                     });
                     sender.send(change.clone()).is_ok()
                 }
-                Subscriber::Entry { index, sender } => sender
-                    .send(EntryChange {
-                        index: *index,
-                        from,
-                        to,
-                        duration,
-                        error: error.clone().map(Box::new),
-                    })
-                    .is_ok(),
+                Subscriber::Supervisor {
+                    index,
+                    tally,
+                    sender,
+                } => {
+                    // The tally first: whoever gets the change sees the count include it.
+                    if from == running {
+                        tally.not_running.fetch_add(1, Ordering::AcqRel);
+                    } else if to == running {
+                        tally.not_running.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    tally.changes.fetch_add(1, Ordering::AcqRel);
+                    if tally.observed.load(Ordering::Acquire) {
+                        sender
+                            .send(EntryChange {
+                                index: *index,
+                                from,
+                                to,
+                                duration,
+                                error: error.clone().map(Box::new),
+                            })
+                            .is_ok()
+                    } else {
+                        !sender.is_closed()
+                    }
+                }
             });
         }
         if let Some(watch) = self.watch.get() {
             watch.send_replace(to);
-        }
-        if !ctl.tallies.is_empty() {
-            let running = ServiceStatus::Running;
-            ctl.tallies.retain(|tally| {
-                let Some(tally) = tally.upgrade() else {
-                    return false;
-                };
-                if from == running {
-                    tally.not_running.fetch_add(1, Ordering::AcqRel);
-                } else if to == running {
-                    tally.not_running.fetch_sub(1, Ordering::AcqRel);
-                }
-                tally.changes.fetch_add(1, Ordering::AcqRel);
-                true
-            });
         }
     }
 
@@ -1469,7 +1480,14 @@ pub(crate) trait DynService: Send + Sync {
     fn stop_now(&self) -> Begun<'_>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
-    fn add_tally(&self, tally: &Arc<StatusTally>);
+    /// Joins a supervisor as its entry `index`: counted in `tally` from its current
+    /// status, and its changes sent to `sender` once the supervisor runs.
+    fn join(
+        &self,
+        index: usize,
+        tally: &Arc<StatusTally>,
+        sender: mpsc::UnboundedSender<EntryChange>,
+    );
 }
 
 impl dyn DynService + '_ {
@@ -1533,13 +1551,22 @@ impl<S: Service> DynService for Managed<S> {
         self.inner.lock().subscribers.push(subscriber);
     }
 
-    fn add_tally(&self, tally: &Arc<StatusTally>) {
+    fn join(
+        &self,
+        index: usize,
+        tally: &Arc<StatusTally>,
+        sender: mpsc::UnboundedSender<EntryChange>,
+    ) {
         let mut ctl = self.inner.lock();
         // Under the lock that orders transitions: counted once, from its current status.
         if self.inner.status() != ServiceStatus::Running {
             tally.not_running.fetch_add(1, Ordering::AcqRel);
         }
-        ctl.tallies.push(Arc::downgrade(tally));
+        ctl.subscribers.push(Subscriber::Supervisor {
+            index,
+            tally: tally.clone(),
+            sender,
+        });
     }
 }
 

@@ -72,7 +72,15 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 pub struct Supervisor {
     entries: Vec<Entry>,
+    /// Entry indices by name, kept as services are added (while each name is fresh in
+    /// the cache, rather than in a pass over every service when the run begins).
+    names: HashMap<Arc<str>, usize>,
+    /// Names added more than once, in order.
+    duplicates: Vec<Arc<str>>,
     config_errors: Vec<String>,
+    /// Every service's changes, once the run observes them, tagged with its entry index.
+    events: mpsc::UnboundedReceiver<EntryChange>,
+    events_tx: mpsc::UnboundedSender<EntryChange>,
     shutdown_timeout: Duration,
     shared: Arc<Shared>,
     #[cfg(all(unix, feature = "systemd"))]
@@ -131,9 +139,14 @@ impl fmt::Debug for Supervisor {
 impl Supervisor {
     /// An empty supervisor with the default shutdown budget.
     pub fn new() -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
         Supervisor {
             entries: Vec::new(),
+            names: HashMap::new(),
+            duplicates: Vec::new(),
             config_errors: Vec::new(),
+            events,
+            events_tx,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             #[cfg(all(unix, feature = "systemd"))]
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
@@ -167,7 +180,14 @@ impl Supervisor {
                 .0
                 .add_subscriber(Subscriber::Public(subscriber.clone()));
         }
-        service.0.add_tally(&self.shared.tally);
+        let index = self.entries.len();
+        service
+            .0
+            .join(index, &self.shared.tally, self.events_tx.clone());
+        let name = service.0.name();
+        if self.names.insert(name.clone(), index).is_some() {
+            self.duplicates.push(name.clone());
+        }
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
         lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
@@ -359,16 +379,9 @@ impl Supervisor {
                 return Report { errors };
             }
         };
-        // Subscribed before the probes are served, so every change they could see is
-        // observed (and invalidates their cache).
-        let (events_tx, events) = mpsc::unbounded_channel();
-        for (index, entry) in self.entries.iter().enumerate() {
-            entry.service.0.add_subscriber(Subscriber::Entry {
-                index,
-                sender: events_tx.clone(),
-            });
-        }
-        drop(events_tx);
+        // Observed before the probes are served, so every change they could see is
+        // observed. (Each service joined the supervisor, with its index, when added.)
+        self.shared.tally.observe();
         #[cfg(feature = "http")]
         let _probes = match self
             .probes
@@ -392,8 +405,9 @@ impl Supervisor {
         };
         #[cfg(all(unix, feature = "systemd"))]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
+        drop(self.events_tx);
         let observer = Observer {
-            events,
+            events: self.events,
             deferred: VecDeque::new(),
             shared: self.shared.clone(),
         };
@@ -424,19 +438,23 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
-        for (i, entry) in self.entries.iter().enumerate() {
-            if index.insert(entry.service.0.name(), i).is_some() {
-                errors.push(SupervisorError::Config(format!(
-                    "two services are named `{}`; give one another name with `ServiceConfig::name`",
-                    entry.service.0.name()
-                )));
-            }
+        for name in &self.duplicates {
+            errors.push(SupervisorError::Config(format!(
+                "two services are named `{name}`; give one another name with `ServiceConfig::name`"
+            )));
         }
-        let mut deps = vec![Vec::new(); self.entries.len()];
+        // Only made when some service depends on another: nothing is owed otherwise.
+        let mut deps = Vec::new();
+        if self
+            .entries
+            .iter()
+            .any(|entry| !entry.depends_on.is_empty())
+        {
+            deps = vec![Vec::new(); self.entries.len()];
+        }
         for (i, entry) in self.entries.iter().enumerate() {
             for name in &entry.depends_on {
-                match index.get(name.as_str()) {
+                match self.names.get(name.as_str()) {
                     Some(&j) if j == i => errors.push(SupervisorError::Config(format!(
                         "service `{name}` depends on itself"
                     ))),
@@ -484,7 +502,10 @@ impl Supervisor {
                 }
             }
         };
-        let mut dependents = vec![Vec::new(); self.entries.len()];
+        let mut dependents = Vec::new();
+        if !deps.is_empty() {
+            dependents = vec![Vec::new(); self.entries.len()];
+        }
         for (i, ds) in deps.iter().enumerate() {
             for &d in ds {
                 dependents[d].push(i);
@@ -574,7 +595,9 @@ fn find_cycle(deps: &[Vec<usize>], stuck: &[usize]) -> Vec<usize> {
 }
 
 struct Plan {
+    /// What each service depends on; empty when no service depends on another.
     deps: Vec<Vec<usize>>,
+    /// What depends on each service; empty when no service depends on another.
     dependents: Vec<Vec<usize>>,
     /// Every service in start order: the levels one after another.
     order: Vec<usize>,
@@ -593,7 +616,10 @@ impl Plan {
 
     /// `root` and everything that depends on it, transitively, in start order.
     fn rest_for_one(&self, root: usize) -> Vec<usize> {
-        let mut member = vec![false; self.deps.len()];
+        if self.dependents.is_empty() {
+            return vec![root];
+        }
+        let mut member = vec![false; self.dependents.len()];
         member[root] = true;
         let mut queue = VecDeque::from([root]);
         while let Some(i) = queue.pop_front() {
@@ -608,7 +634,10 @@ impl Plan {
     }
 
     fn depends_transitively(&self, i: usize, on: usize) -> bool {
-        let mut stack = self.deps[i].clone();
+        let Some(deps) = self.deps.get(i) else {
+            return false;
+        };
+        let mut stack = deps.clone();
         let mut seen = vec![false; self.deps.len()];
         while let Some(d) = stack.pop() {
             if d == on {
@@ -774,8 +803,8 @@ impl Phase {
 /// Receives the status changes of the supervisor's services in every phase: keeps their
 /// figures (readiness and the probes' cache read the services' own tally instead), and
 /// queues the changes the running phase acts on when it cannot act at once. Each change
-/// carries the index of its entry (the subscription made by `Supervisor::run` says it),
-/// so nothing is looked up.
+/// carries the index of its entry (each service joined with it in `Supervisor::add`), so
+/// nothing is looked up.
 struct Observer {
     events: mpsc::UnboundedReceiver<EntryChange>,
     /// Changes observed but not acted on yet, in order.
