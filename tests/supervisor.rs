@@ -780,3 +780,26 @@ async fn a_service_moved_to_another_supervisor_is_known_by_its_new_entry() {
     );
     assert_eq!(first_handle.stats(), before, "the first supervisor is done");
 }
+
+/// Changes a service makes before its supervisor runs are not the supervisor's: they are
+/// neither recorded nor acted on (the supervisor observes from the start of its run).
+#[tokio::test(start_paused = true)]
+async fn changes_before_the_run_are_not_observed() {
+    let log = Log::default();
+    let early = managed(node(&log, "early"));
+    let supervisor = Supervisor::new().add(early.clone());
+    let handle = supervisor.handle();
+    early.start().await.unwrap();
+    early.stop().await.unwrap();
+    early.start().await.unwrap();
+    let report = supervisor.run_until(after_startup()).await;
+    assert!(report.is_success(), "{:?}", report.errors());
+    let stats = handle.stats();
+    assert_eq!(stats[0].restarts, 0);
+    assert_eq!(
+        stats[0].last_start_duration, None,
+        "started before the run, by hand"
+    );
+    assert!(stats[0].last_stop_duration.is_some(), "stopped by the run");
+    assert_eq!(early.status(), Stopped);
+}

@@ -159,14 +159,13 @@ pub(crate) enum Subscriber {
     /// A [`Managed::subscribe`] stream (also a supervisor handle's): every field.
     Public(mpsc::UnboundedSender<StatusChange>),
     /// A supervisor the service was added to, which knows it by its entry index. Every
-    /// transition keeps the supervisor's tally; once the supervisor runs, it also sends a
-    /// compact change tagged with the index, so the supervisor needs no name or address
-    /// lookup, and no wall-clock read or name clone is paid for it. Forgotten once the
-    /// supervisor is gone (its receiver dropped, after its run or unrun).
+    /// transition keeps the supervisor's tally; while the supervisor runs, it also posts
+    /// a compact change tagged with the index to the tally's mailbox, so the supervisor
+    /// needs no name or address lookup, and no wall-clock read or name clone is paid for
+    /// it. Forgotten once the supervisor's run is over.
     Supervisor {
         index: usize,
         tally: Arc<StatusTally>,
-        sender: mpsc::UnboundedSender<EntryChange>,
     },
 }
 
@@ -190,15 +189,62 @@ pub(crate) struct EntryChange {
 pub(crate) struct StatusTally {
     not_running: std::sync::atomic::AtomicUsize,
     changes: std::sync::atomic::AtomicU64,
-    /// Set when the supervisor starts running: from then on its services send it their
-    /// changes (before, nobody would read them).
-    observed: std::sync::atomic::AtomicBool,
+    /// [`IDLE`](Self::IDLE), [`OBSERVED`](Self::OBSERVED) or [`DONE`](Self::DONE).
+    state: AtomicU8,
+    /// The changes posted while the supervisor observes, in order, until it takes them:
+    /// one lock per change and one per batch taken, cheaper than a channel's per-item
+    /// bookkeeping (a supervisor takes them in batches anyway).
+    mailbox: Mutex<Vec<EntryChange>>,
+    /// Notified when a change lands in an empty mailbox.
+    arrived: tokio::sync::Notify,
 }
 
 impl StatusTally {
-    /// From now on, the services send their changes to the supervisor.
+    /// Before the run: changes are counted, not posted (nobody would read them).
+    const IDLE: u8 = 0;
+    /// During the run: changes are posted.
+    const OBSERVED: u8 = 1;
+    /// After the run: the services forget the supervisor at their next change.
+    const DONE: u8 = 2;
+
+    /// From now on, the services post their changes to the mailbox.
     pub(crate) fn observe(&self) {
-        self.observed.store(true, Ordering::Release);
+        self.state.store(Self::OBSERVED, Ordering::Release);
+    }
+
+    /// The run is over: nothing more is posted, and each service drops its subscription
+    /// at its next change.
+    pub(crate) fn close(&self) {
+        self.state.store(Self::DONE, Ordering::Release);
+        drop(std::mem::take(&mut *self.lock_mailbox()));
+    }
+
+    /// Moves every change posted so far into `into` (empty), in order.
+    pub(crate) fn take(&self, into: &mut Vec<EntryChange>) {
+        std::mem::swap(&mut *self.lock_mailbox(), into);
+    }
+
+    /// Completes when a change was posted since the last [`take`](Self::take) emptied
+    /// the mailbox (perhaps spuriously: the mailbox may be empty again).
+    pub(crate) async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    fn post(&self, change: EntryChange) {
+        let mut mailbox = self.lock_mailbox();
+        let first = mailbox.is_empty();
+        mailbox.push(change);
+        drop(mailbox);
+        if first {
+            self.arrived.notify_one();
+        }
+    }
+
+    fn lock_mailbox(&self) -> MutexGuard<'_, Vec<EntryChange>> {
+        // Only pushes and swaps happen under it: a poisoned mailbox is still consistent.
+        self.mailbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How many of the services are not `running`.
@@ -605,11 +651,7 @@ impl<S: Service> Inner<S> {
                     });
                     sender.send(change.clone()).is_ok()
                 }
-                Subscriber::Supervisor {
-                    index,
-                    tally,
-                    sender,
-                } => {
+                Subscriber::Supervisor { index, tally } => {
                     // The tally first: whoever gets the change sees the count include it.
                     if from == running {
                         tally.not_running.fetch_add(1, Ordering::AcqRel);
@@ -617,18 +659,19 @@ impl<S: Service> Inner<S> {
                         tally.not_running.fetch_sub(1, Ordering::AcqRel);
                     }
                     tally.changes.fetch_add(1, Ordering::AcqRel);
-                    if tally.observed.load(Ordering::Acquire) {
-                        sender
-                            .send(EntryChange {
+                    match tally.state.load(Ordering::Acquire) {
+                        StatusTally::IDLE => true,
+                        StatusTally::OBSERVED => {
+                            tally.post(EntryChange {
                                 index: *index,
                                 from,
                                 to,
                                 duration,
                                 error: error.clone().map(Box::new),
-                            })
-                            .is_ok()
-                    } else {
-                        !sender.is_closed()
+                            });
+                            true
+                        }
+                        _ => false,
                     }
                 }
             });
@@ -1481,13 +1524,8 @@ pub(crate) trait DynService: Send + Sync {
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
-    /// status, and its changes sent to `sender` once the supervisor runs.
-    fn join(
-        &self,
-        index: usize,
-        tally: &Arc<StatusTally>,
-        sender: mpsc::UnboundedSender<EntryChange>,
-    );
+    /// status, and its changes posted there while the supervisor runs.
+    fn join(&self, index: usize, tally: &Arc<StatusTally>);
 }
 
 impl dyn DynService + '_ {
@@ -1551,21 +1589,17 @@ impl<S: Service> DynService for Managed<S> {
         self.inner.lock().subscribers.push(subscriber);
     }
 
-    fn join(
-        &self,
-        index: usize,
-        tally: &Arc<StatusTally>,
-        sender: mpsc::UnboundedSender<EntryChange>,
-    ) {
+    fn join(&self, index: usize, tally: &Arc<StatusTally>) {
         let mut ctl = self.inner.lock();
         // Under the lock that orders transitions: counted once, from its current status.
         if self.inner.status() != ServiceStatus::Running {
             tally.not_running.fetch_add(1, Ordering::AcqRel);
         }
+        // Most services have this one subscriber: room for it alone.
+        ctl.subscribers.reserve_exact(1);
         ctl.subscribers.push(Subscriber::Supervisor {
             index,
             tally: tally.clone(),
-            sender,
         });
     }
 }

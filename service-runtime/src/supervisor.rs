@@ -72,15 +72,12 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 pub struct Supervisor {
     entries: Vec<Entry>,
-    /// Entry indices by name, kept as services are added (while each name is fresh in
-    /// the cache, rather than in a pass over every service when the run begins).
-    names: HashMap<Arc<str>, usize>,
-    /// Names added more than once, in order.
-    duplicates: Vec<Arc<str>>,
+    /// The services' names back to back, entry `i`'s ending at `name_ends[i]`: copied as
+    /// each service is added, so `plan` reads them from one buffer rather than following
+    /// every service's pointers to its name.
+    names: String,
+    name_ends: Vec<usize>,
     config_errors: Vec<String>,
-    /// Every service's changes, once the run observes them, tagged with its entry index.
-    events: mpsc::UnboundedReceiver<EntryChange>,
-    events_tx: mpsc::UnboundedSender<EntryChange>,
     shutdown_timeout: Duration,
     shared: Arc<Shared>,
     #[cfg(all(unix, feature = "systemd"))]
@@ -114,6 +111,13 @@ struct Shared {
     probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
 
+impl Drop for Shared {
+    /// The supervisor is gone (run or not): its services forget it at their next change.
+    fn drop(&mut self) {
+        self.tally.close();
+    }
+}
+
 impl Default for Supervisor {
     fn default() -> Self {
         Supervisor::new()
@@ -139,14 +143,11 @@ impl fmt::Debug for Supervisor {
 impl Supervisor {
     /// An empty supervisor with the default shutdown budget.
     pub fn new() -> Self {
-        let (events_tx, events) = mpsc::unbounded_channel();
         Supervisor {
             entries: Vec::new(),
-            names: HashMap::new(),
-            duplicates: Vec::new(),
+            names: String::new(),
+            name_ends: Vec::new(),
             config_errors: Vec::new(),
-            events,
-            events_tx,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             #[cfg(all(unix, feature = "systemd"))]
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
@@ -181,13 +182,9 @@ impl Supervisor {
                 .add_subscriber(Subscriber::Public(subscriber.clone()));
         }
         let index = self.entries.len();
-        service
-            .0
-            .join(index, &self.shared.tally, self.events_tx.clone());
-        let name = service.0.name();
-        if self.names.insert(name.clone(), index).is_some() {
-            self.duplicates.push(name.clone());
-        }
+        service.0.join(index, &self.shared.tally);
+        self.names.push_str(service.0.name());
+        self.name_ends.push(self.names.len());
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
         lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
@@ -405,9 +402,8 @@ impl Supervisor {
         };
         #[cfg(all(unix, feature = "systemd"))]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
-        drop(self.events_tx);
         let observer = Observer {
-            events: self.events,
+            inbox: Vec::new(),
             deferred: VecDeque::new(),
             shared: self.shared.clone(),
         };
@@ -438,10 +434,16 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        for name in &self.duplicates {
-            errors.push(SupervisorError::Config(format!(
-                "two services are named `{name}`; give one another name with `ServiceConfig::name`"
-            )));
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
+        let mut start = 0;
+        for (i, &end) in self.name_ends.iter().enumerate() {
+            let name = &self.names[start..end];
+            start = end;
+            if index.insert(name, i).is_some() {
+                errors.push(SupervisorError::Config(format!(
+                    "two services are named `{name}`; give one another name with `ServiceConfig::name`"
+                )));
+            }
         }
         // Only made when some service depends on another: nothing is owed otherwise.
         let mut deps = Vec::new();
@@ -454,7 +456,7 @@ impl Supervisor {
         }
         for (i, entry) in self.entries.iter().enumerate() {
             for name in &entry.depends_on {
-                match self.names.get(name.as_str()) {
+                match index.get(name.as_str()) {
                     Some(&j) if j == i => errors.push(SupervisorError::Config(format!(
                         "service `{name}` depends on itself"
                     ))),
@@ -806,7 +808,8 @@ impl Phase {
 /// carries the index of its entry (each service joined with it in `Supervisor::add`), so
 /// nothing is looked up.
 struct Observer {
-    events: mpsc::UnboundedReceiver<EntryChange>,
+    /// The batch taken from the mailbox (`StatusTally::take`), kept for its capacity.
+    inbox: Vec<EntryChange>,
     /// Changes observed but not acted on yet, in order.
     deferred: VecDeque<EntryChange>,
     shared: Arc<Shared>,
@@ -829,28 +832,27 @@ impl Observer {
         }
     }
 
-    /// Observes one change, to be acted on at once.
-    fn observe(&self, change: &EntryChange) {
-        Self::note(&mut lock(&self.shared.stats), change);
-    }
-
-    /// Observes `first` (if any) and every change already waiting, in one lock of the
-    /// figures; queues the ones the running phase will act on.
-    fn absorb(&mut self, first: Option<EntryChange>, phase: Phase) {
-        let Some(mut change) = first.or_else(|| self.events.try_recv().ok()) else {
+    /// Observes every change posted so far, in one lock of the figures; queues the ones
+    /// the running phase will act on.
+    fn absorb(&mut self, phase: Phase) {
+        self.shared.tally.take(&mut self.inbox);
+        if self.inbox.is_empty() {
             return;
-        };
+        }
         let mut stats = lock(&self.shared.stats);
-        loop {
+        for change in self.inbox.drain(..) {
             Self::note(&mut stats, &change);
             if phase.acts_on(&change) {
                 self.deferred.push_back(change);
             }
-            match self.events.try_recv() {
-                Ok(next) => change = next,
-                Err(_) => break,
-            }
         }
+    }
+}
+
+impl Drop for Observer {
+    /// The run is over: the services stop posting changes and forget the supervisor.
+    fn drop(&mut self) {
+        self.shared.tally.close();
     }
 }
 
@@ -925,6 +927,7 @@ impl Run {
     /// The running phase: act on failures and exits until a shutdown request.
     async fn supervise(&mut self, trigger: &mut Trigger<'_>) {
         let shutdown = self.shared.shutdown.clone();
+        let tally = self.shared.tally.clone();
         loop {
             let next_due = self.pending.iter().map(|p| p.due).min();
             let step = tokio::select! {
@@ -944,10 +947,10 @@ impl Run {
                         None => Step::Continue,
                     }
                 }
-                // `None` (no service left to report) disables this branch.
-                Some(change) = self.observer.events.recv() => {
-                    self.observer.observe(&change);
-                    self.on_change(change)
+                // Observed, then acted on in order through `deferred` above.
+                () = tally.arrived() => {
+                    self.observer.absorb(Phase::Running);
+                    Step::Continue
                 }
                 () = sleep_until_opt(next_due), if next_due.is_some() => {
                     Step::Continue
@@ -980,9 +983,7 @@ impl Run {
                     }
                     () = shutdown.requested() => return,
                     errors = &mut work => break errors,
-                    Some(change) = observer.events.recv() => {
-                        observer.absorb(Some(change), Phase::Running);
-                    }
+                    () = tally.arrived() => observer.absorb(Phase::Running),
                 }
             };
             self.report.errors.extend(done);
@@ -1166,7 +1167,7 @@ impl Run {
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        self.observer.absorb(None, Phase::Shutdown);
+        self.observer.absorb(Phase::Shutdown);
         if let Some((reason, forced)) = outcome {
             let abandoned: Vec<String> = self
                 .plan
@@ -1297,7 +1298,7 @@ async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) ->
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
         let poll = work.as_mut().poll(cx);
-        observer.absorb(None, phase);
+        observer.absorb(phase);
         poll
     })
     .await
