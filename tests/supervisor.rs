@@ -664,3 +664,150 @@ async fn stress_concurrent_start_and_stop() {
         );
     }
 }
+
+/// Every change reaches the supervisor tagged with its entry (its position, not its name):
+/// a failing service among quiet ones is the one restarted and counted, and subscribers
+/// (a handle's, also one taken before a later `add`, and the service's own) still get
+/// every change with all its fields.
+#[tokio::test(start_paused = true)]
+async fn changes_are_attributed_to_their_entry_and_subscribers_get_every_change() {
+    let log = Log::default();
+    let flaky = managed(Node {
+        run_fails_after: Some(Duration::from_secs(1)),
+        ..node(&log, "flaky")
+    });
+    let mut own = flaky.subscribe();
+    let supervisor = Supervisor::new().add(managed(node(&log, "first")));
+    let handle = supervisor.handle();
+    let mut all = handle.subscribe();
+    let supervisor = supervisor
+        .add(flaky.clone())
+        .restart(exact(Restart::Permanent))
+        .add(managed(node(&log, "last")));
+    // Fails at 1 s, restarted at 1.1 s, fails at 2.1 s, restarted at 2.3 s.
+    let report = supervisor
+        .run_until(tokio::time::sleep(Duration::from_millis(2500)))
+        .await;
+    assert!(report.is_success(), "{:?}", report.errors());
+    assert_eq!(report.errors().len(), 2, "{:?}", report.errors());
+
+    let stats = handle.stats();
+    let restarts: Vec<_> = stats
+        .iter()
+        .map(|s| (s.name.as_str(), s.restarts))
+        .collect();
+    assert_eq!(restarts, [("first", 0), ("flaky", 2), ("last", 0)]);
+    for stats in &stats {
+        assert_eq!(stats.status, Stopped);
+        assert_eq!(stats.last_start_duration, Some(Duration::ZERO), "{stats:?}");
+        assert!(stats.last_stop_duration.is_some(), "{stats:?}");
+    }
+
+    let mut changes = Vec::new();
+    while let Some(change) = all.try_recv() {
+        changes.push(change);
+    }
+    let of = |name: &str| -> Vec<_> {
+        changes
+            .iter()
+            .filter(|c| &*c.service == name)
+            .map(|c| (c.from, c.to))
+            .collect()
+    };
+    let quiet = [
+        (Stopped, Starting),
+        (Starting, Running),
+        (Running, Stopping),
+        (Stopping, Stopped),
+    ];
+    assert_eq!(of("first"), quiet);
+    assert_eq!(of("last"), quiet);
+    let flaky_changes = of("flaky");
+    assert_eq!(
+        flaky_changes,
+        history(&mut own),
+        "the service's own subscriber"
+    );
+    assert_eq!(
+        flaky_changes
+            .iter()
+            .filter(|c| **c == (Running, ServiceStatus::Error))
+            .count(),
+        2
+    );
+    for change in &changes {
+        assert!(change.at > std::time::UNIX_EPOCH);
+        assert_eq!(
+            change.error.is_some(),
+            change.to == ServiceStatus::Error,
+            "{change:?}"
+        );
+        if let Some(error) = &change.error {
+            assert!(error.to_string().contains("flaky lost its feed"), "{error}");
+        }
+    }
+}
+
+/// A handle run by one supervisor and then added to another at another position: the
+/// second supervisor attributes its changes to its own entry, and the first one, gone,
+/// no longer hears of them.
+#[tokio::test(start_paused = true)]
+async fn a_service_moved_to_another_supervisor_is_known_by_its_new_entry() {
+    let log = Log::default();
+    let moved = managed(Node {
+        run_fails_after: Some(Duration::from_millis(1500)),
+        ..node(&log, "moved")
+    });
+    let first = Supervisor::new().add(moved.clone());
+    let first_handle = first.handle();
+    assert!(first.run_until(after_startup()).await.is_success());
+    let before = first_handle.stats();
+
+    let second = Supervisor::new()
+        .add(managed(node(&log, "x")))
+        .add(managed(node(&log, "y")))
+        .add(moved.clone())
+        .restart(exact(Restart::Permanent));
+    let handle = second.handle();
+    let report = second
+        .run_until(tokio::time::sleep(Duration::from_secs(2)))
+        .await;
+    assert!(report.is_success(), "{:?}", report.errors());
+    let restarts: Vec<_> = handle
+        .stats()
+        .iter()
+        .map(|s| (s.name.clone(), s.restarts))
+        .collect();
+    assert_eq!(
+        restarts,
+        [
+            ("x".to_owned(), 0),
+            ("y".to_owned(), 0),
+            ("moved".to_owned(), 1)
+        ]
+    );
+    assert_eq!(first_handle.stats(), before, "the first supervisor is done");
+}
+
+/// Changes a service makes before its supervisor runs are not the supervisor's: they are
+/// neither recorded nor acted on (the supervisor observes from the start of its run).
+#[tokio::test(start_paused = true)]
+async fn changes_before_the_run_are_not_observed() {
+    let log = Log::default();
+    let early = managed(node(&log, "early"));
+    let supervisor = Supervisor::new().add(early.clone());
+    let handle = supervisor.handle();
+    early.start().await.unwrap();
+    early.stop().await.unwrap();
+    early.start().await.unwrap();
+    let report = supervisor.run_until(after_startup()).await;
+    assert!(report.is_success(), "{:?}", report.errors());
+    let stats = handle.stats();
+    assert_eq!(stats[0].restarts, 0);
+    assert_eq!(
+        stats[0].last_start_duration, None,
+        "started before the run, by hand"
+    );
+    assert!(stats[0].last_stop_duration.is_some(), "stopped by the run");
+    assert_eq!(early.status(), Stopped);
+}

@@ -151,9 +151,35 @@ struct Control {
     // Errors are boxed here: rare, and a `ServiceError` is 64 bytes in every service.
     early_run_exit: Option<Option<Box<ServiceError>>>,
     last_error: Option<Box<ServiceError>>,
-    subscribers: Vec<mpsc::UnboundedSender<StatusChange>>,
-    /// Kept up to date by every transition (a supervisor's probes read them).
-    tallies: Vec<Weak<StatusTally>>,
+    subscribers: Vec<Subscriber>,
+}
+
+/// Where a transition sends its change.
+pub(crate) enum Subscriber {
+    /// A [`Managed::subscribe`] stream (also a supervisor handle's): every field.
+    Public(mpsc::UnboundedSender<StatusChange>),
+    /// A supervisor the service was added to, which knows it by its entry index. Every
+    /// transition keeps the supervisor's tally; while the supervisor runs, it also posts
+    /// a compact change tagged with the index to the tally's mailbox, so the supervisor
+    /// needs no name or address lookup, and no wall-clock read or name clone is paid for
+    /// it. Forgotten once the supervisor's run is over.
+    Supervisor {
+        index: usize,
+        tally: Arc<StatusTally>,
+    },
+}
+
+/// A status change as a supervisor receives it (see [`Subscriber::Supervisor`]).
+#[derive(Debug)]
+pub(crate) struct EntryChange {
+    /// The service's index among the supervisor's entries.
+    pub(crate) index: usize,
+    pub(crate) from: ServiceStatus,
+    pub(crate) to: ServiceStatus,
+    /// Time spent in `from`.
+    pub(crate) duration: Duration,
+    // Boxed: rare, and it keeps every change (a slot of the channel) small.
+    pub(crate) error: Option<Box<ServiceError>>,
 }
 
 /// Counts, over a group of services, those not `running` and every status change. Kept by
@@ -163,9 +189,64 @@ struct Control {
 pub(crate) struct StatusTally {
     not_running: std::sync::atomic::AtomicUsize,
     changes: std::sync::atomic::AtomicU64,
+    /// [`IDLE`](Self::IDLE), [`OBSERVED`](Self::OBSERVED) or [`DONE`](Self::DONE).
+    state: AtomicU8,
+    /// The changes posted while the supervisor observes, in order, until it takes them:
+    /// one lock per change and one per batch taken, cheaper than a channel's per-item
+    /// bookkeeping (a supervisor takes them in batches anyway).
+    mailbox: Mutex<Vec<EntryChange>>,
+    /// Notified when a change lands in an empty mailbox.
+    arrived: tokio::sync::Notify,
 }
 
 impl StatusTally {
+    /// Before the run: changes are counted, not posted (nobody would read them).
+    const IDLE: u8 = 0;
+    /// During the run: changes are posted.
+    const OBSERVED: u8 = 1;
+    /// After the run: the services forget the supervisor at their next change.
+    const DONE: u8 = 2;
+
+    /// From now on, the services post their changes to the mailbox.
+    pub(crate) fn observe(&self) {
+        self.state.store(Self::OBSERVED, Ordering::Release);
+    }
+
+    /// The run is over: nothing more is posted, and each service drops its subscription
+    /// at its next change.
+    pub(crate) fn close(&self) {
+        self.state.store(Self::DONE, Ordering::Release);
+        drop(std::mem::take(&mut *self.lock_mailbox()));
+    }
+
+    /// Moves every change posted so far into `into` (empty), in order.
+    pub(crate) fn take(&self, into: &mut Vec<EntryChange>) {
+        std::mem::swap(&mut *self.lock_mailbox(), into);
+    }
+
+    /// Completes when a change was posted since the last [`take`](Self::take) emptied
+    /// the mailbox (perhaps spuriously: the mailbox may be empty again).
+    pub(crate) async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    fn post(&self, change: EntryChange) {
+        let mut mailbox = self.lock_mailbox();
+        let first = mailbox.is_empty();
+        mailbox.push(change);
+        drop(mailbox);
+        if first {
+            self.arrived.notify_one();
+        }
+    }
+
+    fn lock_mailbox(&self) -> MutexGuard<'_, Vec<EntryChange>> {
+        // Only pushes and swaps happen under it: a poisoned mailbox is still consistent.
+        self.mailbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// How many of the services are not `running`.
     pub(crate) fn not_running(&self) -> usize {
         self.not_running.load(Ordering::Acquire)
@@ -485,7 +566,6 @@ impl<S: Service> Managed<S> {
                     early_run_exit: None,
                     last_error: None,
                     subscribers: Vec::new(),
-                    tallies: Vec::new(),
                 }),
                 watch: std::sync::OnceLock::new(),
                 service: Arc::new(RwLock::new(service)),
@@ -527,7 +607,10 @@ impl<S: Service> Managed<S> {
     /// Every status change from now on, in order, with time and cause.
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.inner.lock().subscribers.push(sender);
+        self.inner
+            .lock()
+            .subscribers
+            .push(Subscriber::Public(sender));
         StatusChanges::from_receiver(receiver)
     }
 
@@ -573,42 +656,55 @@ impl<S: Service> Managed<S> {
     /// share one start and its result. From `error`, starts again (a restart), first
     /// running any cleanup still owed.
     pub async fn start(&self) -> Result<(), ServiceError> {
+        match self.start_now() {
+            Ok(outcome) => outcome,
+            Err(wait) => self.start_awaiting(wait).await,
+        }
+    }
+
+    /// Decides a start under the lock: its outcome when it needs no waiting (running
+    /// already, or started inline), otherwise the operation to await.
+    fn start_now(&self) -> Result<Result<(), ServiceError>, Wait> {
         loop {
-            let pending = {
-                let mut ctl = self.inner.lock();
-                if let Some(op) = &ctl.op {
-                    let wait = op.waiter(&ctl, &self.inner);
-                    match op.kind {
-                        OpKind::Start => Wait::Join(wait),
-                        OpKind::Stop | OpKind::RunStop => Wait::ThenRetry(wait),
+            let mut ctl = self.inner.lock();
+            if let Some(op) = &ctl.op {
+                let wait = op.waiter(&ctl, &self.inner);
+                return Err(match op.kind {
+                    OpKind::Start => Wait::Join(wait),
+                    OpKind::Stop | OpKind::RunStop => Wait::ThenRetry(wait),
+                });
+            }
+            match self.inner.status() {
+                ServiceStatus::Running => return Ok(Ok(())),
+                ServiceStatus::Stopped | ServiceStatus::Error => {
+                    if self.inner.start_inline(&mut ctl) {
+                        return Ok(Ok(()));
                     }
-                } else {
-                    match self.inner.status() {
-                        ServiceStatus::Running => return Ok(()),
-                        ServiceStatus::Stopped | ServiceStatus::Error => {
-                            if self.inner.start_inline(&mut ctl) {
-                                return Ok(());
-                            }
-                            Wait::Drive(self.inner.clone().begin_start(&mut ctl))
-                        }
-                        // Without an op these states cannot last; look again.
-                        ServiceStatus::Starting | ServiceStatus::Stopping => continue,
-                    }
+                    return Err(Wait::Drive(self.inner.clone().begin_start(&mut ctl)));
                 }
-            };
+                // Without an op these states cannot last; look again.
+                ServiceStatus::Starting | ServiceStatus::Stopping => {}
+            }
+        }
+    }
+
+    /// The rest of a start that [`start_now`](Self::start_now) could not finish.
+    async fn start_awaiting(&self, mut wait: Wait) -> Result<(), ServiceError> {
+        loop {
             // Waits for another call's operation are boxed: rare (concurrent calls), and
             // inline they would enlarge every `start()` and `stop()` future.
-            match pending {
+            match wait {
                 Wait::Drive(op) => return op.drive().await,
                 Wait::Join(op) => return Box::pin(op.wait(&self.inner)).await,
                 Wait::ThenRetry(op) => {
                     let _ = Box::pin(op.wait(&self.inner)).await;
                 }
-                Wait::RunStop(op, shutdown) => {
-                    shutdown.request();
-                    return op.wait(&self.inner).await;
-                }
+                Wait::RunStop(..) => unreachable!("only a stop begins a run stop"),
             }
+            wait = match self.start_now() {
+                Ok(outcome) => return outcome,
+                Err(wait) => wait,
+            };
         }
     }
 
@@ -621,54 +717,73 @@ impl<S: Service> Managed<S> {
     /// stop. Stopping a service that is starting cancels the start: `running` is never
     /// reported, and cleanup runs only if every init hook had completed.
     pub async fn stop(&self) -> Result<(), ServiceError> {
+        match self.stop_now() {
+            Ok(outcome) => outcome,
+            Err(wait) => self.stop_awaiting(wait).await,
+        }
+    }
+
+    /// Decides a stop under the lock: its outcome when it needs no waiting (stopped
+    /// already, or stopped inline), otherwise the operation to await (a run stop begun
+    /// here has its loop's shutdown requested already).
+    fn stop_now(&self) -> Result<Result<(), ServiceError>, Wait> {
         loop {
-            let pending = {
-                let mut ctl = self.inner.lock();
-                if let Some(op) = &ctl.op {
-                    let wait = op.waiter(&ctl, &self.inner);
-                    match (op.kind, &op.cancel) {
-                        (OpKind::Stop | OpKind::RunStop, _) => Wait::Join(wait),
-                        (OpKind::Start, cancel) => {
-                            if let Some(cancel) = cancel {
-                                cancel.request();
-                            }
-                            Wait::ThenRetry(wait)
+            let mut ctl = self.inner.lock();
+            if let Some(op) = &ctl.op {
+                let wait = op.waiter(&ctl, &self.inner);
+                return Err(match (op.kind, &op.cancel) {
+                    (OpKind::Stop | OpKind::RunStop, _) => Wait::Join(wait),
+                    (OpKind::Start, cancel) => {
+                        if let Some(cancel) = cancel {
+                            cancel.request();
                         }
+                        Wait::ThenRetry(wait)
                     }
-                } else {
-                    match self.inner.status() {
-                        ServiceStatus::Stopped => return Ok(()),
-                        ServiceStatus::Error if !ctl.cleanup_owed && ctl.components.is_empty() => {
-                            self.inner
-                                .transition(&mut ctl, ServiceStatus::Stopped, None);
-                            return Ok(());
-                        }
-                        ServiceStatus::Running | ServiceStatus::Error => {
-                            if self.inner.stop_inline(&mut ctl) {
-                                return Ok(());
-                            }
-                            match self.inner.begin_run_stop(&mut ctl) {
-                                Some((op, shutdown)) => Wait::RunStop(op, shutdown),
-                                None => Wait::Drive(self.inner.clone().begin_stop(&mut ctl)),
-                            }
-                        }
-                        ServiceStatus::Starting | ServiceStatus::Stopping => continue,
-                    }
+                });
+            }
+            match self.inner.status() {
+                ServiceStatus::Stopped => return Ok(Ok(())),
+                ServiceStatus::Error if !ctl.cleanup_owed && ctl.components.is_empty() => {
+                    self.inner
+                        .transition(&mut ctl, ServiceStatus::Stopped, None);
+                    return Ok(Ok(()));
                 }
-            };
+                ServiceStatus::Running | ServiceStatus::Error => {
+                    if self.inner.stop_inline(&mut ctl) {
+                        return Ok(Ok(()));
+                    }
+                    if let Some((wait, shutdown)) = self.inner.begin_run_stop(&mut ctl) {
+                        // Requested once the lock is released: the woken loop may end
+                        // the stop at once, on another thread, and take the lock.
+                        drop(ctl);
+                        shutdown.request();
+                        return Err(Wait::RunStop(wait));
+                    }
+                    return Err(Wait::Drive(self.inner.clone().begin_stop(&mut ctl)));
+                }
+                // Without an op these states cannot last; look again.
+                ServiceStatus::Starting | ServiceStatus::Stopping => {}
+            }
+        }
+    }
+
+    /// The rest of a stop that [`stop_now`](Self::stop_now) could not finish.
+    async fn stop_awaiting(&self, mut wait: Wait) -> Result<(), ServiceError> {
+        loop {
             // Waits for another call's operation are boxed: rare (concurrent calls), and
             // inline they would enlarge every `start()` and `stop()` future.
-            match pending {
+            match wait {
                 Wait::Drive(op) => return op.drive().await,
                 Wait::Join(op) => return Box::pin(op.wait(&self.inner)).await,
                 Wait::ThenRetry(op) => {
                     let _ = Box::pin(op.wait(&self.inner)).await;
                 }
-                Wait::RunStop(op, shutdown) => {
-                    shutdown.request();
-                    return op.wait(&self.inner).await;
-                }
+                Wait::RunStop(op) => return op.wait(&self.inner).await,
             }
+            wait = match self.stop_now() {
+                Ok(outcome) => return outcome,
+                Err(wait) => wait,
+            };
         }
     }
 
@@ -695,9 +810,9 @@ enum Wait {
     Join(OpWait),
     /// Let this operation finish, then decide again.
     ThenRetry(OpWait),
-    /// This call began a [`OpKind::RunStop`]: request the loop's shutdown (once the control lock
-    /// is released) and wait for the run task to end the stop.
-    RunStop(OpWait, Shutdown),
+    /// This call began an [`OpKind::RunStop`] (and requested the loop's shutdown): wait
+    /// for the run task to end the stop.
+    RunStop(OpWait),
 }
 
 impl<S: Service> Inner<S> {
@@ -761,34 +876,49 @@ impl<S: Service> Inner<S> {
             None => tracing::info!(parent: &self.span(), %from, %to, ?duration, "status changed"),
         }
         if !ctl.subscribers.is_empty() {
-            let change = StatusChange {
-                service: self.name.clone(),
-                from,
-                to,
-                at: SystemTime::now(),
-                duration,
-                error,
-            };
-            ctl.subscribers
-                .retain(|sender| sender.send(change.clone()).is_ok());
+            // Built for the first public subscriber, if any: a supervisor needs neither the
+            // name nor the wall-clock time.
+            let mut change: Option<StatusChange> = None;
+            let running = ServiceStatus::Running;
+            ctl.subscribers.retain(|subscriber| match subscriber {
+                Subscriber::Public(sender) => {
+                    let change = change.get_or_insert_with(|| StatusChange {
+                        service: self.name.clone(),
+                        from,
+                        to,
+                        at: SystemTime::now(),
+                        duration,
+                        error: error.clone(),
+                    });
+                    sender.send(change.clone()).is_ok()
+                }
+                Subscriber::Supervisor { index, tally } => {
+                    // The tally first: whoever gets the change sees the count include it.
+                    if from == running {
+                        tally.not_running.fetch_add(1, Ordering::AcqRel);
+                    } else if to == running {
+                        tally.not_running.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    tally.changes.fetch_add(1, Ordering::AcqRel);
+                    match tally.state.load(Ordering::Acquire) {
+                        StatusTally::IDLE => true,
+                        StatusTally::OBSERVED => {
+                            tally.post(EntryChange {
+                                index: *index,
+                                from,
+                                to,
+                                duration,
+                                error: error.clone().map(Box::new),
+                            });
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+            });
         }
         if let Some(watch) = self.watch.get() {
             watch.send_replace(to);
-        }
-        if !ctl.tallies.is_empty() {
-            let running = ServiceStatus::Running;
-            ctl.tallies.retain(|tally| {
-                let Some(tally) = tally.upgrade() else {
-                    return false;
-                };
-                if from == running {
-                    tally.not_running.fetch_add(1, Ordering::AcqRel);
-                } else if to == running {
-                    tally.not_running.fetch_sub(1, Ordering::AcqRel);
-                }
-                tally.changes.fetch_add(1, Ordering::AcqRel);
-                true
-            });
         }
     }
 
@@ -1715,14 +1845,77 @@ fn run_hook_name<S: Lifecycle>() -> &'static str {
 #[derive(Clone)]
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
 
+/// What a start or stop of a type-erased service gives when it begins: its outcome when
+/// it needed no waiting, or the rest of it, boxed.
+pub(crate) type Begun<'a> =
+    Result<Result<(), ServiceError>, BoxFuture<'a, Result<(), ServiceError>>>;
+
+/// The future of a type-erased start or stop: one that needs no waiting (most do)
+/// completes at its first poll without allocating; only one that must await is boxed.
+pub(crate) struct ErasedOp<'a> {
+    service: &'a dyn DynService,
+    kind: OpKind,
+    rest: Option<BoxFuture<'a, Result<(), ServiceError>>>,
+}
+
+impl Future for ErasedOp<'_> {
+    type Output = Result<(), ServiceError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>> {
+        let this = self.get_mut();
+        let rest = match &mut this.rest {
+            Some(rest) => rest,
+            // Begun at the first poll, as a lazy future would.
+            None => {
+                let begun = match this.kind {
+                    OpKind::Start => this.service.start_now(),
+                    OpKind::Stop | OpKind::RunStop => this.service.stop_now(),
+                };
+                match begun {
+                    Ok(outcome) => return Poll::Ready(outcome),
+                    Err(rest) => this.rest.insert(rest),
+                }
+            }
+        };
+        rest.as_mut().poll(cx)
+    }
+}
+
 pub(crate) trait DynService: Send + Sync {
     fn name(&self) -> &Arc<str>;
     fn status(&self) -> ServiceStatus;
-    fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
-    fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
+    /// What [`Managed::start`] does up to its first wait.
+    fn start_now(&self) -> Begun<'_>;
+    /// What [`Managed::stop`] does up to its first wait.
+    fn stop_now(&self) -> Begun<'_>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
-    fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>);
-    fn add_tally(&self, tally: &Arc<StatusTally>);
+    fn add_subscriber(&self, subscriber: Subscriber);
+    /// Joins a supervisor as its entry `index`: counted in `tally` from its current
+    /// status, and its changes posted there while the supervisor runs.
+    fn join(&self, index: usize, tally: &Arc<StatusTally>);
+}
+
+impl dyn DynService + '_ {
+    /// Starts the service as [`Managed::start`] does.
+    pub(crate) fn start(&self) -> ErasedOp<'_> {
+        ErasedOp {
+            service: self,
+            kind: OpKind::Start,
+            rest: None,
+        }
+    }
+
+    /// Stops the service as [`Managed::stop`] does.
+    pub(crate) fn stop(&self) -> ErasedOp<'_> {
+        ErasedOp {
+            service: self,
+            kind: OpKind::Stop,
+            rest: None,
+        }
+    }
 }
 
 impl<S: Service> DynService for Managed<S> {
@@ -1734,29 +1927,36 @@ impl<S: Service> DynService for Managed<S> {
         self.inner.status()
     }
 
-    fn start(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
-        Box::pin(Managed::start(self))
+    fn start_now(&self) -> Begun<'_> {
+        Managed::start_now(self)
+            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.start_awaiting(wait)) })
     }
 
-    fn stop(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
-        Box::pin(Managed::stop(self))
+    fn stop_now(&self) -> Begun<'_> {
+        Managed::stop_now(self)
+            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.stop_awaiting(wait)) })
     }
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         Box::pin(Managed::health(self))
     }
 
-    fn add_subscriber(&self, sender: mpsc::UnboundedSender<StatusChange>) {
-        self.inner.lock().subscribers.push(sender);
+    fn add_subscriber(&self, subscriber: Subscriber) {
+        self.inner.lock().subscribers.push(subscriber);
     }
 
-    fn add_tally(&self, tally: &Arc<StatusTally>) {
+    fn join(&self, index: usize, tally: &Arc<StatusTally>) {
         let mut ctl = self.inner.lock();
         // Under the lock that orders transitions: counted once, from its current status.
         if self.inner.status() != ServiceStatus::Running {
             tally.not_running.fetch_add(1, Ordering::AcqRel);
         }
-        ctl.tallies.push(Arc::downgrade(tally));
+        // Most services have this one subscriber: room for it alone.
+        ctl.subscribers.reserve_exact(1);
+        ctl.subscribers.push(Subscriber::Supervisor {
+            index,
+            tally: tally.clone(),
+        });
     }
 }
 

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::process::{ExitCode, Termination};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,7 +17,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::health::{HealthReport, HealthStatus};
-use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally};
+use crate::managed::{
+    Begun, EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally,
+    Subscriber,
+};
 use crate::restart::{Jitter, Restart, RestartPolicy};
 use crate::status::ServiceStatus;
 use crate::util::join_all;
@@ -70,6 +72,11 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 pub struct Supervisor {
     entries: Vec<Entry>,
+    /// The services' names back to back, entry `i`'s ending at `name_ends[i]`: copied as
+    /// each service is added, so `plan` reads them from one buffer rather than following
+    /// every service's pointers to its name.
+    names: String,
+    name_ends: Vec<usize>,
     config_errors: Vec<String>,
     shutdown_timeout: Duration,
     shared: Arc<Shared>,
@@ -104,6 +111,13 @@ struct Shared {
     probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
 
+impl Drop for Shared {
+    /// The supervisor is gone (run or not): its services forget it at their next change.
+    fn drop(&mut self) {
+        self.tally.close();
+    }
+}
+
 impl Default for Supervisor {
     fn default() -> Self {
         Supervisor::new()
@@ -131,6 +145,8 @@ impl Supervisor {
     pub fn new() -> Self {
         Supervisor {
             entries: Vec::new(),
+            names: String::new(),
+            name_ends: Vec::new(),
             config_errors: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             #[cfg(all(unix, feature = "systemd"))]
@@ -161,9 +177,14 @@ impl Supervisor {
         let policy = managed.config().restart;
         let service = managed.erased();
         for subscriber in lock(&self.shared.subscribers).iter() {
-            service.0.add_subscriber(subscriber.clone());
+            service
+                .0
+                .add_subscriber(Subscriber::Public(subscriber.clone()));
         }
-        service.0.add_tally(&self.shared.tally);
+        let index = self.entries.len();
+        service.0.join(index, &self.shared.tally);
+        self.names.push_str(service.0.name());
+        self.name_ends.push(self.names.len());
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
         lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
@@ -346,7 +367,7 @@ impl Supervisor {
     }
 
     async fn run(self, mut trigger: Trigger<'_>, poke: Option<Arc<Notify>>) -> Report {
-        let mut plan = match self.plan() {
+        let plan = match self.plan() {
             Ok(plan) => plan,
             Err(errors) => {
                 for error in &errors {
@@ -355,13 +376,9 @@ impl Supervisor {
                 return Report { errors };
             }
         };
-        // Subscribed before the probes are served, so every change they could see is
-        // observed (and invalidates their cache).
-        let (events_tx, events) = mpsc::unbounded_channel();
-        for entry in &self.entries {
-            entry.service.0.add_subscriber(events_tx.clone());
-        }
-        drop(events_tx);
+        // Observed before the probes are served, so every change they could see is
+        // observed. (Each service joined the supervisor, with its index, when added.)
+        self.shared.tally.observe();
         #[cfg(feature = "http")]
         let _probes = match self
             .probes
@@ -385,12 +402,11 @@ impl Supervisor {
         };
         #[cfg(all(unix, feature = "systemd"))]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
-        let observer = Observer::new(
-            &self.entries,
-            std::mem::take(&mut plan.index),
-            events,
-            &self.shared,
-        );
+        let observer = Observer {
+            inbox: Vec::new(),
+            deferred: VecDeque::new(),
+            shared: self.shared.clone(),
+        };
         let mut run = Run {
             #[cfg(all(unix, feature = "systemd"))]
             systemd,
@@ -418,16 +434,26 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        let mut index = ByName::with_capacity_and_hasher(self.entries.len(), Default::default());
-        for (i, entry) in self.entries.iter().enumerate() {
-            if index.insert(entry.service.0.name().clone(), i).is_some() {
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
+        let mut start = 0;
+        for (i, &end) in self.name_ends.iter().enumerate() {
+            let name = &self.names[start..end];
+            start = end;
+            if index.insert(name, i).is_some() {
                 errors.push(SupervisorError::Config(format!(
-                    "two services are named `{}`; give one another name with `ServiceConfig::name`",
-                    entry.service.0.name()
+                    "two services are named `{name}`; give one another name with `ServiceConfig::name`"
                 )));
             }
         }
-        let mut deps = vec![Vec::new(); self.entries.len()];
+        // Only made when some service depends on another: nothing is owed otherwise.
+        let mut deps = Vec::new();
+        if self
+            .entries
+            .iter()
+            .any(|entry| !entry.depends_on.is_empty())
+        {
+            deps = vec![Vec::new(); self.entries.len()];
+        }
         for (i, entry) in self.entries.iter().enumerate() {
             for name in &entry.depends_on {
                 match index.get(name.as_str()) {
@@ -478,14 +504,16 @@ impl Supervisor {
                 }
             }
         };
-        let mut dependents = vec![Vec::new(); self.entries.len()];
+        let mut dependents = Vec::new();
+        if !deps.is_empty() {
+            dependents = vec![Vec::new(); self.entries.len()];
+        }
         for (i, ds) in deps.iter().enumerate() {
             for &d in ds {
                 dependents[d].push(i);
             }
         }
         Ok(Plan {
-            index,
             deps,
             dependents,
             order,
@@ -569,8 +597,9 @@ fn find_cycle(deps: &[Vec<usize>], stuck: &[usize]) -> Vec<usize> {
 }
 
 struct Plan {
-    index: ByName,
+    /// What each service depends on; empty when no service depends on another.
     deps: Vec<Vec<usize>>,
+    /// What depends on each service; empty when no service depends on another.
     dependents: Vec<Vec<usize>>,
     /// Every service in start order: the levels one after another.
     order: Vec<usize>,
@@ -589,7 +618,10 @@ impl Plan {
 
     /// `root` and everything that depends on it, transitively, in start order.
     fn rest_for_one(&self, root: usize) -> Vec<usize> {
-        let mut member = vec![false; self.deps.len()];
+        if self.dependents.is_empty() {
+            return vec![root];
+        }
+        let mut member = vec![false; self.dependents.len()];
         member[root] = true;
         let mut queue = VecDeque::from([root]);
         while let Some(i) = queue.pop_front() {
@@ -604,7 +636,10 @@ impl Plan {
     }
 
     fn depends_transitively(&self, i: usize, on: usize) -> bool {
-        let mut stack = self.deps[i].clone();
+        let Some(deps) = self.deps.get(i) else {
+            return false;
+        };
+        let mut stack = deps.clone();
         let mut seen = vec![false; self.deps.len()];
         while let Some(d) = stack.pop() {
             if d == on {
@@ -742,62 +777,6 @@ struct Figures {
     last_stop_duration: Option<Duration>,
 }
 
-/// Entry indices by the address of the service's name: every [`StatusChange`] carries a
-/// clone of that `Arc<str>`, so its entry is found without hashing the name.
-type ByAddress = HashMap<usize, usize, BuildHasherDefault<FastHasher>>;
-
-/// Entry indices by name.
-type ByName = HashMap<Arc<str>, usize, BuildHasherDefault<FastHasher>>;
-
-/// A multiplicative hash, word by word, for the supervisor's own maps: its keys are the
-/// program's service names and addresses, not input an attacker chooses.
-#[derive(Default)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        // The product's best bits are its high ones; the table indexes by the low ones.
-        self.0.rotate_left(26)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut buffer = [0; 8];
-            buffer.copy_from_slice(word);
-            self.mix(u64::from_le_bytes(buffer));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut buffer = [0; 8];
-            buffer[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(buffer));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.mix(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.mix(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-}
-
-fn address(name: &Arc<str>) -> usize {
-    Arc::as_ptr(name).cast::<u8>() as usize
-}
-
 /// The phase a change is observed in, which decides whether the running phase must act
 /// on it later.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -812,7 +791,7 @@ enum Phase {
 }
 
 impl Phase {
-    fn acts_on(self, change: &StatusChange) -> bool {
+    fn acts_on(self, change: &EntryChange) -> bool {
         let failed_or_exited = change.to == ServiceStatus::Error
             || (change.from, change.to) == (ServiceStatus::Stopping, ServiceStatus::Stopped);
         match self {
@@ -825,115 +804,55 @@ impl Phase {
 
 /// Receives the status changes of the supervisor's services in every phase: keeps their
 /// figures (readiness and the probes' cache read the services' own tally instead), and
-/// queues the changes the running phase acts on when it cannot act at once.
+/// queues the changes the running phase acts on when it cannot act at once. Each change
+/// carries the index of its entry (each service joined with it in `Supervisor::add`), so
+/// nothing is looked up.
 struct Observer {
-    events: mpsc::UnboundedReceiver<StatusChange>,
-    /// The address of each entry's name.
-    addresses: Vec<usize>,
-    /// The entry of the last change: changes mostly come in start (or stop) order, so the
-    /// next one is usually this entry or a neighbour.
-    last: usize,
-    /// Made at the first change that is not of a neighbour.
-    by_address: Option<ByAddress>,
-    /// By name, should a change ever carry another copy of the name.
-    by_name: ByName,
+    /// The batch taken from the mailbox (`StatusTally::take`), kept for its capacity.
+    inbox: Vec<EntryChange>,
     /// Changes observed but not acted on yet, in order.
-    deferred: VecDeque<(usize, StatusChange)>,
+    deferred: VecDeque<EntryChange>,
     shared: Arc<Shared>,
 }
 
 impl Observer {
-    /// Starts observing; `events` is already subscribed to every entry.
-    fn new(
-        entries: &[Entry],
-        by_name: ByName,
-        events: mpsc::UnboundedReceiver<StatusChange>,
-        shared: &Arc<Shared>,
-    ) -> Self {
-        let addresses = entries
-            .iter()
-            .map(|entry| address(entry.service.0.name()))
-            .collect();
-        Observer {
-            events,
-            addresses,
-            last: 0,
-            by_address: None,
-            by_name,
-            deferred: VecDeque::new(),
-            shared: shared.clone(),
-        }
-    }
-
-    /// The entry a change is of.
-    fn entry_of(&mut self, change: &StatusChange) -> Option<usize> {
-        let wanted = address(&change.service);
-        for candidate in [self.last, self.last + 1, self.last.wrapping_sub(1)] {
-            if self.addresses.get(candidate) == Some(&wanted) {
-                self.last = candidate;
-                return Some(candidate);
-            }
-        }
-        let addresses = &self.addresses;
-        let i = self
-            .by_address
-            .get_or_insert_with(|| {
-                addresses
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &address)| (address, i))
-                    .collect()
-            })
-            .get(&wanted)
-            .or_else(|| self.by_name.get(&change.service))
-            .copied()?;
-        self.last = i;
-        Some(i)
-    }
-
-    /// Records one change; returns its entry.
-    fn note(&mut self, stats: &mut [Figures], change: &StatusChange) -> Option<usize> {
-        let i = self.entry_of(change)?;
-        if let Some(figures) = stats.get_mut(i) {
-            match (change.from, change.to) {
-                (ServiceStatus::Starting, ServiceStatus::Running) => {
-                    figures.last_start_duration = Some(change.duration);
-                }
-                (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
-                    figures.last_stop_duration = Some(change.duration);
-                }
-                _ => {}
-            }
-        }
-        Some(i)
-    }
-
-    /// Observes one change, to be acted on at once; returns its entry.
-    fn observe(&mut self, change: &StatusChange) -> Option<usize> {
-        let shared = self.shared.clone();
-        self.note(&mut lock(&shared.stats), change)
-    }
-
-    /// Observes `first` (if any) and every change already waiting, in one lock of the
-    /// figures; queues the ones the running phase will act on.
-    fn absorb(&mut self, first: Option<StatusChange>, phase: Phase) {
-        let Some(mut change) = first.or_else(|| self.events.try_recv().ok()) else {
+    /// Records one change in its entry's figures.
+    fn note(stats: &mut [Figures], change: &EntryChange) {
+        let Some(figures) = stats.get_mut(change.index) else {
             return;
         };
-        let shared = self.shared.clone();
-        let mut stats = lock(&shared.stats);
-        loop {
-            if let Some(i) = self.note(&mut stats, &change) {
-                if phase.acts_on(&change) {
-                    self.deferred.push_back((i, change));
-                }
+        match (change.from, change.to) {
+            (ServiceStatus::Starting, ServiceStatus::Running) => {
+                figures.last_start_duration = Some(change.duration);
             }
-            match self.events.try_recv() {
-                Ok(next) => change = next,
-                Err(_) => break,
+            (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
+                figures.last_stop_duration = Some(change.duration);
+            }
+            _ => {}
+        }
+    }
+
+    /// Observes every change posted so far, in one lock of the figures; queues the ones
+    /// the running phase will act on.
+    fn absorb(&mut self, phase: Phase) {
+        self.shared.tally.take(&mut self.inbox);
+        if self.inbox.is_empty() {
+            return;
+        }
+        let mut stats = lock(&self.shared.stats);
+        for change in self.inbox.drain(..) {
+            Self::note(&mut stats, &change);
+            if phase.acts_on(&change) {
+                self.deferred.push_back(change);
             }
         }
-        drop(stats);
+    }
+}
+
+impl Drop for Observer {
+    /// The run is over: the services stop posting changes and forget the supervisor.
+    fn drop(&mut self) {
+        self.shared.tally.close();
     }
 }
 
@@ -1008,6 +927,7 @@ impl Run {
     /// The running phase: act on failures and exits until a shutdown request.
     async fn supervise(&mut self, trigger: &mut Trigger<'_>) {
         let shutdown = self.shared.shutdown.clone();
+        let tally = self.shared.tally.clone();
         loop {
             let next_due = self.pending.iter().map(|p| p.due).min();
             let step = tokio::select! {
@@ -1023,16 +943,14 @@ impl Run {
                 // Changes observed while a restart or the startup ran, in order.
                 () = std::future::ready(()), if !self.observer.deferred.is_empty() => {
                     match self.observer.deferred.pop_front() {
-                        Some((i, change)) => self.on_change(i, change),
+                        Some(change) => self.on_change(change),
                         None => Step::Continue,
                     }
                 }
-                // `None` (no service left to report) disables this branch.
-                Some(change) = self.observer.events.recv() => {
-                    match self.observer.observe(&change) {
-                        Some(i) => self.on_change(i, change),
-                        None => Step::Continue,
-                    }
+                // Observed, then acted on in order through `deferred` above.
+                () = tally.arrived() => {
+                    self.observer.absorb(Phase::Running);
+                    Step::Continue
                 }
                 () = sleep_until_opt(next_due), if next_due.is_some() => {
                     Step::Continue
@@ -1065,9 +983,7 @@ impl Run {
                     }
                     () = shutdown.requested() => return,
                     errors = &mut work => break errors,
-                    Some(change) = observer.events.recv() => {
-                        observer.absorb(Some(change), Phase::Running);
-                    }
+                    () = tally.arrived() => observer.absorb(Phase::Running),
                 }
             };
             self.report.errors.extend(done);
@@ -1082,8 +998,9 @@ impl Run {
         }
     }
 
-    /// Decides what an observed status change of entry `i` means.
-    fn on_change(&mut self, i: usize, change: StatusChange) -> Step {
+    /// Decides what an observed status change of an entry means.
+    fn on_change(&mut self, change: EntryChange) -> Step {
+        let i = change.index;
         if change.to == ServiceStatus::Running {
             self.states[i].running_since = Some(Instant::now());
         }
@@ -1095,7 +1012,7 @@ impl Run {
         // still in that state (a later change may already have superseded it).
         match (change.from, change.to, service.status()) {
             (_, ServiceStatus::Error, ServiceStatus::Error) => {
-                self.on_failure(i, change.error, false)
+                self.on_failure(i, change.error.map(|error| *error), false)
             }
             (ServiceStatus::Stopping, ServiceStatus::Stopped, ServiceStatus::Stopped) => {
                 if self.entries[i].policy.restart == Restart::Permanent {
@@ -1250,7 +1167,7 @@ impl Run {
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        self.observer.absorb(None, Phase::Shutdown);
+        self.observer.absorb(Phase::Shutdown);
         if let Some((reason, forced)) = outcome {
             let abandoned: Vec<String> = self
                 .plan
@@ -1381,7 +1298,7 @@ async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) ->
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
         let poll = work.as_mut().poll(cx);
-        observer.absorb(None, phase);
+        observer.absorb(phase);
         poll
     })
     .await
@@ -1389,28 +1306,53 @@ async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) ->
 
 /// Starts one level's services concurrently; returns their errors.
 async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| service.0.start()).await
+    if let [i] = *level {
+        // One service (every level when nothing depends): no list, no join.
+        return entries[i]
+            .service
+            .0
+            .start()
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    on_level(level.iter().map(|&i| entries[i].service.0.start_now())).await
 }
 
 /// Stops one level's services concurrently; returns their errors.
 async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| service.0.stop()).await
+    if let [i] = *level {
+        return entries[i]
+            .service
+            .0
+            .stop()
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    on_level(level.iter().map(|&i| entries[i].service.0.stop_now())).await
 }
 
-type LevelOp = for<'a> fn(&'a ErasedService) -> BoxFuture<'a, Result<(), ServiceError>>;
-
-/// Runs `op` on one level's services concurrently; returns their errors.
-async fn on_level(entries: &[Entry], level: &[usize], op: LevelOp) -> Vec<ServiceError> {
-    if let [i] = *level {
-        // One service (every level when nothing depends): no list, no join.
-        return op(&entries[i].service).await.err().into_iter().collect();
+/// Begins one level's operations in order and awaits the ones that did not finish at
+/// once, concurrently; returns their errors, in level order.
+async fn on_level<'a>(ops: impl Iterator<Item = Begun<'a>>) -> Vec<ServiceError> {
+    let mut outcomes = Vec::new();
+    let mut waiting = Vec::new();
+    for op in ops {
+        outcomes.push(match op {
+            Ok(outcome) => Some(outcome),
+            Err(rest) => {
+                waiting.push(rest);
+                None
+            }
+        });
     }
-    let ops: Vec<BoxFuture<'_, Result<(), ServiceError>>> =
-        level.iter().map(|&i| op(&entries[i].service)).collect();
-    join_all(ops)
-        .await
+    let mut waited = join_all(waiting).await.into_iter();
+    outcomes
         .into_iter()
-        .filter_map(Result::err)
+        .filter_map(|outcome| outcome.or_else(|| waited.next())?.err())
         .collect()
 }
 
@@ -1474,7 +1416,7 @@ impl SupervisorHandle {
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
         for service in self.services().iter() {
-            service.0.add_subscriber(sender.clone());
+            service.0.add_subscriber(Subscriber::Public(sender.clone()));
         }
         lock(&self.shared.subscribers).push(sender);
         StatusChanges::from_receiver(receiver)
