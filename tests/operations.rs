@@ -637,3 +637,96 @@ fn a_run_stop_awaited_outside_any_runtime_waits_for_the_loop_on_its_own() {
     );
     assert_eq!(service.status(), ServiceStatus::Error);
 }
+
+#[test]
+fn a_run_stop_awaited_outside_any_runtime_still_ends_at_its_deadline() {
+    #[derive(Service, Default)]
+    #[service(name = "deaf", stop_timeout = "100ms")]
+    struct Deaf;
+
+    #[lifecycle]
+    impl Deaf {
+        #[run]
+        async fn spin(&self, _shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+
+    let loops = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let service = Managed::new(Deaf);
+    loops.block_on(service.start()).unwrap();
+    let error = block_on_without_tokio(service.stop()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `deaf`: run hook `spin` timed out after 100ms"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+}
+
+/// A loop aborted at a stop's deadline while it blocked its thread returns later, during
+/// the next start: its exit must not be taken for the new loop's.
+#[test]
+fn a_stale_loop_returning_during_the_next_start_does_not_fail_it() {
+    #[derive(Service, Default)]
+    #[service(name = "flusher", stop_timeout = "50ms")]
+    struct Flusher {
+        starts: Arc<AtomicUsize>,
+        stale_returned: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[lifecycle]
+    impl Flusher {
+        #[init]
+        async fn open(&mut self) -> Result<(), std::io::Error> {
+            if self.starts.fetch_add(1, Ordering::SeqCst) == 1 {
+                // The second start waits until the first loop has returned.
+                while !self.stale_returned.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            Ok(())
+        }
+
+        #[run]
+        async fn flush(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            shutdown.requested().await;
+            if self.stale_returned.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // A synchronous flush that blocks the worker past the stop timeout.
+            std::thread::sleep(Duration::from_millis(300));
+            self.stale_returned.store(true, Ordering::SeqCst);
+            Err(std::io::Error::other("stale loop"))
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let service = Managed::new(Flusher::default());
+    runtime.block_on(async {
+        service.start().await.unwrap();
+        let stopper = service.clone();
+        let stopped = tokio::spawn(async move { stopper.stop().await })
+            .await
+            .unwrap();
+        assert_eq!(
+            stopped.unwrap_err().to_string(),
+            "service `flusher`: run hook `flush` timed out after 50ms"
+        );
+        let starter = service.clone();
+        tokio::spawn(async move { starter.start().await })
+            .await
+            .unwrap()
+            .expect("the old loop's error belongs to the stop that timed out");
+        assert_eq!(service.status(), ServiceStatus::Running);
+    });
+    runtime.shutdown_background();
+}

@@ -19,7 +19,7 @@ use crate::__private::{ComponentEntry, HookFuture};
 use crate::Shutdown;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
-use crate::op::OpShared;
+use crate::op::{OpShared, ResultWait};
 use crate::service::{Lifecycle, Service, ServiceConfig};
 use crate::status::ServiceStatus;
 use crate::util::{catch_unwind_future, panic_message};
@@ -319,7 +319,7 @@ impl OpWait {
 /// part of every run-loop service's `stop()` future, and the compiler's layout of the
 /// `async` version took 300 bytes for these few fields.
 struct RunStopWait<'a, S: Service> {
-    shared: &'a Arc<OpShared>,
+    result: ResultWait<'a>,
     /// If this wait is dropped half-way, something must still end the stop by its
     /// deadline should the loop never return.
     watchdog: WatchdogOnDrop<'a, S>,
@@ -334,9 +334,12 @@ enum RunStopStage {
     Yielded,
     /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
     Timed(Pin<Box<tokio::time::Sleep>>),
-    /// Polled outside any tokio runtime (`futures::executor::block_on`, say): no timer
-    /// to arm; the loop, on its own runtime, was asked to return.
+    /// Polled outside any tokio runtime (`futures::executor::block_on`, say): no tokio
+    /// timer to arm; a thread ends the stop at its deadline.
     Untimed,
+    /// The deadline passed and the stop was ended (by this wait or another): its result
+    /// is on its way (the waker is registered).
+    TimedOut,
 }
 
 fn wait_run_stop<'a, S: Service>(
@@ -346,7 +349,7 @@ fn wait_run_stop<'a, S: Service>(
     deadline: Instant,
 ) -> RunStopWait<'a, S> {
     RunStopWait {
-        shared,
+        result: shared.wait(),
         watchdog: WatchdogOnDrop {
             inner,
             id,
@@ -364,7 +367,7 @@ impl<S: Service> Future for RunStopWait<'_, S> {
         // Every field is `Unpin` (the timer is boxed).
         let this = self.get_mut();
         loop {
-            if let Poll::Ready(result) = this.shared.poll_result(cx) {
+            if let Poll::Ready(result) = this.result.poll_result(cx) {
                 this.watchdog.armed = false;
                 return Poll::Ready(result);
             }
@@ -384,16 +387,22 @@ impl<S: Service> Future for RunStopWait<'_, S> {
                         Ok(_) => {
                             RunStopStage::Timed(Box::pin(tokio::time::sleep_until(this.deadline)))
                         }
-                        Err(_) => RunStopStage::Untimed,
+                        Err(_) => {
+                            let watchdog = &this.watchdog;
+                            time_out_on_a_thread(watchdog.inner, watchdog.id, this.deadline);
+                            RunStopStage::Untimed
+                        }
                     };
                 }
-                RunStopStage::Untimed => return Poll::Pending,
+                RunStopStage::Untimed | RunStopStage::TimedOut => return Poll::Pending,
                 RunStopStage::Timed(timer) => {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    // Ends the stop (unless it just ended): the next look finds the result.
+                    // Ends the stop, unless another party just did (and completes it after
+                    // releasing the control lock): either way the result is coming.
                     this.watchdog.inner.time_out_run_stop(this.watchdog.id);
+                    this.stage = RunStopStage::TimedOut;
                 }
             }
         }
@@ -419,18 +428,38 @@ impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
             }
             run_stop_deadline(&ctl, self.inner)
         };
-        // Without a runtime there is no timer: the loop was asked to stop, and a later
-        // call's wait enforces the deadline.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let inner = Arc::downgrade(self.inner);
-            let id = self.id;
-            drop(runtime.spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                if let Some(inner) = inner.upgrade() {
-                    inner.time_out_run_stop(id);
-                }
-            }));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let inner = Arc::downgrade(self.inner);
+                let id = self.id;
+                drop(runtime.spawn(async move {
+                    tokio::time::sleep_until(deadline).await;
+                    if let Some(inner) = inner.upgrade() {
+                        inner.time_out_run_stop(id);
+                    }
+                }));
+            }
+            Err(_) => time_out_on_a_thread(self.inner, self.id, deadline),
         }
+    }
+}
+
+/// Ends the [`OpKind::RunStop`] `id` at `deadline` from a thread of its own: for a stop
+/// awaited outside any tokio runtime, where there is no timer to arm (rare; a thread per
+/// such stop).
+fn time_out_on_a_thread<S: Service>(inner: &Arc<Inner<S>>, id: u64, deadline: Instant) {
+    let inner = Arc::downgrade(inner);
+    let deadline = deadline.into_std();
+    let spawned = std::thread::Builder::new()
+        .name("service-stop-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+            if let Some(inner) = inner.upgrade() {
+                inner.time_out_run_stop(id);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no thread for a stop's deadline: the stop waits for its run loop");
     }
 }
 
@@ -468,7 +497,8 @@ impl<S: Service> OpGuard<S> {
     /// in between joins it and gets its result, so the order is safe.
     fn finish(mut self) {
         self.finished = true;
-        self.inner.lock().op = None;
+        let id = self.id;
+        self.inner.lock().op.take_if(|op| op.id == id);
     }
 }
 
@@ -967,6 +997,8 @@ impl<S: Service> Inner<S> {
     /// Registers a start operation and returns it for the caller to drive. Called with
     /// `ctl` held, no op in flight, status `stopped` or `error`.
     fn begin_start(self: Arc<Self>, ctl: &mut Control) -> Arc<OpShared> {
+        // Only the loop this start spawns may report an early exit.
+        ctl.early_run_exit = None;
         let cancel = Shutdown::new();
         let restart_cleanup = self.status() == ServiceStatus::Error
             && (ctl.cleanup_owed || !ctl.components.is_empty());
@@ -1470,6 +1502,9 @@ impl<S: Service> Inner<S> {
                 }
                 None
             }
+            // A loop of an earlier run (aborted at a stop's deadline while it blocked its
+            // thread) had its shutdown requested; the loop this start spawned has not.
+            ServiceStatus::Starting if signal.is_requested() => error,
             ServiceStatus::Starting => {
                 ctl.early_run_exit = Some(error.map(Box::new));
                 None
@@ -1503,13 +1538,15 @@ impl<S: Service> Inner<S> {
             self.end_run_stop(ctl, op, Some(error));
         } else if self.status() == ServiceStatus::Running {
             ctl.run = None;
-            let error = self.logged(self.hook_error(
+            // Not logged as a failure: it happens at every program exit that leaves a
+            // service running; the transition records it (at info level).
+            let error = self.hook_error(
                 HookKind::Run,
                 run_hook_name::<S>(),
                 HookFailure::Error(Arc::from(BoxError::from(
                     "its task was dropped before it returned (its tokio runtime shut down)",
                 ))),
-            ));
+            );
             self.transition(&mut ctl, ServiceStatus::Error, Some(error));
         }
     }

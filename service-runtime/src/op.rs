@@ -31,10 +31,12 @@ struct State {
     driver: Option<Waker>,
     /// Set once the work ended (or was dropped before its end), for the waiters.
     result: Option<OpResult>,
-    /// Woken once `result` is set. A plain list rather than a `Notify`: a wait is then a
-    /// `poll_fn` of one reference, where a `Notified` would add ~100 bytes to every
-    /// `stop()` future. A waiter dropped early leaves its waker, woken once for nothing.
-    waiters: Vec<Waker>,
+    /// Woken once `result` is set, one slot per waiting [`ResultWait`]. A plain list
+    /// rather than a `Notify`: a wait is then a reference and a slot number, where a
+    /// `Notified` would add ~100 bytes to every `stop()` future. A wait dropped early
+    /// empties its slot, which the next wait reuses: the list never outgrows the number
+    /// of waits alive at once.
+    waiters: Vec<Option<Waker>>,
 }
 
 enum Work {
@@ -193,31 +195,76 @@ impl OpShared {
             }
             std::mem::take(&mut state.waiters)
         };
-        for waker in waiters {
+        for waker in waiters.into_iter().flatten() {
             waker.wake();
         }
     }
 
     /// Waits for the result (does not move the work anywhere; see [`join`](Self::join)).
-    pub(crate) fn wait(&self) -> impl Future<Output = OpResult> + '_ {
-        poll_fn(|cx| self.poll_result(cx))
+    pub(crate) fn wait(&self) -> ResultWait<'_> {
+        ResultWait {
+            shared: self,
+            slot: None,
+        }
     }
+}
 
+/// Waits for an operation's result (see [`OpShared::wait`]).
+pub(crate) struct ResultWait<'a> {
+    shared: &'a OpShared,
+    /// This wait's place in `State::waiters`, once it registered.
+    slot: Option<usize>,
+}
+
+impl ResultWait<'_> {
     /// The result if the operation ended; otherwise `cx` is woken when it does.
-    pub(crate) fn poll_result(&self, cx: &mut Context<'_>) -> Poll<OpResult> {
-        let mut state = self.lock();
+    pub(crate) fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<OpResult> {
+        let mut state = self.shared.lock();
         if let Some(result) = &state.result {
             return Poll::Ready(result.clone());
         }
         // Checked and registered under one lock, so `complete` cannot be missed.
-        if !state
-            .waiters
-            .iter()
-            .any(|waker| waker.will_wake(cx.waker()))
-        {
-            state.waiters.push(cx.waker().clone());
+        let waiters = &mut state.waiters;
+        match self.slot {
+            Some(slot) => match &mut waiters[slot] {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            },
+            None => {
+                let waker = Some(cx.waker().clone());
+                match waiters.iter().position(Option::is_none) {
+                    Some(free) => {
+                        waiters[free] = waker;
+                        self.slot = Some(free);
+                    }
+                    None => {
+                        waiters.push(waker);
+                        self.slot = Some(waiters.len() - 1);
+                    }
+                }
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Future for ResultWait<'_> {
+    type Output = OpResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult> {
+        self.get_mut().poll_result(cx)
+    }
+}
+
+impl Drop for ResultWait<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut state = self.shared.lock();
+            // Once the result is set the list went to `complete`: nothing to free.
+            if state.result.is_none() {
+                state.waiters[slot] = None;
+            }
+        }
     }
 }
 
@@ -229,5 +276,36 @@ impl Drop for HandOverOnDrop<'_> {
         if let Some(shared) = self.0 {
             shared.hand_over();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::OpShared;
+
+    #[test]
+    fn dropped_waits_free_their_slots_and_the_rest_are_woken() {
+        let shared = OpShared::ended_elsewhere();
+        let mut cx = Context::from_waker(Waker::noop());
+        // Waits polled once and dropped, one after another: one slot, reused.
+        for _ in 0..1_000 {
+            let mut wait = pin!(shared.wait());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(shared.lock().waiters.len(), 1);
+        // Three alive at once: three slots; results reach every one.
+        let mut waits: Vec<_> = (0..3).map(|_| Box::pin(shared.wait())).collect();
+        for wait in &mut waits {
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(shared.lock().waiters.len(), 3);
+        shared.complete(Ok(()));
+        for wait in &mut waits {
+            assert!(matches!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        }
+        assert!(shared.lock().waiters.is_empty());
     }
 }

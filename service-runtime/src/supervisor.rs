@@ -379,6 +379,13 @@ impl Supervisor {
         // Observed before the probes are served, so every change they could see is
         // observed. (Each service joined the supervisor, with its index, when added.)
         self.shared.tally.observe();
+        // Made at once: its drop closes the mailbox however the run ends (a probe address
+        // that cannot be bound, a `run` future dropped while the probes start).
+        let observer = Observer {
+            inbox: Vec::new(),
+            deferred: VecDeque::new(),
+            shared: self.shared.clone(),
+        };
         #[cfg(feature = "http")]
         let _probes = match self
             .probes
@@ -402,11 +409,6 @@ impl Supervisor {
         };
         #[cfg(all(unix, feature = "systemd"))]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
-        let observer = Observer {
-            inbox: Vec::new(),
-            deferred: VecDeque::new(),
-            shared: self.shared.clone(),
-        };
         let mut run = Run {
             #[cfg(all(unix, feature = "systemd"))]
             systemd,
