@@ -1071,21 +1071,27 @@ impl<S: Service> Inner<S> {
     /// Ends a [`OpKind::RunStop`] (taken out of `ctl`): `stopped`, or `error` with `error`; its
     /// waiters get the outcome.
     fn end_run_stop(&self, mut ctl: MutexGuard<'_, Control>, op: Op, error: Option<ServiceError>) {
-        ctl.cleanup_owed = false;
         // Taken by a timeout; otherwise the loop's task is ending (or gone): detach it.
         ctl.run = None;
-        let result = match error {
+        let result = self.end_stop(&mut ctl, error);
+        drop(ctl);
+        op.shared.complete(result);
+    }
+
+    /// The last step of every stop: nothing is owed any more; `stopped`, or `error` with
+    /// `error`, which is also the stop's outcome.
+    fn end_stop(&self, ctl: &mut Control, error: Option<ServiceError>) -> Result<(), ServiceError> {
+        ctl.cleanup_owed = false;
+        match error {
             None => {
-                self.transition(&mut ctl, ServiceStatus::Stopped, None);
+                self.transition(ctl, ServiceStatus::Stopped, None);
                 Ok(())
             }
             Some(error) => {
-                self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
+                self.transition(ctl, ServiceStatus::Error, Some(error.clone()));
                 Err(error)
             }
-        };
-        drop(ctl);
-        op.shared.complete(result);
+        }
     }
 
     /// Builds an operation's work around `sequence` (which ends with the final
@@ -1142,18 +1148,8 @@ impl<S: Service> Inner<S> {
             )
         };
         let errors = self.stop_steps(run, components, cleanup).await;
-        let mut ctl = self.lock();
-        ctl.cleanup_owed = false;
-        match ServiceError::combine(&self.name, errors) {
-            None => {
-                self.transition(&mut ctl, ServiceStatus::Stopped, None);
-                Ok(())
-            }
-            Some(error) => {
-                self.transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
-                Err(error)
-            }
-        }
+        let error = ServiceError::combine(&self.name, errors);
+        self.end_stop(&mut self.lock(), error)
     }
 
     /// Stops the run loop, the components (in reverse) and runs the cleanup hooks (in
