@@ -1887,7 +1887,8 @@ pub(crate) type Begun<'a> =
 /// completes at its first poll without allocating; only one that must await is boxed.
 pub(crate) struct ErasedOp<'a> {
     service: &'a dyn DynService,
-    kind: OpKind,
+    /// A start (`true`) or a stop.
+    start: bool,
     rest: Option<BoxFuture<'a, Result<(), ServiceError>>>,
 }
 
@@ -1903,9 +1904,10 @@ impl Future for ErasedOp<'_> {
             Some(rest) => rest,
             // Begun at the first poll, as a lazy future would.
             None => {
-                let begun = match this.kind {
-                    OpKind::Start => this.service.start_now(),
-                    OpKind::Stop | OpKind::RunStop => this.service.stop_now(),
+                let begun = if this.start {
+                    this.service.start_now()
+                } else {
+                    this.service.stop_now()
                 };
                 match begun {
                     Ok(outcome) => return Poll::Ready(outcome),
@@ -1936,7 +1938,7 @@ impl dyn DynService + '_ {
     pub(crate) fn start(&self) -> ErasedOp<'_> {
         ErasedOp {
             service: self,
-            kind: OpKind::Start,
+            start: true,
             rest: None,
         }
     }
@@ -1945,7 +1947,7 @@ impl dyn DynService + '_ {
     pub(crate) fn stop(&self) -> ErasedOp<'_> {
         ErasedOp {
             service: self,
-            kind: OpKind::Stop,
+            start: false,
             rest: None,
         }
     }
