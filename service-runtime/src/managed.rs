@@ -688,13 +688,13 @@ impl<S: Service> Managed<S> {
     pub async fn start(&self) -> Result<(), ServiceError> {
         match self.start_now() {
             Ok(outcome) => outcome,
-            Err(wait) => self.start_awaiting(wait).await,
+            Err(wait) => self.awaiting(wait, Self::start_now).await,
         }
     }
 
     /// Decides a start under the lock: its outcome when it needs no waiting (running
     /// already, or started inline), otherwise the operation to await.
-    fn start_now(&self) -> Result<Result<(), ServiceError>, Wait> {
+    fn start_now(&self) -> Decided {
         loop {
             let mut ctl = self.inner.lock();
             if let Some(op) = &ctl.op {
@@ -718,26 +718,6 @@ impl<S: Service> Managed<S> {
         }
     }
 
-    /// The rest of a start that [`start_now`](Self::start_now) could not finish.
-    async fn start_awaiting(&self, mut wait: Wait) -> Result<(), ServiceError> {
-        loop {
-            // Waits for another call's operation are boxed: rare (concurrent calls), and
-            // inline they would enlarge every `start()` and `stop()` future.
-            match wait {
-                Wait::Drive(op) => return op.drive().await,
-                Wait::Join(op) => return Box::pin(op.wait(&self.inner)).await,
-                Wait::ThenRetry(op) => {
-                    let _ = Box::pin(op.wait(&self.inner)).await;
-                }
-                Wait::RunStop(..) => unreachable!("only a stop begins a run stop"),
-            }
-            wait = match self.start_now() {
-                Ok(outcome) => return outcome,
-                Err(wait) => wait,
-            };
-        }
-    }
-
     /// Stops the service: the run loop is told to shut down and awaited (up to the stop
     /// timeout), components stop in reverse field order, cleanup hooks run in reverse
     /// source order. Every cleanup runs even if one fails; all errors are returned
@@ -749,14 +729,14 @@ impl<S: Service> Managed<S> {
     pub async fn stop(&self) -> Result<(), ServiceError> {
         match self.stop_now() {
             Ok(outcome) => outcome,
-            Err(wait) => self.stop_awaiting(wait).await,
+            Err(wait) => self.awaiting(wait, Self::stop_now).await,
         }
     }
 
     /// Decides a stop under the lock: its outcome when it needs no waiting (stopped
     /// already, or stopped inline), otherwise the operation to await (a run stop begun
     /// here has its loop's shutdown requested already).
-    fn stop_now(&self) -> Result<Result<(), ServiceError>, Wait> {
+    fn stop_now(&self) -> Decided {
         loop {
             let mut ctl = self.inner.lock();
             if let Some(op) = &ctl.op {
@@ -797,8 +777,14 @@ impl<S: Service> Managed<S> {
         }
     }
 
-    /// The rest of a stop that [`stop_now`](Self::stop_now) could not finish.
-    async fn stop_awaiting(&self, mut wait: Wait) -> Result<(), ServiceError> {
+    /// The rest of a start or stop that `decide` ([`start_now`](Self::start_now) or
+    /// [`stop_now`](Self::stop_now)) could not finish: awaits the operation, and decides
+    /// again after one it only had to let finish.
+    async fn awaiting(
+        &self,
+        mut wait: Wait,
+        decide: fn(&Self) -> Decided,
+    ) -> Result<(), ServiceError> {
         loop {
             // Waits for another call's operation are boxed: rare (concurrent calls), and
             // inline they would enlarge every `start()` and `stop()` future.
@@ -810,7 +796,7 @@ impl<S: Service> Managed<S> {
                 }
                 Wait::RunStop(op) => return op.wait(&self.inner).await,
             }
-            wait = match self.stop_now() {
+            wait = match decide(self) {
                 Ok(outcome) => return outcome,
                 Err(wait) => wait,
             };
@@ -832,6 +818,9 @@ impl<S: Service> Managed<S> {
         ErasedService(Arc::new(self.clone()))
     }
 }
+
+/// What `start_now`/`stop_now` decide: the outcome, or the operation still to await.
+type Decided = Result<Result<(), ServiceError>, Wait>;
 
 enum Wait {
     /// Run this operation, begun by this call, and return its outcome.
@@ -1964,12 +1953,12 @@ impl<S: Service> DynService for Managed<S> {
 
     fn start_now(&self) -> Begun<'_> {
         Managed::start_now(self)
-            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.start_awaiting(wait)) })
+            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.awaiting(wait, Self::start_now)) })
     }
 
     fn stop_now(&self) -> Begun<'_> {
         Managed::stop_now(self)
-            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.stop_awaiting(wait)) })
+            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.awaiting(wait, Self::stop_now)) })
     }
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {

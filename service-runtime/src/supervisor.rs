@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use crate::health::{HealthReport, HealthStatus};
 use crate::managed::{
-    Begun, EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges, StatusTally,
-    Subscriber,
+    Begun, DynService, EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges,
+    StatusTally, Subscriber,
 };
 use crate::restart::{Jitter, Restart, RestartPolicy};
 use crate::status::ServiceStatus;
@@ -1308,38 +1308,30 @@ async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) ->
 
 /// Starts one level's services concurrently; returns their errors.
 async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    if let [i] = *level {
-        // One service (every level when nothing depends): no list, no join.
-        return entries[i]
-            .service
-            .0
-            .start()
-            .await
-            .err()
-            .into_iter()
-            .collect();
-    }
-    on_level(level.iter().map(|&i| entries[i].service.0.start_now())).await
+    on_level(entries, level, |service| service.start_now()).await
 }
 
 /// Stops one level's services concurrently; returns their errors.
 async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    if let [i] = *level {
-        return entries[i]
-            .service
-            .0
-            .stop()
-            .await
-            .err()
-            .into_iter()
-            .collect();
-    }
-    on_level(level.iter().map(|&i| entries[i].service.0.stop_now())).await
+    on_level(entries, level, |service| service.stop_now()).await
 }
 
-/// Begins one level's operations in order and awaits the ones that did not finish at
-/// once, concurrently; returns their errors, in level order.
-async fn on_level<'a>(ops: impl Iterator<Item = Begun<'a>>) -> Vec<ServiceError> {
+/// Begins the operation `begin` on each of a level's services in order and awaits the
+/// ones that did not finish at once, concurrently; returns their errors, in level order.
+async fn on_level<'a>(
+    entries: &'a [Entry],
+    level: &[usize],
+    begin: impl Fn(&'a dyn DynService) -> Begun<'a>,
+) -> Vec<ServiceError> {
+    if let [i] = *level {
+        // One service (every level when nothing depends): no list, no join.
+        let outcome = match begin(&*entries[i].service.0) {
+            Ok(outcome) => outcome,
+            Err(rest) => rest.await,
+        };
+        return outcome.err().into_iter().collect();
+    }
+    let ops = level.iter().map(|&i| begin(&*entries[i].service.0));
     let mut outcomes = Vec::new();
     let mut waiting = Vec::new();
     for op in ops {
