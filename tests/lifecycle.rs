@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fault, Log, history, settle, watched};
+use common::{DropFlag, Fault, Log, history, settle, watched};
 use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
 use service_runtime::{
     HealthDetail, HealthReport, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown,
@@ -790,14 +790,6 @@ async fn component_health_nests_critical_and_optional() {
 }
 
 // ---- run loops that do not listen, per-hook timeouts, dropped handles ----
-
-struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
 
 #[derive(Service)]
 #[service(start_timeout = "10s", stop_timeout = "2s")]

@@ -2,6 +2,8 @@
 //! spawned task when that caller goes away or another call waits, abandoned (ending in
 //! `error`) only when its runtime shuts down.
 
+mod common;
+
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
+use common::DropFlag;
 use service_runtime::Service;
 use service_runtime::{Managed, ServiceError, ServiceStatus, lifecycle};
 
@@ -410,13 +413,7 @@ struct Looper {
 impl Looper {
     #[run]
     async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
-        struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for OnDrop {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let _on_drop = OnDrop(self.dropped.clone());
+        let _on_drop = DropFlag(self.dropped.clone());
         if self.ignores {
             std::future::pending::<()>().await;
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Fault, Log, history};
+use common::{DropFlag, Fault, Log, history};
 use service_runtime::ServiceStatus::{Running, Starting, Stopped, Stopping};
 use service_runtime::{
     EXIT_CONFIG, EXIT_SHUTDOWN_TIMEOUT, HealthStatus, Managed, Restart, RestartPolicy, Service,
@@ -29,14 +29,6 @@ struct Node {
     /// Set when the run loop's future is dropped.
     run_dropped: Arc<AtomicBool>,
     active: Arc<AtomicU32>,
-}
-
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 #[lifecycle]

@@ -2,6 +2,8 @@
 //! the `run_until` future stays in the caller's task. No timing is asserted: the
 //! timeouts only turn a hang into a failure.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Poll;
@@ -9,6 +11,8 @@ use std::time::Duration;
 
 use service_runtime::{Managed, Service, ServiceStatus, Shutdown, Supervisor, lifecycle};
 use tokio::sync::Notify;
+
+use common::DropFlag;
 
 /// Only a hang guard.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -18,14 +22,6 @@ struct Worker {
     /// Set when the run loop's future is dropped.
     dropped: Arc<AtomicBool>,
     inits: Arc<AtomicU32>,
-}
-
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 #[lifecycle]

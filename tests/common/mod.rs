@@ -2,6 +2,7 @@
 //! inject, and a recorder of status changes.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use service_runtime::{Managed, Service, ServiceStatus, StatusChanges};
@@ -88,4 +89,13 @@ pub fn watched<S: Service>(service: S) -> (Managed<S>, StatusChanges) {
     let managed = Managed::new(service);
     let changes = managed.subscribe();
     (managed, changes)
+}
+
+/// Sets its flag when dropped: held in a run loop's future, it tells the loop was dropped.
+pub struct DropFlag(pub Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
