@@ -502,6 +502,68 @@ async fn every_waiter_of_a_run_stop_gets_the_loops_error() {
     assert_eq!(service.status(), ServiceStatus::Running);
 }
 
+/// A loop whose first stop fails and whose later stops succeed.
+#[derive(Service, Default)]
+#[service(name = "flaky", stop_timeout = "1h")]
+struct Flaky {
+    stops: AtomicUsize,
+}
+
+#[lifecycle]
+impl Flaky {
+    #[run]
+    async fn pump(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+        shutdown.requested().await;
+        match self.stops.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(std::io::Error::other("first flush failed")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Polls `future` once.
+fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(future).poll(&mut cx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stops_outcome_waits_for_its_caller_across_later_stops() {
+    let service = Managed::new(Flaky::default());
+    service.start().await.unwrap();
+    // Begun, then not polled while its loop ends the stop, a restart and a second stop.
+    let mut first = Box::pin(service.stop());
+    assert!(poll_once(&mut first).is_pending());
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(service.status(), ServiceStatus::Error);
+    service.start().await.unwrap();
+    let mut second = Box::pin(service.stop());
+    assert!(poll_once(&mut second).is_pending());
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+    // A third, begun and dropped after its end: its outcome goes with it.
+    service.start().await.unwrap();
+    let mut third = Box::pin(service.stop());
+    assert!(poll_once(&mut third).is_pending());
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    drop(third);
+    // Each caller gets its own stop's outcome, whatever the order it looks in.
+    second.await.unwrap();
+    let error = first.await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `flaky`: run hook `pump` failed: first flush failed"
+    );
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stop_after_the_loop_returned_on_its_own_does_not_wait_for_it() {
     #[derive(Service)]

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{RwLock, RwLockReadGuard, mpsc, watch};
@@ -152,6 +152,28 @@ struct Control {
     early_run_exit: Option<Option<Box<ServiceError>>>,
     last_error: Option<Box<ServiceError>>,
     subscribers: Vec<Subscriber>,
+    /// The outcome of the last [`OpKind::RunStop`] that ended before the call that began
+    /// it took it (see [`Op::beginner`]).
+    run_stop_outcome: Option<RunStopOutcome>,
+    /// Older untaken outcomes: a run stop ended while the outcome of an earlier one
+    /// still waited for its caller's next poll (rare, so boxed: 8 bytes in every service).
+    more_run_stop_outcomes: Option<Box<Vec<RunStopOutcome>>>,
+}
+
+/// Takes the outcome of the ended [`OpKind::RunStop`] `id` out of `ctl`, if it is there.
+fn take_run_stop_outcome(ctl: &mut Control, id: u64) -> Option<Result<(), ServiceError>> {
+    let outcome = match ctl.run_stop_outcome.take_if(|(of, _)| *of == id) {
+        Some(outcome) => outcome,
+        None => {
+            let more = ctl.more_run_stop_outcomes.as_mut()?;
+            let at = more.iter().position(|(of, _)| *of == id)?;
+            more.swap_remove(at)
+        }
+    };
+    Some(match outcome.1 {
+        None => Ok(()),
+        Some(error) => Err(*error),
+    })
 }
 
 /// Where a transition sends its change.
@@ -275,20 +297,45 @@ struct Op {
     kind: OpKind,
     /// Tells the op apart from later ones (its abandonment guard checks it).
     id: u64,
-    shared: Arc<OpShared>,
+    /// Where the result reaches the calls that wait for it. A start or stop has one from
+    /// its beginning (its work lives there). A [`OpKind::RunStop`] gets one only when
+    /// another call joins it: the call that began it waits through `beginner` and
+    /// [`Control::run_stop_outcome`], so a stop of a run-loop service allocates nothing.
+    shared: Option<Arc<OpShared>>,
+    /// [`OpKind::RunStop`] only: the call that began the stop still waits for it (with its
+    /// waker once it polled); `None` once that call went away.
+    beginner: Option<Option<Waker>>,
     /// Requested by `stop()` to cancel a start in flight; starts only.
     cancel: Option<Shutdown>,
 }
 
 impl Op {
-    /// How another call waits for this operation (`ctl` is the control it is in).
-    fn waiter<S: Service>(&self, ctl: &Control, inner: &Inner<S>) -> OpWait {
-        OpWait {
-            shared: self.shared.clone(),
-            run_stop: (self.kind == OpKind::RunStop)
-                .then(|| (self.id, run_stop_deadline(ctl, inner))),
+    /// How another call waits for this operation (`deadline`: see [`run_stop_deadline`]).
+    fn waiter(&mut self, deadline: Instant) -> OpWait {
+        match self.kind {
+            OpKind::Start | OpKind::Stop => OpWait::Op(
+                self.shared
+                    .clone()
+                    .expect("a start or stop has its shared state from its beginning"),
+            ),
+            OpKind::RunStop => OpWait::RunStop {
+                id: self.id,
+                deadline,
+                shared: Some(
+                    self.shared
+                        .get_or_insert_with(OpShared::ended_elsewhere)
+                        .clone(),
+                ),
+            },
         }
     }
+}
+
+/// The op in flight and how another call waits for it, if there is one.
+fn join_op<S: Service>(ctl: &mut Control, inner: &Inner<S>) -> Option<(OpKind, OpWait)> {
+    let deadline = run_stop_deadline(ctl, inner);
+    let op = ctl.op.as_mut()?;
+    Some((op.kind, op.waiter(deadline)))
 }
 
 /// The deadline of the [`OpKind::RunStop`] in flight: it began with the transition to
@@ -299,27 +346,43 @@ fn run_stop_deadline<S: Service>(ctl: &Control, inner: &Inner<S>) -> Instant {
 
 /// How a call waits for an operation it did not begin (or, for an
 /// [`OpKind::RunStop`], began).
-struct OpWait {
-    shared: Arc<OpShared>,
-    /// For an [`OpKind::RunStop`]: its id and deadline.
-    run_stop: Option<(u64, Instant)>,
+enum OpWait {
+    /// Another call's start or stop.
+    Op(Arc<OpShared>),
+    /// A run stop `id`, ended by `deadline` at the latest; `shared` is `None` for the
+    /// call that began it (it waits through the control, see [`Op::beginner`]).
+    RunStop {
+        id: u64,
+        deadline: Instant,
+        shared: Option<Arc<OpShared>>,
+    },
 }
 
 impl OpWait {
     async fn wait<S: Service>(self, inner: &Arc<Inner<S>>) -> Result<(), ServiceError> {
-        match self.run_stop {
-            None => self.shared.join().await,
-            Some((id, deadline)) => wait_run_stop(&self.shared, inner, id, deadline).await,
+        match self {
+            OpWait::Op(shared) => shared.join().await,
+            OpWait::RunStop {
+                id,
+                deadline,
+                shared,
+            } => wait_run_stop(shared.as_deref(), inner, id, deadline).await,
         }
     }
 }
+
+/// An ended [`OpKind::RunStop`]'s outcome, kept in the control until the call that began
+/// it takes it (the error boxed: rare, and inline it would enlarge every service).
+type RunStopOutcome = (u64, Option<Box<ServiceError>>);
 
 /// Waits for the [`OpKind::RunStop`] `id` to end, ending it at `deadline` if the loop has
 /// not returned by then. Written out as a state machine rather than an `async fn`: it is
 /// part of every run-loop service's `stop()` future, and the compiler's layout of the
 /// `async` version took 300 bytes for these few fields.
 struct RunStopWait<'a, S: Service> {
-    result: ResultWait<'a>,
+    /// The shared result; `None` for the call that began the stop, which finds its
+    /// outcome in the control ([`Inner::poll_run_stop_outcome`]).
+    result: Option<ResultWait<'a>>,
     /// If this wait is dropped half-way, something must still end the stop by its
     /// deadline should the loop never return.
     watchdog: WatchdogOnDrop<'a, S>,
@@ -343,17 +406,18 @@ enum RunStopStage {
 }
 
 fn wait_run_stop<'a, S: Service>(
-    shared: &'a Arc<OpShared>,
+    shared: Option<&'a OpShared>,
     inner: &'a Arc<Inner<S>>,
     id: u64,
     deadline: Instant,
 ) -> RunStopWait<'a, S> {
     RunStopWait {
-        result: shared.wait(),
+        result: shared.map(OpShared::wait),
         watchdog: WatchdogOnDrop {
             inner,
             id,
             armed: true,
+            beginner: shared.is_none(),
         },
         deadline,
         stage: RunStopStage::First,
@@ -367,7 +431,14 @@ impl<S: Service> Future for RunStopWait<'_, S> {
         // Every field is `Unpin` (the timer is boxed).
         let this = self.get_mut();
         loop {
-            if let Poll::Ready(result) = this.result.poll_result(cx) {
+            let outcome = match &mut this.result {
+                Some(result) => result.poll_result(cx),
+                None => this
+                    .watchdog
+                    .inner
+                    .poll_run_stop_outcome(this.watchdog.id, cx),
+            };
+            if let Poll::Ready(result) = outcome {
                 this.watchdog.armed = false;
                 return Poll::Ready(result);
             }
@@ -410,10 +481,13 @@ impl<S: Service> Future for RunStopWait<'_, S> {
 }
 
 /// Ends a [`OpKind::RunStop`] at its deadline when its waiter is dropped before the stop ended.
+/// Also tells the stop that the call that began it no longer waits (`beginner`).
 struct WatchdogOnDrop<'a, S: Service> {
     inner: &'a Arc<Inner<S>>,
     id: u64,
     armed: bool,
+    /// The wait of the call that began the stop.
+    beginner: bool,
 }
 
 impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
@@ -422,11 +496,23 @@ impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
             return;
         }
         let deadline = {
-            let ctl = self.inner.lock();
-            if ctl.op.as_ref().map(|op| op.id) != Some(self.id) {
-                return;
+            let mut ctl = self.inner.lock();
+            let deadline = run_stop_deadline(&ctl, self.inner);
+            match ctl.op.as_mut().filter(|op| op.id == self.id) {
+                Some(op) => {
+                    if self.beginner {
+                        op.beginner = None;
+                    }
+                }
+                None => {
+                    // Ended, its outcome not taken: nobody will.
+                    if self.beginner {
+                        take_run_stop_outcome(&mut ctl, self.id);
+                    }
+                    return;
+                }
             }
-            run_stop_deadline(&ctl, self.inner)
+            deadline
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -521,7 +607,9 @@ impl<S: Service> Drop for OpGuard<S> {
         self.inner
             .transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
         drop(ctl);
-        op.shared.complete(Err(error));
+        if let Some(shared) = op.shared {
+            shared.complete(Err(error));
+        }
     }
 }
 
@@ -596,6 +684,8 @@ impl<S: Service> Managed<S> {
                     early_run_exit: None,
                     last_error: None,
                     subscribers: Vec::new(),
+                    run_stop_outcome: None,
+                    more_run_stop_outcomes: None,
                 }),
                 watch: std::sync::OnceLock::new(),
                 service: Arc::new(RwLock::new(service)),
@@ -667,7 +757,12 @@ impl<S: Service> Managed<S> {
         }
         // An operation in flight may hold the lock while its caller does not poll it
         // (a `start()` future kept aside): hand it to a task so the lock is released.
-        let op = self.inner.lock().op.as_ref().map(|op| op.shared.clone());
+        let op = self
+            .inner
+            .lock()
+            .op
+            .as_ref()
+            .and_then(|op| op.shared.clone());
         if let Some(op) = op {
             op.hand_over();
         }
@@ -697,9 +792,8 @@ impl<S: Service> Managed<S> {
     fn start_now(&self) -> Decided {
         loop {
             let mut ctl = self.inner.lock();
-            if let Some(op) = &ctl.op {
-                let wait = op.waiter(&ctl, &self.inner);
-                return Err(match op.kind {
+            if let Some((kind, wait)) = join_op(&mut ctl, &self.inner) {
+                return Err(match kind {
                     OpKind::Start => Wait::Join(wait),
                     OpKind::Stop | OpKind::RunStop => Wait::ThenRetry(wait),
                 });
@@ -739,12 +833,11 @@ impl<S: Service> Managed<S> {
     fn stop_now(&self) -> Decided {
         loop {
             let mut ctl = self.inner.lock();
-            if let Some(op) = &ctl.op {
-                let wait = op.waiter(&ctl, &self.inner);
-                return Err(match (op.kind, &op.cancel) {
-                    (OpKind::Stop | OpKind::RunStop, _) => Wait::Join(wait),
-                    (OpKind::Start, cancel) => {
-                        if let Some(cancel) = cancel {
+            if let Some((kind, wait)) = join_op(&mut ctl, &self.inner) {
+                return Err(match kind {
+                    OpKind::Stop | OpKind::RunStop => Wait::Join(wait),
+                    OpKind::Start => {
+                        if let Some(cancel) = ctl.op.as_ref().and_then(|op| op.cancel.as_ref()) {
                             cancel.request();
                         }
                         Wait::ThenRetry(wait)
@@ -762,12 +855,12 @@ impl<S: Service> Managed<S> {
                     if self.inner.stop_inline(&mut ctl) {
                         return Ok(Ok(()));
                     }
-                    if let Some((wait, shutdown)) = self.inner.begin_run_stop(&mut ctl) {
+                    if let Some((id, deadline, shutdown)) = self.inner.begin_run_stop(&mut ctl) {
                         // Requested once the lock is released: the woken loop may end
                         // the stop at once, on another thread, and take the lock.
                         drop(ctl);
                         shutdown.request();
-                        return Err(Wait::RunStop(wait));
+                        return Err(Wait::RunStop { id, deadline });
                     }
                     return Err(Wait::Drive(self.inner.clone().begin_stop(&mut ctl)));
                 }
@@ -794,7 +887,9 @@ impl<S: Service> Managed<S> {
                 Wait::ThenRetry(op) => {
                     let _ = Box::pin(op.wait(&self.inner)).await;
                 }
-                Wait::RunStop(op) => return op.wait(&self.inner).await,
+                Wait::RunStop { id, deadline } => {
+                    return wait_run_stop(None, &self.inner, id, deadline).await;
+                }
             }
             wait = match decide(self) {
                 Ok(outcome) => return outcome,
@@ -829,9 +924,9 @@ enum Wait {
     Join(OpWait),
     /// Let this operation finish, then decide again.
     ThenRetry(OpWait),
-    /// This call began an [`OpKind::RunStop`] (and requested the loop's shutdown): wait
-    /// for the run task to end the stop.
-    RunStop(OpWait),
+    /// This call began the [`OpKind::RunStop`] `id` (and requested the loop's shutdown):
+    /// wait for the run task to end the stop, or end it at `deadline`.
+    RunStop { id: u64, deadline: Instant },
 }
 
 impl<S: Service> Inner<S> {
@@ -1013,9 +1108,9 @@ impl<S: Service> Inner<S> {
     }
 
     /// Begins a [`OpKind::RunStop`] when the run loop is all the service owes: `running`, the
-    /// loop not returned yet, no component, no cleanup hook owed. Returns the wait and the
-    /// loop's signal, to request once `ctl` is released.
-    fn begin_run_stop(&self, ctl: &mut Control) -> Option<(OpWait, Shutdown)> {
+    /// loop not returned yet, no component, no cleanup hook owed. Returns the stop's id and
+    /// deadline, and the loop's signal to request once `ctl` is released.
+    fn begin_run_stop(&self, ctl: &mut Control) -> Option<(u64, Instant, Shutdown)> {
         let cleanup = ctl.cleanup_owed && !S::__HOOKS.cleanup.is_empty();
         if self.status() != ServiceStatus::Running || cleanup || !ctl.components.is_empty() {
             return None;
@@ -1024,15 +1119,14 @@ impl<S: Service> Inner<S> {
         self.transition(ctl, ServiceStatus::Stopping, None);
         let id = ctl.next_op;
         ctl.next_op += 1;
-        let op = Op {
+        ctl.op = Some(Op {
             kind: OpKind::RunStop,
             id,
-            shared: OpShared::ended_elsewhere(),
+            shared: None,
+            beginner: Some(None),
             cancel: None,
-        };
-        let wait = op.waiter(ctl, self);
-        ctl.op = Some(op);
-        Some((wait, shutdown))
+        });
+        Some((id, run_stop_deadline(ctl, self), shutdown))
     }
 
     /// The deadline of [`OpKind::RunStop`] `id` passed: if it is still in flight, abort the loop
@@ -1063,8 +1157,47 @@ impl<S: Service> Inner<S> {
         // Taken by a timeout; otherwise the loop's task is ending (or gone): detach it.
         ctl.run = None;
         let result = self.end_stop(&mut ctl, error);
+        let beginner = op.beginner.map(|waker| {
+            let outcome = (op.id, result.as_ref().err().cloned().map(Box::new));
+            if let Some(older) = ctl.run_stop_outcome.replace(outcome) {
+                ctl.more_run_stop_outcomes
+                    .get_or_insert_default()
+                    .push(older);
+            }
+            waker
+        });
         drop(ctl);
-        op.shared.complete(result);
+        if let Some(waker) = beginner.flatten() {
+            waker.wake();
+        }
+        if let Some(shared) = op.shared {
+            shared.complete(result);
+        }
+    }
+
+    /// For the call that began the [`OpKind::RunStop`] `id`: its outcome once it ended
+    /// (taken out of the control), otherwise `cx` is woken when it does.
+    fn poll_run_stop_outcome(
+        &self,
+        id: u64,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>> {
+        let mut ctl = self.lock();
+        if let Some(op) = ctl.op.as_mut().filter(|op| op.id == id) {
+            match &mut op.beginner {
+                Some(Some(waker)) if waker.will_wake(cx.waker()) => {}
+                beginner => *beginner = Some(Some(cx.waker().clone())),
+            }
+            return Poll::Pending;
+        }
+        Poll::Ready(take_run_stop_outcome(&mut ctl, id).unwrap_or_else(|| {
+            // Unreachable: the outcome stays until this call takes it (or goes away).
+            debug_assert!(false, "the outcome of run stop {id} is missing");
+            Err(ServiceError::Abandoned {
+                service: self.name.clone(),
+                operation: "stop",
+            })
+        }))
     }
 
     /// The last step of every stop: nothing is owed any more; `stopped`, or `error` with
@@ -1117,7 +1250,8 @@ impl<S: Service> Inner<S> {
         ctl.op = Some(Op {
             kind,
             id,
-            shared: shared.clone(),
+            shared: Some(shared.clone()),
+            beginner: None,
             cancel,
         });
         shared
