@@ -125,7 +125,9 @@ impl StatusChanges {
 
 struct Inner<S> {
     config: ServiceConfig,
-    name: Arc<str>,
+    /// `config.name` shared, made on first use (errors, status changes, a supervisor):
+    /// a service that never needs it allocates nothing for it.
+    shared_name: std::sync::OnceLock<Arc<str>>,
     /// The status, readable from anywhere with one atomic load.
     status: AtomicU8,
     /// Everything changed together with the status. Never held across an `.await`.
@@ -598,7 +600,7 @@ impl<S: Service> Drop for OpGuard<S> {
             return;
         };
         let error = ServiceError::Abandoned {
-            service: self.inner.name.clone(),
+            service: self.inner.name().clone(),
             operation: match op.kind {
                 OpKind::Start => "start",
                 OpKind::Stop | OpKind::RunStop => "stop",
@@ -669,10 +671,9 @@ impl<S: Service> Managed<S> {
     /// assert_eq!(worker.name(), "worker-7");
     /// ```
     pub fn with_config(service: S, config: ServiceConfig) -> Self {
-        let name: Arc<str> = Arc::from(&*config.name);
         Managed {
             inner: Arc::new(Inner {
-                name,
+                shared_name: std::sync::OnceLock::new(),
                 status: AtomicU8::new(ServiceStatus::Stopped as u8),
                 ctl: Mutex::new(Control {
                     op: None,
@@ -696,7 +697,7 @@ impl<S: Service> Managed<S> {
 
     /// The service's name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.inner.config.name
     }
 
     /// The service's version.
@@ -930,6 +931,12 @@ enum Wait {
 }
 
 impl<S: Service> Inner<S> {
+    /// The name as errors and status changes carry it.
+    fn name(&self) -> &Arc<str> {
+        self.shared_name
+            .get_or_init(|| Arc::from(&*self.config.name))
+    }
+
     fn status(&self) -> ServiceStatus {
         ServiceStatus::from_u8(self.status.load(Ordering::Acquire))
     }
@@ -940,7 +947,7 @@ impl<S: Service> Inner<S> {
     fn span(&self) -> tracing::Span {
         // A root: an operation can move to a spawned task half-way and a run loop always
         // runs in one, so the service's spans never nest under whichever caller began them.
-        tracing::info_span!(parent: None, "service", service = %self.name, version = %self.config.version)
+        tracing::info_span!(parent: None, "service", service = %self.config.name, version = %self.config.version)
     }
 
     fn hook_span(&self, kind: HookKind, hook: &'static str) -> tracing::Span {
@@ -973,7 +980,7 @@ impl<S: Service> Inner<S> {
             debug_assert!(
                 false,
                 "illegal transition {from} -> {to} of `{}`",
-                self.name
+                self.config.name
             );
             tracing::error!(parent: &self.span(), %from, %to, "refused illegal status transition");
             return;
@@ -997,7 +1004,7 @@ impl<S: Service> Inner<S> {
             ctl.subscribers.retain(|subscriber| match subscriber {
                 Subscriber::Public(sender) => {
                     let change = change.get_or_insert_with(|| StatusChange {
-                        service: self.name.clone(),
+                        service: self.name().clone(),
                         from,
                         to,
                         at: SystemTime::now(),
@@ -1194,7 +1201,7 @@ impl<S: Service> Inner<S> {
             // Unreachable: the outcome stays until this call takes it (or goes away).
             debug_assert!(false, "the outcome of run stop {id} is missing");
             Err(ServiceError::Abandoned {
-                service: self.name.clone(),
+                service: self.name().clone(),
                 operation: "stop",
             })
         }))
@@ -1271,7 +1278,7 @@ impl<S: Service> Inner<S> {
             )
         };
         let errors = self.stop_steps(run, components, cleanup).await;
-        let error = ServiceError::combine(&self.name, errors);
+        let error = ServiceError::combine(self.name(), errors);
         self.end_stop(&mut self.lock(), error)
     }
 
@@ -1323,7 +1330,7 @@ impl<S: Service> Inner<S> {
         for entry in components.iter().rev() {
             if let Err(error) = entry.handle.0.stop().await {
                 errors.push(ServiceError::Component {
-                    service: self.name.clone(),
+                    service: self.name().clone(),
                     component: entry.field,
                     source: Box::new(error),
                 });
@@ -1459,7 +1466,7 @@ impl<S: Service> Inner<S> {
                 }
                 Some(Err(error)) => {
                     let error = ServiceError::Component {
-                        service: self.name.clone(),
+                        service: self.name().clone(),
                         component: entry.field,
                         source: Box::new(error),
                     };
@@ -1534,7 +1541,7 @@ impl<S: Service> Inner<S> {
         let errors = self.stop_steps(run, started, cleanup).await;
         let mut ctl = self.lock();
         ctl.early_run_exit = None;
-        match ServiceError::combine(&self.name, errors) {
+        match ServiceError::combine(self.name(), errors) {
             None => self.transition(&mut ctl, ServiceStatus::Stopped, None),
             Some(error) => self.transition(&mut ctl, ServiceStatus::Error, Some(error)),
         }
@@ -1543,7 +1550,7 @@ impl<S: Service> Inner<S> {
 
     fn cancelled(&self) -> ServiceError {
         ServiceError::StartCancelled {
-            service: self.name.clone(),
+            service: self.name().clone(),
         }
     }
 
@@ -1651,7 +1658,7 @@ impl<S: Service> Inner<S> {
         }
         if let Some(op) = ctl.op.take_if(|op| op.kind == OpKind::RunStop) {
             let error = ServiceError::Abandoned {
-                service: self.name.clone(),
+                service: self.name().clone(),
                 operation: "stop",
             };
             self.end_run_stop(ctl, op, Some(error));
@@ -1757,7 +1764,7 @@ impl<S: Service> Inner<S> {
 
     fn hook_error(&self, kind: HookKind, hook: &'static str, failure: HookFailure) -> ServiceError {
         ServiceError::Hook {
-            service: self.name.clone(),
+            service: self.name().clone(),
             kind,
             hook,
             failure,
@@ -2043,7 +2050,10 @@ impl Future for ErasedOp<'_> {
 }
 
 pub(crate) trait DynService: Send + Sync {
+    /// The name, shared (made on first use).
     fn name(&self) -> &Arc<str>;
+    /// The name, without making it shared.
+    fn name_str(&self) -> &str;
     fn status(&self) -> ServiceStatus;
     /// What [`Managed::start`] does up to its first wait.
     fn start_now(&self) -> Begun<'_>;
@@ -2078,7 +2088,11 @@ impl dyn DynService + '_ {
 
 impl<S: Service> DynService for Managed<S> {
     fn name(&self) -> &Arc<str> {
-        &self.inner.name
+        self.inner.name()
+    }
+
+    fn name_str(&self) -> &str {
+        &self.inner.config.name
     }
 
     fn status(&self) -> ServiceStatus {

@@ -132,7 +132,7 @@ impl fmt::Debug for Supervisor {
                 &self
                     .entries
                     .iter()
-                    .map(|e| &**e.service.0.name())
+                    .map(|e| e.service.0.name_str())
                     .collect::<Vec<_>>(),
             )
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -183,7 +183,7 @@ impl Supervisor {
         }
         let index = self.entries.len();
         service.0.join(index, &self.shared.tally);
-        self.names.push_str(service.0.name());
+        self.names.push_str(service.0.name_str());
         self.name_ends.push(self.names.len());
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
         lock(&self.shared.stats).push(Figures::default());
