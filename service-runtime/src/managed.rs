@@ -193,6 +193,18 @@ pub(crate) enum Subscriber {
     },
 }
 
+impl Subscriber {
+    /// Whether changes still reach someone.
+    fn is_open(&self) -> bool {
+        match self {
+            Subscriber::Public(sender) => !sender.is_closed(),
+            Subscriber::Supervisor { tally, .. } => {
+                tally.state.load(Ordering::Acquire) != StatusTally::DONE
+            }
+        }
+    }
+}
+
 /// A status change as a supervisor receives it (see [`Subscriber::Supervisor`]).
 #[derive(Debug)]
 pub(crate) struct EntryChange {
@@ -1001,42 +1013,51 @@ impl<S: Service> Inner<S> {
             // name nor the wall-clock time.
             let mut change: Option<StatusChange> = None;
             let running = ServiceStatus::Running;
-            ctl.subscribers.retain(|subscriber| match subscriber {
-                Subscriber::Public(sender) => {
-                    let change = change.get_or_insert_with(|| StatusChange {
-                        service: self.name().clone(),
-                        from,
-                        to,
-                        at: SystemTime::now(),
-                        duration,
-                        error: error.clone(),
-                    });
-                    sender.send(change.clone()).is_ok()
-                }
-                Subscriber::Supervisor { index, tally } => {
-                    // The tally first: whoever gets the change sees the count include it.
-                    if from == running {
-                        tally.not_running.fetch_add(1, Ordering::AcqRel);
-                    } else if to == running {
-                        tally.not_running.fetch_sub(1, Ordering::AcqRel);
+            // Delivered in a plain loop; the rare subscriber gone is removed afterwards
+            // (`retain` on every change cost more than the delivery itself).
+            let mut gone = false;
+            for subscriber in &ctl.subscribers {
+                let delivered = match subscriber {
+                    Subscriber::Public(sender) => {
+                        let change = change.get_or_insert_with(|| StatusChange {
+                            service: self.name().clone(),
+                            from,
+                            to,
+                            at: SystemTime::now(),
+                            duration,
+                            error: error.clone(),
+                        });
+                        sender.send(change.clone()).is_ok()
                     }
-                    tally.changes.fetch_add(1, Ordering::AcqRel);
-                    match tally.state.load(Ordering::Acquire) {
-                        StatusTally::IDLE => true,
-                        StatusTally::OBSERVED => {
-                            tally.post(EntryChange {
-                                index: *index,
-                                from,
-                                to,
-                                duration,
-                                error: error.clone().map(Box::new),
-                            });
-                            true
+                    Subscriber::Supervisor { index, tally } => {
+                        // The tally first: whoever gets the change sees the count include it.
+                        if from == running {
+                            tally.not_running.fetch_add(1, Ordering::AcqRel);
+                        } else if to == running {
+                            tally.not_running.fetch_sub(1, Ordering::AcqRel);
                         }
-                        _ => false,
+                        tally.changes.fetch_add(1, Ordering::AcqRel);
+                        match tally.state.load(Ordering::Acquire) {
+                            StatusTally::IDLE => true,
+                            StatusTally::OBSERVED => {
+                                tally.post(EntryChange {
+                                    index: *index,
+                                    from,
+                                    to,
+                                    duration,
+                                    error: error.clone().map(Box::new),
+                                });
+                                true
+                            }
+                            _ => false,
+                        }
                     }
-                }
-            });
+                };
+                gone |= !delivered;
+            }
+            if gone {
+                ctl.subscribers.retain(Subscriber::is_open);
+            }
         }
         if let Some(watch) = self.watch.get() {
             watch.send_replace(to);
