@@ -124,6 +124,9 @@ impl StatusChanges {
 }
 
 struct Inner<S> {
+    /// This service's own `Arc` (it always lives in one): lets the type-erased service
+    /// be the `Inner` itself rather than an `Arc` around a `Managed`.
+    this: Weak<Inner<S>>,
     config: ServiceConfig,
     /// `config.name` shared, made on first use (errors, status changes, a supervisor):
     /// a service that never needs it allocates nothing for it.
@@ -684,7 +687,8 @@ impl<S: Service> Managed<S> {
     /// ```
     pub fn with_config(service: S, config: ServiceConfig) -> Self {
         Managed {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|this| Inner {
+                this: this.clone(),
                 shared_name: std::sync::OnceLock::new(),
                 status: AtomicU8::new(ServiceStatus::Stopped as u8),
                 ctl: Mutex::new(Control {
@@ -923,7 +927,7 @@ impl<S: Service> Managed<S> {
     }
 
     pub(crate) fn erased(&self) -> ErasedService {
-        ErasedService(Arc::new(self.clone()))
+        ErasedService(self.inner.clone())
     }
 }
 
@@ -2107,41 +2111,57 @@ impl dyn DynService + '_ {
     }
 }
 
-impl<S: Service> DynService for Managed<S> {
+impl<S: Service> Inner<S> {
+    /// A handle on this service (for the type-erased calls, which only have `&self`).
+    fn managed(&self) -> Managed<S> {
+        Managed {
+            inner: self
+                .this
+                .upgrade()
+                .expect("an `Inner` is only reached through a live `Arc`"),
+        }
+    }
+}
+
+impl<S: Service> DynService for Inner<S> {
     fn name(&self) -> &Arc<str> {
-        self.inner.name()
+        Inner::name(self)
     }
 
     fn name_str(&self) -> &str {
-        &self.inner.config.name
+        &self.config.name
     }
 
     fn status(&self) -> ServiceStatus {
-        self.inner.status()
+        Inner::status(self)
     }
 
     fn start_now(&self) -> Begun<'_> {
-        Managed::start_now(self)
-            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.awaiting(wait, Self::start_now)) })
+        let managed = self.managed();
+        managed.start_now().map_err(|wait| -> BoxFuture<'_, _> {
+            Box::pin(async move { managed.awaiting(wait, Managed::start_now).await })
+        })
     }
 
     fn stop_now(&self) -> Begun<'_> {
-        Managed::stop_now(self)
-            .map_err(|wait| -> BoxFuture<'_, _> { Box::pin(self.awaiting(wait, Self::stop_now)) })
+        let managed = self.managed();
+        managed.stop_now().map_err(|wait| -> BoxFuture<'_, _> {
+            Box::pin(async move { managed.awaiting(wait, Managed::stop_now).await })
+        })
     }
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {
-        Box::pin(Managed::health(self))
+        Box::pin(Inner::health(self))
     }
 
     fn add_subscriber(&self, subscriber: Subscriber) {
-        self.inner.lock().subscribers.push(subscriber);
+        self.lock().subscribers.push(subscriber);
     }
 
     fn join(&self, index: usize, tally: &Arc<StatusTally>) {
-        let mut ctl = self.inner.lock();
+        let mut ctl = self.lock();
         // Under the lock that orders transitions: counted once, from its current status.
-        if self.inner.status() != ServiceStatus::Running {
+        if Inner::status(self) != ServiceStatus::Running {
             tally.not_running.fetch_add(1, Ordering::AcqRel);
         }
         // Most services have this one subscriber: room for it alone.
