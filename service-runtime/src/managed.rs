@@ -990,6 +990,18 @@ impl<S: Service> Inner<S> {
     /// Moves to `to`, recording, logging and broadcasting the change. Callers hold `ctl`,
     /// so changes are totally ordered.
     fn transition(&self, ctl: &mut Control, to: ServiceStatus, error: Option<ServiceError>) {
+        self.transition_at(ctl, to, error, Instant::now());
+    }
+
+    /// [`transition`](Self::transition) at `now`: two transitions made together under one
+    /// lock share one clock read.
+    fn transition_at(
+        &self,
+        ctl: &mut Control,
+        to: ServiceStatus,
+        error: Option<ServiceError>,
+        now: Instant,
+    ) {
         let from = self.status();
         if !from.can_transition_to(to) {
             // Unreachable by construction; the state-machine tests walk every path.
@@ -1001,7 +1013,6 @@ impl<S: Service> Inner<S> {
             tracing::error!(parent: &self.span(), %from, %to, "refused illegal status transition");
             return;
         }
-        let now = Instant::now();
         let duration = now - ctl.since;
         ctl.since = now;
         self.status.store(to as u8, Ordering::Release);
@@ -1089,10 +1100,11 @@ impl<S: Service> Inner<S> {
             return false;
         }
         drop(service);
-        self.transition(ctl, ServiceStatus::Starting, None);
+        let now = Instant::now();
+        self.transition_at(ctl, ServiceStatus::Starting, None, now);
         // The run loop cannot report an exit before `ctl` is released, by then `running`.
         ctl.run = S::__HOOKS.run.map(|_| self.spawn_run_loop());
-        self.transition(ctl, ServiceStatus::Running, None);
+        self.transition_at(ctl, ServiceStatus::Running, None, now);
         ctl.cleanup_owed = true;
         true
     }
@@ -1105,8 +1117,9 @@ impl<S: Service> Inner<S> {
             return false;
         }
         ctl.cleanup_owed = false;
-        self.transition(ctl, ServiceStatus::Stopping, None);
-        self.transition(ctl, ServiceStatus::Stopped, None);
+        let now = Instant::now();
+        self.transition_at(ctl, ServiceStatus::Stopping, None, now);
+        self.transition_at(ctl, ServiceStatus::Stopped, None, now);
         true
     }
 
