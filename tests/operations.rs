@@ -366,6 +366,69 @@ fn a_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
     runtime.shutdown_background();
 }
 
+/// As above, for a service with a cleanup hook.
+#[test]
+fn a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
+    #[derive(Service, Default)]
+    #[service(name = "blocker", stop_timeout = "50ms")]
+    struct Blocker {
+        finished: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[lifecycle]
+    impl Blocker {
+        #[run]
+        async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            shutdown.requested().await;
+            // Blocks the worker thread well past the stop timeout.
+            std::thread::sleep(Duration::from_millis(1_500));
+            self.finished.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+
+        // A cleanup hook: the stop runs as an operation that awaits the loop's task,
+        // rather than being ended by the run task.
+        #[cleanup]
+        async fn close(&mut self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let service = Managed::new(Blocker {
+        finished: finished.clone(),
+    });
+    let error = runtime.block_on(async {
+        service.start().await.unwrap();
+        // A spawned task: `block_on`'s own thread is not a worker the loop could block.
+        let stopper = service.clone();
+        tokio::spawn(async move { stopper.stop().await })
+            .await
+            .unwrap()
+            .unwrap_err()
+    });
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the stop returned before the blocked loop did"
+    );
+    assert_eq!(
+        error.to_string(),
+        "service `blocker`: 2 errors: \
+         [1] service `blocker`: run hook `spin` timed out after 50ms; \
+         [2] service `blocker`: cleanup hook `close` failed: no cleanup hook ran: a \
+         `Managed::read()` guard or a health check still held the service after 50ms",
+        "the blocked loop keeps its read guard until its thread is released: the cleanup \
+         cannot take the service either, and says so"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+    runtime.shutdown_background();
+}
+
 /// Without a tokio runtime, starting a service with a run loop fails (the spawn panics)
 /// but leaves a state machine that later calls can still use.
 #[test]

@@ -461,16 +461,20 @@ impl<S: Service> Future for RunStopWait<'_, S> {
             }
             match &mut this.stage {
                 // Most loops return as soon as they see the request, so most stops never
-                // arm their timer: on a current-thread runtime, give the loop one turn of
-                // the scheduler first. Not on a multi-thread runtime: the woken loop may
-                // run on this very worker, and a loop that blocks its thread would hold
-                // back this task (and so the deadline) with it.
-                RunStopStage::First if on_current_thread_runtime() => {
+                // arm their timer: give the loop one turn of the scheduler first. A task
+                // that wakes itself while polled is queued behind the tasks already
+                // woken, the loop among them (tokio treats it as a yield: on a
+                // multi-thread runtime it goes to the back of the worker's queue, not to
+                // its LIFO slot, where the loop was put). Should the loop then block this
+                // worker's thread, this task waits in a queue that the other workers
+                // steal from, so the deadline is still armed (`tests/operations.rs`
+                // checks it). Not `tokio::task::yield_now`: see `returned_soon`.
+                RunStopStage::First => {
                     this.stage = RunStopStage::Yielded;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                RunStopStage::First | RunStopStage::Yielded => {
+                RunStopStage::Yielded => {
                     this.stage = match tokio::runtime::Handle::try_current() {
                         Ok(_) => {
                             RunStopStage::Timed(Box::pin(tokio::time::sleep_until(this.deadline)))
@@ -568,7 +572,12 @@ fn time_out_on_a_thread<S: Service>(inner: &Arc<Inner<S>>, id: u64, deadline: In
 
 /// Waits for `loop_end` (the end of a run loop that was asked to return) only as long as
 /// it takes no timer: its output if it is ready now or, on a current-thread runtime,
-/// after one turn of the scheduler (see [`RunStopWait`] for why).
+/// after one turn of the scheduler. Not on a multi-thread runtime: `yield_now` defers
+/// this task's wake-up until its worker parks, so a loop that blocks the worker's thread
+/// would hold back this task (and the deadline) with it, which
+/// `a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread`
+/// showed. ([`RunStopWait`] wakes itself instead, which tokio queues where other
+/// workers can steal it.)
 async fn returned_soon<F: Future + Unpin>(loop_end: &mut F) -> Option<F::Output> {
     if let Some(output) = poll_now(loop_end).await {
         return Some(output);
