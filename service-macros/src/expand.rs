@@ -284,30 +284,42 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
     let init = dispatch(lifecycle, HookKind::Init, krate);
     let cleanup = dispatch(lifecycle, HookKind::Cleanup, krate);
     let health = dispatch(lifecycle, HookKind::Health, krate);
+    // The type `__run` returns: the run hook's future, unboxed (see `Lifecycle::__run`).
+    // At the user's method name, where a non-`Send` run hook fails this `Send` bound: it is
+    // reported at the hook, as the boxed hooks are at the `Send` bound of `hook`.
+    let run_future = |span: Span| {
+        let private = respan(&private, span);
+        quote_spanned! {at(span)=>
+            impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_
+        }
+    };
     let run = match run {
         Some(hook) => match hook.shutdown_arg() {
             Some(shutdown) => {
                 // At the user's parameter type: a parameter that is not a `Shutdown` is reported there.
                 let shutdown = quote_spanned!(at(shutdown.ty.span())=> __service_shutdown);
                 let call = call_hook(lifecycle, hook, krate, &quote!(self, #shutdown));
+                let run_future = run_future(hook.method.sig.ident.span());
                 quote! {
-                    fn __run(&self, __service_shutdown: #krate::Shutdown) -> #private::HookFuture<'_> {
+                    fn __run(&self, __service_shutdown: #krate::Shutdown) -> #run_future {
                         #call
                     }
                 }
             }
             None => {
                 let call = call_hook(lifecycle, hook, krate, &quote!(self));
+                let run_future = run_future(hook.method.sig.ident.span());
                 quote! {
-                    fn __run(&self, _: #krate::Shutdown) -> #private::HookFuture<'_> {
+                    fn __run(&self, _: #krate::Shutdown) -> #run_future {
                         #call
                     }
                 }
             }
         },
         None => quote! {
-            fn __run(&self, _: #krate::Shutdown) -> #private::HookFuture<'_> {
-                #private::hook(async { ::core::result::Result::Ok(()) })
+            // Never called: `__HOOKS.run` is `None`.
+            fn __run(&self, _: #krate::Shutdown) -> impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_ {
+                ::core::future::ready(::core::result::Result::Ok(()))
             }
         },
     };
@@ -368,12 +380,14 @@ fn dispatch(lifecycle: &Lifecycle, kind: HookKind, krate: &TokenStream) -> Token
     }
 }
 
-/// Calls the user's method and boxes its future.
+/// Calls the user's method and boxes its future (but the run hook's: see `Lifecycle::__run`).
 ///
 /// The boxing call sits at the method's name, so a hook whose future is not `Send` is
-/// reported at the hook; the conversion of the output sits at the return type, so a hook
-/// returning the wrong type is reported there. Under `#[lifecycle(?Send)]` the future is
-/// boxed by `local_hook` / `local_check`, which do not require `Send`.
+/// reported at the hook (the run hook's future, not boxed, is checked by the `Send` bound
+/// of `__run`'s return type, also at the method's name); the conversion of the output sits
+/// at the return type, so a hook returning the wrong type is reported there. Under
+/// `#[lifecycle(?Send)]` the future is wrapped by `local_hook` / `local_check` /
+/// `local_run_hook`, which do not require `Send`.
 fn call_hook(
     lifecycle: &Lifecycle,
     hook: &Hook,
@@ -401,6 +415,10 @@ fn call_hook(
     let boxing = match (hook.kind(), lifecycle.args.not_send) {
         (HookKind::Health, false) => "check",
         (HookKind::Health, true) => "local_check",
+        (HookKind::Run, false) => {
+            return quote_spanned! {at(method.span())=> async move { #output } };
+        }
+        (HookKind::Run, true) => "local_run_hook",
         (_, false) => "hook",
         (_, true) => "local_hook",
     };
@@ -432,8 +450,8 @@ fn stub_lifecycle(block: &ImplBlock, krate: &TokenStream) -> TokenStream {
                 ::core::unreachable!()
             }
 
-            fn __run(&self, _: #krate::Shutdown) -> #private::HookFuture<'_> {
-                ::core::unreachable!()
+            fn __run(&self, _: #krate::Shutdown) -> impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_ {
+                async { ::core::unreachable!() }
             }
         }
     }

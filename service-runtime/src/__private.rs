@@ -198,6 +198,17 @@ where
     Box::pin(crate::local::LocalFuture::new(future))
 }
 
+/// The future of a `#[lifecycle(?Send)]` `#[run]` hook, not boxed again (the run hook's
+/// future is returned unboxed: see `Lifecycle::__run`); the wrapper checks the thread as
+/// [`local_hook`] does, and holds the hook's future in a box of its own, as it must to move
+/// a non-`Send` value between threads.
+pub fn local_run_hook<F>(future: F) -> impl Future<Output = HookResult> + Send
+where
+    F: Future<Output = HookResult>,
+{
+    crate::local::LocalFuture::new(future)
+}
+
 /// Boxes the future of a `#[lifecycle(?Send)]` health check; see [`local_hook`].
 pub fn local_check<'a, F>(future: F) -> CheckFuture<'a>
 where

@@ -1624,7 +1624,9 @@ impl<S: Service> Inner<S> {
                     // Boxed: rare (a `read()` guard held elsewhere at the loop's start).
                     Err(_) => Box::pin(service.read()).await,
                 };
-                catch_unwind_future(guard.__run(exit.signal.clone())).await
+                // Pinned in the task's future: the run hook's future is not boxed.
+                let run = std::pin::pin!(guard.__run(exit.signal.clone()));
+                catch_unwind_future(run).await
             };
             let error = match outcome {
                 Ok(Ok(())) => None,

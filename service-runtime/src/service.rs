@@ -1,9 +1,10 @@
 //! The traits the macros implement, and the configuration a service starts with.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::time::Duration;
 
-use crate::__private::{CheckFuture, ComponentEntry, HookFuture, Hooks};
+use crate::__private::{CheckFuture, ComponentEntry, HookFuture, HookResult, Hooks};
 use crate::Shutdown;
 use crate::restart::{Restart, RestartPolicy};
 
@@ -141,6 +142,10 @@ pub trait Lifecycle: Send + Sync + Sized + 'static {
     fn __health(&self, index: usize) -> CheckFuture<'_>;
 
     /// Runs the `#[run]` hook, if `__HOOKS.run` is `Some`.
+    ///
+    /// Unlike the other hooks, its future is returned unboxed, so that the run loop's task
+    /// holds it inline: one allocation less per started run-loop service. The others stay
+    /// boxed because one method returns the futures of several hooks (chosen by `index`).
     #[doc(hidden)]
-    fn __run(&self, shutdown: Shutdown) -> HookFuture<'_>;
+    fn __run(&self, shutdown: Shutdown) -> impl Future<Output = HookResult> + Send + '_;
 }

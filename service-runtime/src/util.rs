@@ -21,7 +21,8 @@ pub(crate) fn catch_unwind_future<F: Future + Unpin>(future: F) -> CatchUnwind<F
     CatchUnwind { future }
 }
 
-// `Unpin` (every hook future is boxed) keeps this free of unsafe pin projection.
+// `Unpin` (hook futures are boxed, or pinned in place by the caller, as the run hook's is)
+// keeps this free of unsafe pin projection.
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
 
