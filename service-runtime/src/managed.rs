@@ -1869,7 +1869,7 @@ impl<S: Service> Inner<S> {
             },
         };
         let parent = self.span();
-        let mut checks: Vec<Check<'_>> = S::__HOOKS
+        let mut all = S::__HOOKS
             .health
             .iter()
             .enumerate()
@@ -1886,9 +1886,17 @@ impl<S: Service> Inner<S> {
                 timer: None,
                 span: tracing::Span::none(),
                 result: None,
-            }))
-            .collect();
-        run_checks(&mut checks, started).await;
+            }));
+        // A service of one check (or component) keeps it in place: no list to allocate.
+        let (mut single, mut many) = (None, Vec::new());
+        let checks: &mut [Check<'_>] = if S::__HOOKS.health.len() + components.len() == 1 {
+            single = all.next();
+            std::slice::from_mut(single.as_mut().expect("one check"))
+        } else {
+            many.extend(all);
+            &mut many
+        };
+        run_checks(checks, started).await;
         let checks_len = checks.len();
 
         let names = S::__HOOKS
@@ -1900,14 +1908,15 @@ impl<S: Service> Inner<S> {
                     .iter()
                     .map(|(field, critical, _)| (*field, *critical)),
             );
-        let (overall, reason) =
-            aggregate(names.clone().zip(&checks).map(|((name, critical), check)| {
+        let (overall, reason) = aggregate(names.clone().zip(&*checks).map(
+            |((name, critical), check)| {
                 let detail = check.result.as_ref().expect("every check finished");
                 (name, critical, detail)
-            }));
+            },
+        ));
         // Names are `&'static str` (hook names, component fields): borrowed, not copied.
         let entries = names.zip(checks).map(|((name, _), check)| {
-            let detail = check.result.expect("every check finished");
+            let detail = check.result.take().expect("every check finished");
             (std::borrow::Cow::Borrowed(name), detail)
         });
         if checks_len <= SMALL_REPORT {
@@ -1933,6 +1942,8 @@ impl<S: Service> Inner<S> {
             report.dependencies = dependencies.into_iter().collect();
             report.details = details.into_iter().collect();
         }
+        // The checks borrow the service: ended before its lock is released.
+        drop((single, many));
         drop(service);
         report.status = overall;
         report.reason = reason;
