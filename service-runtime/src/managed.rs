@@ -1612,10 +1612,11 @@ impl<S: Service> Inner<S> {
             inner: Some(weak),
             signal: shutdown.clone(),
         };
-        // The task's future is kept small: every capture and `.await` state counts in each
-        // run-loop service's task cell, whose size is rounded up to 128 bytes (the hook
-        // name is looked up again rather than captured; the rare lock wait is boxed): 256 B
-        // rather than 384.
+        // The task's future holds the user's run future in place (one allocation less
+        // than boxing it) and little else: every capture and `.await` state counts in
+        // each run-loop service's task cell, whose size is rounded up to 128 bytes (the
+        // hook name is looked up again rather than captured; the rare lock wait is
+        // boxed). For a small loop the cell is 384 B, against 256 B plus a 144 B box.
         let run = async move {
             let mut exit = exit;
             let outcome = {
