@@ -584,6 +584,13 @@ async fn dropped_and_slow_subscribers_do_not_affect_the_lifecycle() {
     assert_eq!(log.count("cleanup:a"), 3);
     // The slow subscriber lost nothing.
     assert_eq!(history(&mut slow).len(), 12);
+    // One subscribed later, the earlier one dropped: the later one gets every change.
+    let mut later = service.subscribe();
+    drop(slow);
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    let changes: Vec<_> = history(&mut later).into_iter().map(|(_, to)| to).collect();
+    assert_eq!(changes, [Starting, Running, Stopping, Stopped]);
     let late = service.watch();
     assert_eq!(
         *late.borrow(),

@@ -156,7 +156,7 @@ struct Control {
     // Errors are boxed here: rare, and a `ServiceError` is 64 bytes in every service.
     early_run_exit: Option<Option<Box<ServiceError>>>,
     last_error: Option<Box<ServiceError>>,
-    subscribers: Vec<Subscriber>,
+    subscribers: Subscribers,
     /// The outcome of the last [`OpKind::RunStop`] that ended before the call that began
     /// it took it (see [`Op::beginner`]).
     run_stop_outcome: Option<RunStopOutcome>,
@@ -194,6 +194,39 @@ pub(crate) enum Subscriber {
         index: usize,
         tally: Arc<StatusTally>,
     },
+}
+
+/// A service's subscribers, in order. Most services have one, their supervisor: kept
+/// inline, it costs no allocation.
+#[derive(Default)]
+struct Subscribers {
+    first: Option<Subscriber>,
+    rest: Vec<Subscriber>,
+}
+
+impl Subscribers {
+    fn push(&mut self, subscriber: Subscriber) {
+        match self.first {
+            None => self.first = Some(subscriber),
+            Some(_) => self.rest.push(subscriber),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Subscriber> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    /// Keeps the subscribers changes still reach, in order.
+    fn retain_open(&mut self) {
+        self.rest.retain(Subscriber::is_open);
+        if !self.first.as_ref().is_some_and(Subscriber::is_open) {
+            self.first = (!self.rest.is_empty()).then(|| self.rest.remove(0));
+        }
+    }
 }
 
 impl Subscriber {
@@ -709,7 +742,7 @@ impl<S: Service> Managed<S> {
                     run: None,
                     early_run_exit: None,
                     last_error: None,
-                    subscribers: Vec::new(),
+                    subscribers: Subscribers::default(),
                     run_stop_outcome: None,
                     more_run_stop_outcomes: None,
                 }),
@@ -1040,7 +1073,7 @@ impl<S: Service> Inner<S> {
             // Delivered in a plain loop; the rare subscriber gone is removed afterwards
             // (`retain` on every change cost more than the delivery itself).
             let mut gone = false;
-            for subscriber in &ctl.subscribers {
+            for subscriber in ctl.subscribers.iter() {
                 let delivered = match subscriber {
                     Subscriber::Public(sender) => {
                         let change = change.get_or_insert_with(|| StatusChange {
@@ -1080,7 +1113,7 @@ impl<S: Service> Inner<S> {
                 gone |= !delivered;
             }
             if gone {
-                ctl.subscribers.retain(Subscriber::is_open);
+                ctl.subscribers.retain_open();
             }
         }
         if let Some(watch) = self.watch.get() {
@@ -2201,7 +2234,6 @@ impl<S: Service> DynService for Inner<S> {
             tally.not_running.fetch_add(1, Ordering::AcqRel);
         }
         // Most services have this one subscriber: room for it alone.
-        ctl.subscribers.reserve_exact(1);
         ctl.subscribers.push(Subscriber::Supervisor {
             index,
             tally: tally.clone(),
