@@ -406,6 +406,39 @@ async fn three_hung_cleanups_are_abandoned_at_the_budget_and_listed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_loop_abandoned_at_the_budget_still_ends_at_its_own_stop_deadline() {
+    #[derive(Service)]
+    #[service(name = "deaf", stop_timeout = "60s")]
+    struct Deaf;
+
+    #[lifecycle]
+    impl Deaf {
+        #[run]
+        async fn listen(&self, _shutdown: Shutdown) -> Result<(), std::io::Error> {
+            std::future::pending().await
+        }
+    }
+
+    let deaf = Managed::new(Deaf);
+    let supervisor = Supervisor::new()
+        .add(deaf.clone())
+        .shutdown_timeout(Duration::from_secs(5));
+    let report = supervisor.run_until(after_startup()).await;
+    assert_eq!(report.code(), EXIT_SHUTDOWN_TIMEOUT);
+    // The supervisor gave up waiting; the stop it began still ends at the service's own
+    // deadline, 60 s after it began.
+    assert_eq!(deaf.status(), Stopping);
+    tokio::time::sleep(Duration::from_secs(54)).await;
+    assert_eq!(deaf.status(), Stopping);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(deaf.status(), ServiceStatus::Error);
+    assert_eq!(
+        deaf.last_error().unwrap().to_string(),
+        "service `deaf`: run hook `listen` timed out after 60s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn ten_failing_cleanups_are_all_reported() {
     let log = Log::default();
     let labels = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];

@@ -161,7 +161,11 @@ struct Control {
     /// it took it (see [`Op::beginner`]).
     run_stop_outcome: Option<RunStopOutcome>,
     /// Older untaken outcomes: a run stop ended while the outcome of an earlier one
-    /// still waited for its caller's next poll (rare, so boxed: 8 bytes in every service).
+    /// still waited for its caller's next poll.
+    #[expect(
+        clippy::box_collection,
+        reason = "rare: a boxed list costs 8 bytes in every service, a list 24"
+    )]
     more_run_stop_outcomes: Option<Box<Vec<RunStopOutcome>>>,
 }
 
@@ -428,22 +432,45 @@ type RunStopOutcome = (u64, Option<Box<ServiceError>>);
 /// Waits for the [`OpKind::RunStop`] `id` to end, ending it at `deadline` if the loop has
 /// not returned by then. Written out as a state machine rather than an `async fn`: it is
 /// part of every run-loop service's `stop()` future, and the compiler's layout of the
-/// `async` version took 300 bytes for these few fields.
+/// `async` version took 300 bytes for these few fields. The state is kept apart from
+/// the service's type ([`RunStopProgress`]), so a type-erased stop (a supervisor's)
+/// holds it inline too rather than boxing a future.
 struct RunStopWait<'a, S: Service> {
+    inner: &'a Inner<S>,
     /// The shared result; `None` for the call that began the stop, which finds its
     /// outcome in the control ([`Inner::poll_run_stop_outcome`]).
     result: Option<ResultWait<'a>>,
-    /// If this wait is dropped half-way, something must still end the stop by its
-    /// deadline should the loop never return.
-    watchdog: WatchdogOnDrop<'a, S>,
+    progress: RunStopProgress,
+}
+
+/// Where a wait for a [`OpKind::RunStop`] is.
+pub(crate) struct RunStopProgress {
+    id: u64,
     deadline: Instant,
     stage: RunStopStage,
+    /// The stop has not ended for this wait yet: dropped now, it must leave something to
+    /// end the stop by its deadline should the loop never return.
+    armed: bool,
+    /// The wait of the call that began the stop.
+    beginner: bool,
+}
+
+impl RunStopProgress {
+    fn new(id: u64, deadline: Instant, beginner: bool) -> Self {
+        RunStopProgress {
+            id,
+            deadline,
+            stage: RunStopStage::First,
+            armed: true,
+            beginner,
+        }
+    }
 }
 
 enum RunStopStage {
     /// Not polled yet.
     First,
-    /// Gave the loop one turn of the scheduler (current-thread runtime).
+    /// Gave the loop one turn of the scheduler.
     Yielded,
     /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
     Timed(Pin<Box<tokio::time::Sleep>>),
@@ -457,20 +484,14 @@ enum RunStopStage {
 
 fn wait_run_stop<'a, S: Service>(
     shared: Option<&'a OpShared>,
-    inner: &'a Arc<Inner<S>>,
+    inner: &'a Inner<S>,
     id: u64,
     deadline: Instant,
 ) -> RunStopWait<'a, S> {
     RunStopWait {
+        inner,
         result: shared.map(OpShared::wait),
-        watchdog: WatchdogOnDrop {
-            inner,
-            id,
-            armed: true,
-            beginner: shared.is_none(),
-        },
-        deadline,
-        stage: RunStopStage::First,
+        progress: RunStopProgress::new(id, deadline, shared.is_none()),
     }
 }
 
@@ -480,19 +501,36 @@ impl<S: Service> Future for RunStopWait<'_, S> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin` (the timer is boxed).
         let this = self.get_mut();
+        this.inner
+            .poll_run_stop(&mut this.progress, this.result.as_mut(), cx)
+    }
+}
+
+impl<S: Service> Drop for RunStopWait<'_, S> {
+    fn drop(&mut self) {
+        self.inner.run_stop_wait_dropped(&self.progress);
+    }
+}
+
+impl<S: Service> Inner<S> {
+    /// Polls a wait for a run stop: `result` is the shared result, `None` for the call
+    /// that began the stop.
+    fn poll_run_stop(
+        &self,
+        progress: &mut RunStopProgress,
+        mut result: Option<&mut ResultWait<'_>>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>> {
         loop {
-            let outcome = match &mut this.result {
+            let outcome = match &mut result {
                 Some(result) => result.poll_result(cx),
-                None => this
-                    .watchdog
-                    .inner
-                    .poll_run_stop_outcome(this.watchdog.id, cx),
+                None => self.poll_run_stop_outcome(progress.id, cx),
             };
             if let Poll::Ready(result) = outcome {
-                this.watchdog.armed = false;
+                progress.armed = false;
                 return Poll::Ready(result);
             }
-            match &mut this.stage {
+            match &mut progress.stage {
                 // Most loops return as soon as they see the request, so most stops never
                 // arm their timer: give the loop one turn of the scheduler first. A task
                 // that wakes itself while polled is queued behind the tasks already
@@ -503,18 +541,17 @@ impl<S: Service> Future for RunStopWait<'_, S> {
                 // steal from, so the deadline is still armed (`tests/operations.rs`
                 // checks it). Not `tokio::task::yield_now`: see `returned_soon`.
                 RunStopStage::First => {
-                    this.stage = RunStopStage::Yielded;
+                    progress.stage = RunStopStage::Yielded;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
                 RunStopStage::Yielded => {
-                    this.stage = match tokio::runtime::Handle::try_current() {
-                        Ok(_) => {
-                            RunStopStage::Timed(Box::pin(tokio::time::sleep_until(this.deadline)))
-                        }
+                    progress.stage = match tokio::runtime::Handle::try_current() {
+                        Ok(_) => RunStopStage::Timed(Box::pin(tokio::time::sleep_until(
+                            progress.deadline,
+                        ))),
                         Err(_) => {
-                            let watchdog = &this.watchdog;
-                            time_out_on_a_thread(watchdog.inner, watchdog.id, this.deadline);
+                            self.time_out_on_a_thread(progress.id, progress.deadline);
                             RunStopStage::Untimed
                         }
                     };
@@ -526,42 +563,34 @@ impl<S: Service> Future for RunStopWait<'_, S> {
                     }
                     // Ends the stop, unless another party just did (and completes it after
                     // releasing the control lock): either way the result is coming.
-                    this.watchdog.inner.time_out_run_stop(this.watchdog.id);
-                    this.stage = RunStopStage::TimedOut;
+                    self.time_out_run_stop(progress.id);
+                    progress.stage = RunStopStage::TimedOut;
                 }
             }
         }
     }
-}
 
-/// Ends a [`OpKind::RunStop`] at its deadline when its waiter is dropped before the stop ended.
-/// Also tells the stop that the call that began it no longer waits (`beginner`).
-struct WatchdogOnDrop<'a, S: Service> {
-    inner: &'a Arc<Inner<S>>,
-    id: u64,
-    armed: bool,
-    /// The wait of the call that began the stop.
-    beginner: bool,
-}
-
-impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
-    fn drop(&mut self) {
-        if !self.armed {
+    /// A wait for a run stop is dropped: if the stop has not ended for it, something
+    /// must still end the stop at its deadline should the loop never return; and the
+    /// call that began it no longer waits.
+    fn run_stop_wait_dropped(&self, progress: &RunStopProgress) {
+        if !progress.armed {
             return;
         }
+        let id = progress.id;
         let deadline = {
-            let mut ctl = self.inner.lock();
-            let deadline = run_stop_deadline(&ctl, self.inner);
-            match ctl.op.as_mut().filter(|op| op.id == self.id) {
+            let mut ctl = self.lock();
+            let deadline = run_stop_deadline(&ctl, self);
+            match ctl.op.as_mut().filter(|op| op.id == id) {
                 Some(op) => {
-                    if self.beginner {
+                    if progress.beginner {
                         op.beginner = None;
                     }
                 }
                 None => {
                     // Ended, its outcome not taken: nobody will.
-                    if self.beginner {
-                        take_run_stop_outcome(&mut ctl, self.id);
+                    if progress.beginner {
+                        take_run_stop_outcome(&mut ctl, id);
                     }
                     return;
                 }
@@ -570,8 +599,7 @@ impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let inner = Arc::downgrade(self.inner);
-                let id = self.id;
+                let inner = self.this.clone();
                 drop(runtime.spawn(async move {
                     tokio::time::sleep_until(deadline).await;
                     if let Some(inner) = inner.upgrade() {
@@ -579,27 +607,27 @@ impl<S: Service> Drop for WatchdogOnDrop<'_, S> {
                     }
                 }));
             }
-            Err(_) => time_out_on_a_thread(self.inner, self.id, deadline),
+            Err(_) => self.time_out_on_a_thread(id, deadline),
         }
     }
-}
 
-/// Ends the [`OpKind::RunStop`] `id` at `deadline` from a thread of its own: for a stop
-/// awaited outside any tokio runtime, where there is no timer to arm (rare; a thread per
-/// such stop).
-fn time_out_on_a_thread<S: Service>(inner: &Arc<Inner<S>>, id: u64, deadline: Instant) {
-    let inner = Arc::downgrade(inner);
-    let deadline = deadline.into_std();
-    let spawned = std::thread::Builder::new()
-        .name("service-stop-deadline".into())
-        .spawn(move || {
-            std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
-            if let Some(inner) = inner.upgrade() {
-                inner.time_out_run_stop(id);
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "no thread for a stop's deadline: the stop waits for its run loop");
+    /// Ends the [`OpKind::RunStop`] `id` at `deadline` from a thread of its own: for a
+    /// stop awaited outside any tokio runtime, where there is no timer to arm (rare; a
+    /// thread per such stop).
+    fn time_out_on_a_thread(&self, id: u64, deadline: Instant) {
+        let inner = self.this.clone();
+        let deadline = deadline.into_std();
+        let spawned = std::thread::Builder::new()
+            .name("service-stop-deadline".into())
+            .spawn(move || {
+                std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+                if let Some(inner) = inner.upgrade() {
+                    inner.time_out_run_stop(id);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread for a stop's deadline: the stop waits for its run loop");
+        }
     }
 }
 
@@ -1244,17 +1272,17 @@ impl<S: Service> Inner<S> {
         // Taken by a timeout; otherwise the loop's task is ending (or gone): detach it.
         ctl.run = None;
         let result = self.end_stop(&mut ctl, error);
-        let beginner = op.beginner.map(|waker| {
+        // The call that began the stop finds its outcome in the control.
+        if op.beginner.is_some() {
             let outcome = (op.id, result.as_ref().err().cloned().map(Box::new));
             if let Some(older) = ctl.run_stop_outcome.replace(outcome) {
                 ctl.more_run_stop_outcomes
                     .get_or_insert_default()
                     .push(older);
             }
-            waker
-        });
+        }
         drop(ctl);
-        if let Some(waker) = beginner.flatten() {
+        if let Some(waker) = op.beginner.flatten() {
             waker.wake();
         }
         if let Some(shared) = op.shared {
@@ -2103,17 +2131,50 @@ fn run_hook_name<S: Lifecycle>() -> &'static str {
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
 
 /// What a start or stop of a type-erased service gives when it begins: its outcome when
-/// it needed no waiting, or the rest of it, boxed.
-pub(crate) type Begun<'a> =
-    Result<Result<(), ServiceError>, BoxFuture<'a, Result<(), ServiceError>>>;
+/// it needed no waiting, or the rest of it.
+pub(crate) type Begun<'a> = Result<Result<(), ServiceError>, Rest<'a>>;
+
+/// The rest of a type-erased start or stop: the wait for a run stop it began, inline
+/// (the stop of most services with a run loop), or any other wait, boxed.
+pub(crate) enum Rest<'a> {
+    RunStop {
+        service: &'a dyn DynService,
+        progress: RunStopProgress,
+    },
+    Boxed(BoxFuture<'a, Result<(), ServiceError>>),
+}
+
+impl Future for Rest<'_> {
+    type Output = Result<(), ServiceError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>> {
+        // Every field is `Unpin`.
+        match self.get_mut() {
+            Rest::RunStop { service, progress } => service.poll_run_stop(progress, cx),
+            Rest::Boxed(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+impl Drop for Rest<'_> {
+    fn drop(&mut self) {
+        if let Rest::RunStop { service, progress } = self {
+            service.run_stop_wait_dropped(progress);
+        }
+    }
+}
 
 /// The future of a type-erased start or stop: one that needs no waiting (most do)
-/// completes at its first poll without allocating; only one that must await is boxed.
+/// completes at its first poll without allocating; only one that must await something
+/// other than its own run stop is boxed.
 pub(crate) struct ErasedOp<'a> {
     service: &'a dyn DynService,
     /// A start (`true`) or a stop.
     start: bool,
-    rest: Option<BoxFuture<'a, Result<(), ServiceError>>>,
+    rest: Option<Rest<'a>>,
 }
 
 impl Future for ErasedOp<'_> {
@@ -2139,7 +2200,7 @@ impl Future for ErasedOp<'_> {
                 }
             }
         };
-        rest.as_mut().poll(cx)
+        Pin::new(rest).poll(cx)
     }
 }
 
@@ -2153,6 +2214,14 @@ pub(crate) trait DynService: Send + Sync {
     fn start_now(&self) -> Begun<'_>;
     /// What [`Managed::stop`] does up to its first wait.
     fn stop_now(&self) -> Begun<'_>;
+    /// Polls the wait for a run stop that [`stop_now`](Self::stop_now) began.
+    fn poll_run_stop(
+        &self,
+        progress: &mut RunStopProgress,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>>;
+    /// The wait for a run stop that [`stop_now`](Self::stop_now) began is dropped.
+    fn run_stop_wait_dropped(&self, progress: &RunStopProgress);
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
@@ -2207,16 +2276,36 @@ impl<S: Service> DynService for Inner<S> {
 
     fn start_now(&self) -> Begun<'_> {
         let managed = self.managed();
-        managed.start_now().map_err(|wait| -> BoxFuture<'_, _> {
-            Box::pin(async move { managed.awaiting(wait, Managed::start_now).await })
+        managed.start_now().map_err(|wait| {
+            Rest::Boxed(Box::pin(async move {
+                managed.awaiting(wait, Managed::start_now).await
+            }))
         })
     }
 
     fn stop_now(&self) -> Begun<'_> {
         let managed = self.managed();
-        managed.stop_now().map_err(|wait| -> BoxFuture<'_, _> {
-            Box::pin(async move { managed.awaiting(wait, Managed::stop_now).await })
+        managed.stop_now().map_err(|wait| match wait {
+            Wait::RunStop { id, deadline } => Rest::RunStop {
+                service: self,
+                progress: RunStopProgress::new(id, deadline, true),
+            },
+            wait => Rest::Boxed(Box::pin(async move {
+                managed.awaiting(wait, Managed::stop_now).await
+            })),
         })
+    }
+
+    fn poll_run_stop(
+        &self,
+        progress: &mut RunStopProgress,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), ServiceError>> {
+        Inner::poll_run_stop(self, progress, None, cx)
+    }
+
+    fn run_stop_wait_dropped(&self, progress: &RunStopProgress) {
+        Inner::run_stop_wait_dropped(self, progress);
     }
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {

@@ -47,8 +47,8 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Runs boxed futures concurrently in the current task and collects their outputs in
-/// order.
+/// Runs futures (boxed, or otherwise `Unpin`) concurrently in the current task and
+/// collects their outputs in order.
 ///
 /// Each future is first polled with the caller's own waker: one that finishes at once (an
 /// instant health check, a start with nothing to await) costs no allocation. One still
@@ -56,11 +56,9 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// only the futures that were woken: O(N) polls in all rather than N per wake-up (with
 /// the supervisor on a worker, woken after each service's start or stop, polling them
 /// all each time made large levels quadratic).
-pub(crate) async fn join_all<T>(
-    futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-) -> Vec<T> {
+pub(crate) async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
     let woken = Arc::new(Woken::default());
-    let mut slots: Vec<Slot<'_, T>> = futures.into_iter().map(Slot::Pending).collect();
+    let mut slots: Vec<Slot<F>> = futures.into_iter().map(Slot::Pending).collect();
     let mut remaining = slots.len();
     // Polled with the caller's waker (all of them, the first time) and not yet with one
     // of their own.
@@ -82,7 +80,7 @@ pub(crate) async fn join_all<T>(
                 continue;
             };
             let poll = if first {
-                future.as_mut().poll(cx)
+                Pin::new(&mut *future).poll(cx)
             } else {
                 // It may have kept the caller's waker: poll it once more with its own,
                 // so its wake-ups are told apart from now on.
@@ -90,7 +88,7 @@ pub(crate) async fn join_all<T>(
                     index,
                     woken: woken.clone(),
                 }));
-                let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+                let poll = Pin::new(&mut *future).poll(&mut Context::from_waker(&waker));
                 if poll.is_pending() {
                     track(&mut slots[index], waker);
                 }
@@ -108,7 +106,9 @@ pub(crate) async fn join_all<T>(
         first = false;
         for &index in &ready {
             if let Slot::Tracked(future, waker) = &mut slots[index] {
-                if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(waker)) {
+                if let Poll::Ready(output) =
+                    Pin::new(&mut *future).poll(&mut Context::from_waker(waker))
+                {
                     slots[index] = Slot::Done(Some(output));
                     remaining -= 1;
                 }
@@ -133,18 +133,18 @@ pub(crate) async fn join_all<T>(
 }
 
 /// Gives a pending future the waker of its own it was just polled with.
-fn track<T>(slot: &mut Slot<'_, T>, waker: Waker) {
+fn track<F: Future>(slot: &mut Slot<F>, waker: Waker) {
     if let Slot::Pending(future) = std::mem::replace(slot, Slot::Done(None)) {
         *slot = Slot::Tracked(future, waker);
     }
 }
 
-enum Slot<'a, T> {
+enum Slot<F: Future> {
     /// Not polled yet, or polled only with the caller's waker.
-    Pending(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+    Pending(F),
     /// Pending, with a waker of its own.
-    Tracked(Pin<Box<dyn Future<Output = T> + Send + 'a>>, Waker),
-    Done(Option<T>),
+    Tracked(F, Waker),
+    Done(Option<F::Output>),
 }
 
 /// The futures of a [`join_all`] woken since it last looked, and its own waker.
@@ -221,6 +221,6 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_to_join() {
-        assert!(join_all::<()>(Vec::new()).await.is_empty());
+        assert!(join_all(Vec::<Boxed<'_>>::new()).await.is_empty());
     }
 }
