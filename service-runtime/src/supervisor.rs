@@ -825,10 +825,10 @@ impl Observer {
         };
         match (change.from, change.to) {
             (ServiceStatus::Starting, ServiceStatus::Running) => {
-                figures.last_start_duration = Some(change.duration);
+                figures.last_start_duration = Some(change.duration());
             }
             (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
-                figures.last_stop_duration = Some(change.duration);
+                figures.last_stop_duration = Some(change.duration());
             }
             _ => {}
         }
