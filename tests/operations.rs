@@ -314,40 +314,66 @@ async fn read_is_not_blocked_by_a_start_kept_but_no_longer_polled() {
     start.await.unwrap();
 }
 
-/// A run loop that blocks its thread (ignoring the shutdown signal) cannot be cancelled,
-/// but the stop still returns after the stop timeout, reporting it.
-#[test]
-fn a_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
-    #[derive(Service, Default)]
-    #[service(name = "blocker", stop_timeout = "50ms")]
-    struct Blocker {
-        finished: Arc<std::sync::atomic::AtomicBool>,
+/// The run hook of the blockers below: waits for the shutdown request, then blocks its
+/// worker thread well past the stop timeout.
+async fn block_after_the_request(
+    shutdown: service_runtime::Shutdown,
+    finished: &std::sync::atomic::AtomicBool,
+) -> Result<(), std::io::Error> {
+    shutdown.requested().await;
+    std::thread::sleep(Duration::from_millis(1_500));
+    finished.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// A run loop alone: its stop is ended by the run task (or its waiter, at the deadline).
+#[derive(Service, Default)]
+#[service(name = "blocker", stop_timeout = "50ms")]
+struct Blocker {
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl Blocker {
+    #[run]
+    async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+        block_after_the_request(shutdown, &self.finished).await
+    }
+}
+
+/// A run loop and a cleanup hook: the stop runs as an operation that awaits the loop's
+/// task.
+#[derive(Service, Default)]
+#[service(name = "blocker", stop_timeout = "50ms")]
+struct CleanBlocker {
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl CleanBlocker {
+    #[run]
+    async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+        block_after_the_request(shutdown, &self.finished).await
     }
 
-    #[lifecycle]
-    impl Blocker {
-        #[run]
-        async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
-            shutdown.requested().await;
-            // Blocks the worker thread well past the stop timeout.
-            std::thread::sleep(Duration::from_millis(1_500));
-            self.finished.store(true, Ordering::SeqCst);
-            Ok(())
-        }
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        Ok(())
     }
+}
 
+/// Starts `service` on a multi-thread runtime and stops it from a spawned task (not
+/// `block_on`'s own thread, which is not a worker the loop could block); returns the
+/// stop's error, checking it came before the blocked loop finished.
+fn stop_a_blocked_loop<S: Service>(service: S, finished: &std::sync::atomic::AtomicBool) -> String {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
         .build()
         .unwrap();
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let service = Managed::new(Blocker {
-        finished: finished.clone(),
-    });
+    let service = Managed::new(service);
     let error = runtime.block_on(async {
         service.start().await.unwrap();
-        // A spawned task: `block_on`'s own thread is not a worker the loop could block.
         let stopper = service.clone();
         tokio::spawn(async move { stopper.stop().await })
             .await
@@ -358,66 +384,40 @@ fn a_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
         !finished.load(Ordering::SeqCst),
         "the stop returned before the blocked loop did"
     );
-    assert_eq!(
-        error.to_string(),
-        "service `blocker`: run hook `spin` timed out after 50ms"
-    );
     assert_eq!(service.status(), ServiceStatus::Error);
     runtime.shutdown_background();
+    error.to_string()
+}
+
+/// A run loop that blocks its thread (ignoring the shutdown signal) cannot be cancelled,
+/// but the stop still returns after the stop timeout, reporting it.
+#[test]
+fn a_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
+    let finished = Arc::default();
+    let error = stop_a_blocked_loop(
+        Blocker {
+            finished: Arc::clone(&finished),
+        },
+        &finished,
+    );
+    assert_eq!(
+        error,
+        "service `blocker`: run hook `spin` timed out after 50ms"
+    );
 }
 
 /// As above, for a service with a cleanup hook.
 #[test]
 fn a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
-    #[derive(Service, Default)]
-    #[service(name = "blocker", stop_timeout = "50ms")]
-    struct Blocker {
-        finished: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    #[lifecycle]
-    impl Blocker {
-        #[run]
-        async fn spin(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
-            shutdown.requested().await;
-            // Blocks the worker thread well past the stop timeout.
-            std::thread::sleep(Duration::from_millis(1_500));
-            self.finished.store(true, Ordering::SeqCst);
-            Ok(())
-        }
-
-        // A cleanup hook: the stop runs as an operation that awaits the loop's task,
-        // rather than being ended by the run task.
-        #[cleanup]
-        async fn close(&mut self) -> Result<(), std::io::Error> {
-            Ok(())
-        }
-    }
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let service = Managed::new(Blocker {
-        finished: finished.clone(),
-    });
-    let error = runtime.block_on(async {
-        service.start().await.unwrap();
-        // A spawned task: `block_on`'s own thread is not a worker the loop could block.
-        let stopper = service.clone();
-        tokio::spawn(async move { stopper.stop().await })
-            .await
-            .unwrap()
-            .unwrap_err()
-    });
-    assert!(
-        !finished.load(Ordering::SeqCst),
-        "the stop returned before the blocked loop did"
+    let finished = Arc::default();
+    let error = stop_a_blocked_loop(
+        CleanBlocker {
+            finished: Arc::clone(&finished),
+        },
+        &finished,
     );
     assert_eq!(
-        error.to_string(),
+        error,
         "service `blocker`: 2 errors: \
          [1] service `blocker`: run hook `spin` timed out after 50ms; \
          [2] service `blocker`: cleanup hook `close` failed: no cleanup hook ran: a \
@@ -425,8 +425,6 @@ fn a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_threa
         "the blocked loop keeps its read guard until its thread is released: the cleanup \
          cannot take the service either, and says so"
     );
-    assert_eq!(service.status(), ServiceStatus::Error);
-    runtime.shutdown_background();
 }
 
 /// Without a tokio runtime, starting a service with a run loop fails (the spawn panics)
