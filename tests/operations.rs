@@ -362,17 +362,45 @@ impl CleanBlocker {
     }
 }
 
+/// A task that always has work: spins ~50 µs per poll and wakes itself, until `done`.
+fn busy(done: Arc<std::sync::atomic::AtomicBool>) -> impl Future<Output = ()> + Send {
+    std::future::poll_fn(move |cx| {
+        if done.load(Ordering::Relaxed) {
+            return Poll::Ready(());
+        }
+        let began = std::time::Instant::now();
+        while began.elapsed() < Duration::from_micros(50) {
+            std::hint::spin_loop();
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+}
+
 /// Starts `service` on a multi-thread runtime and stops it from a spawned task (not
 /// `block_on`'s own thread, which is not a worker the loop could block); returns the
-/// stop's error, checking it came before the blocked loop finished.
-fn stop_a_blocked_loop<S: Service>(service: S, finished: &std::sync::atomic::AtomicBool) -> String {
+/// stop's error, checking it came before the blocked loop finished. With `busy_workers`,
+/// tasks that always have work keep every worker's queue full meanwhile (so none is
+/// idle to steal from the blocked one).
+fn stop_a_blocked_loop<S: Service>(
+    service: S,
+    finished: &std::sync::atomic::AtomicBool,
+    busy_workers: bool,
+) -> String {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
         .build()
         .unwrap();
     let service = Managed::new(service);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let error = runtime.block_on(async {
+        if busy_workers {
+            for _ in 0..4 {
+                tokio::spawn(busy(done.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         service.start().await.unwrap();
         let stopper = service.clone();
         tokio::spawn(async move { stopper.stop().await })
@@ -380,6 +408,7 @@ fn stop_a_blocked_loop<S: Service>(service: S, finished: &std::sync::atomic::Ato
             .unwrap()
             .unwrap_err()
     });
+    done.store(true, Ordering::SeqCst);
     assert!(
         !finished.load(Ordering::SeqCst),
         "the stop returned before the blocked loop did"
@@ -399,11 +428,36 @@ fn a_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
             finished: Arc::clone(&finished),
         },
         &finished,
+        false,
     );
     assert_eq!(
         error,
         "service `blocker`: run hook `spin` timed out after 50ms"
     );
+}
+
+/// As above, with every worker busy: none is idle to steal the stop's task from the
+/// blocked worker, so the deadline must not depend on it being stolen.
+#[test]
+fn a_stop_with_busy_workers_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread() {
+    for with_cleanup in [false, true] {
+        let finished = Arc::default();
+        let error = if with_cleanup {
+            let service = CleanBlocker {
+                finished: Arc::clone(&finished),
+            };
+            stop_a_blocked_loop(service, &finished, true)
+        } else {
+            let service = Blocker {
+                finished: Arc::clone(&finished),
+            };
+            stop_a_blocked_loop(service, &finished, true)
+        };
+        assert!(
+            error.contains("run hook `spin` timed out after 50ms"),
+            "{error}"
+        );
+    }
 }
 
 /// As above, for a service with a cleanup hook.
@@ -415,6 +469,7 @@ fn a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_threa
             finished: Arc::clone(&finished),
         },
         &finished,
+        false,
     );
     assert_eq!(
         error,
@@ -425,6 +480,53 @@ fn a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_threa
         "the blocked loop keeps its read guard until its thread is released: the cleanup \
          cannot take the service either, and says so"
     );
+}
+
+/// A run loop that holds a large buffer across an `.await`: its future is boxed inside
+/// its task rather than carried in the task (built on the stack of `start()`), and it
+/// runs and stops as any other.
+#[test]
+fn a_run_loop_with_a_large_future_runs_and_stops() {
+    #[derive(Service, Default)]
+    #[service(name = "hoarder")]
+    struct Hoarder {
+        sum: Arc<AtomicUsize>,
+    }
+
+    #[lifecycle]
+    impl Hoarder {
+        #[run]
+        async fn fill(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            let mut buffer = [1u8; 256 * 1024];
+            shutdown.requested().await;
+            buffer[0] = 2;
+            let sum = buffer.iter().map(|&b| usize::from(b)).sum();
+            self.sum.store(sum, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    // A thread with a small stack: the 256 KiB future must not be built on it.
+    let sum = Arc::new(AtomicUsize::new(0));
+    let service = Managed::new(Hoarder { sum: sum.clone() });
+    std::thread::Builder::new()
+        .stack_size(192 * 1024)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_stack_size(4 * 1024 * 1024)
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                service.start().await.unwrap();
+                service.stop().await.unwrap();
+            });
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(sum.load(Ordering::SeqCst), 256 * 1024 + 1);
 }
 
 /// Without a tokio runtime, starting a service with a run loop fails (the spawn panics)

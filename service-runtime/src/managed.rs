@@ -176,7 +176,11 @@ fn take_run_stop_outcome(ctl: &mut Control, id: u64) -> Option<Result<(), Servic
         None => {
             let more = ctl.more_run_stop_outcomes.as_mut()?;
             let at = more.iter().position(|(of, _)| *of == id)?;
-            more.swap_remove(at)
+            let outcome = more.swap_remove(at);
+            if more.is_empty() {
+                ctl.more_run_stop_outcomes = None;
+            }
+            outcome
         }
     };
     Some(match outcome.1 {
@@ -541,20 +545,20 @@ impl<S: Service> Inner<S> {
             }
             match &mut progress.stage {
                 // Most loops return as soon as they see the request, so most stops never
-                // arm their timer: give the loop one turn of the scheduler first. A task
-                // that wakes itself while polled is queued behind the tasks already
-                // woken, the loop among them (tokio treats it as a yield: on a
-                // multi-thread runtime it goes to the back of the worker's queue, not to
-                // its LIFO slot, where the loop was put). Should the loop then block this
-                // worker's thread, this task waits in a queue that the other workers
-                // steal from, so the deadline is still armed (`tests/operations.rs`
-                // checks it). Not `tokio::task::yield_now`: see `returned_soon`.
-                RunStopStage::First => {
+                // arm their timer: on a current-thread runtime, give the loop one turn of
+                // the scheduler first. Not on a multi-thread runtime: there the self-woken
+                // task waits in this worker's queue behind the loop (in the LIFO slot),
+                // and other workers steal from that queue only once their own is empty;
+                // a loop that blocks this thread while they are busy would hold back this
+                // task and the deadline with it (`tests/operations.rs`,
+                // `a_stop_with_busy_workers_returns_after_its_timeout_...`). A timer
+                // armed now fires on whichever worker next looks at the clock.
+                RunStopStage::First if on_current_thread_runtime() => {
                     progress.stage = RunStopStage::Yielded;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                RunStopStage::Yielded => {
+                RunStopStage::First | RunStopStage::Yielded => {
                     progress.stage = match tokio::runtime::Handle::try_current() {
                         Ok(_) => RunStopStage::Timed(Box::pin(tokio::time::sleep_until(
                             progress.deadline,
@@ -587,13 +591,15 @@ impl<S: Service> Inner<S> {
             return;
         }
         let id = progress.id;
+        let mut waker = None;
         let deadline = {
             let mut ctl = self.lock();
             let deadline = run_stop_deadline(&ctl, self);
             match ctl.op.as_mut().filter(|op| op.id == id) {
                 Some(op) => {
                     if progress.beginner {
-                        op.beginner = None;
+                        // Dropped once the control lock is released.
+                        waker = op.beginner.take();
                     }
                 }
                 None => {
@@ -606,6 +612,7 @@ impl<S: Service> Inner<S> {
             }
             deadline
         };
+        drop(waker);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let inner = self.this.clone();
@@ -642,12 +649,9 @@ impl<S: Service> Inner<S> {
 
 /// Waits for `loop_end` (the end of a run loop that was asked to return) only as long as
 /// it takes no timer: its output if it is ready now or, on a current-thread runtime,
-/// after one turn of the scheduler. Not on a multi-thread runtime: `yield_now` defers
-/// this task's wake-up until its worker parks, so a loop that blocks the worker's thread
-/// would hold back this task (and the deadline) with it, which
-/// `a_full_stop_returns_after_its_timeout_even_when_the_run_loop_blocks_its_thread`
-/// showed. ([`RunStopWait`] wakes itself instead, which tokio queues where other
-/// workers can steal it.)
+/// after one turn of the scheduler. Not on a multi-thread runtime: a loop that blocks
+/// the worker's thread would hold back this task (and the deadline) with it (`yield_now`
+/// defers the wake-up until the worker parks; see [`RunStopWait`] for a self-wake).
 async fn returned_soon<F: Future + Unpin>(loop_end: &mut F) -> Option<F::Output> {
     if let Some(output) = poll_now(loop_end).await {
         return Some(output);
@@ -720,6 +724,43 @@ struct RunExitGuard<S: Service> {
     inner: Option<Weak<Inner<S>>>,
     /// The loop's own signal: tells this loop apart from a later one.
     signal: Shutdown,
+}
+
+impl<S: Service> RunExitGuard<S> {
+    /// The loop returned with `outcome`: reports it (see [`Inner::on_run_exit`]); the
+    /// task's output is the error left for a stop in flight.
+    fn finish(
+        &mut self,
+        outcome: Result<crate::__private::HookResult, String>,
+    ) -> Option<ServiceError> {
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
+            Err(panic) => Some(HookFailure::Panic(panic)),
+        };
+        let inner = self.inner.take().and_then(|weak| weak.upgrade())?;
+        inner.on_run_exit(run_hook_name::<S>(), error, &self.signal)
+    }
+}
+
+/// The service's read guard for its run loop.
+async fn read_for_run<S>(service: &RwLock<S>) -> RwLockReadGuard<'_, S> {
+    match service.try_read() {
+        Ok(guard) => guard,
+        // Boxed: rare (a `read()` guard held elsewhere at the loop's start).
+        Err(_) => Box::pin(service.read()).await,
+    }
+}
+
+/// The largest run future kept in place in its task (see `Inner::spawn_run_loop`).
+const MAX_INLINE_RUN_FUTURE: usize = 1024;
+
+/// The size of the future `S::__run` returns, without making one.
+fn run_future_size<S: Lifecycle>() -> usize {
+    fn size_of_output<'a, S: 'a, F>(_: fn(&'a S, Shutdown) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size_of_output(S::__run)
 }
 
 impl<S: Service> Drop for RunExitGuard<S> {
@@ -1073,7 +1114,8 @@ impl<S: Service> Inner<S> {
     }
 
     /// [`transition`](Self::transition) at `now`: two transitions made together under one
-    /// lock share one clock read.
+    /// lock share one clock read (so an inline start reports no time spent `starting`,
+    /// and an inline stop none `stopping`: nothing was awaited).
     fn transition_at(
         &self,
         ctl: &mut Control,
@@ -1313,10 +1355,13 @@ impl<S: Service> Inner<S> {
     ) -> Poll<Result<(), ServiceError>> {
         let mut ctl = self.lock();
         if let Some(op) = ctl.op.as_mut().filter(|op| op.id == id) {
-            match &mut op.beginner {
-                Some(Some(waker)) if waker.will_wake(cx.waker()) => {}
-                beginner => *beginner = Some(Some(cx.waker().clone())),
-            }
+            let replaced = match &mut op.beginner {
+                Some(Some(waker)) if waker.will_wake(cx.waker()) => None,
+                beginner => beginner.replace(Some(cx.waker().clone())),
+            };
+            // A waker's drop runs the executor's code: not under the control lock.
+            drop(ctl);
+            drop(replaced);
             return Poll::Pending;
         }
         Poll::Ready(take_run_stop_outcome(&mut ctl, id).unwrap_or_else(|| {
@@ -1677,14 +1722,10 @@ impl<S: Service> Inner<S> {
     }
 
     fn spawn_run_loop(self: &Arc<Self>) -> RunLoop {
-        let hook = run_hook_name::<S>();
         let shutdown = Shutdown::new();
-        let service = self.service.clone();
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let span = self.hook_span(HookKind::Run, hook);
         // Moved into the task, so that it also reports a task dropped before its first poll.
         let exit = RunExitGuard {
-            inner: Some(weak),
+            inner: Some(self.this.clone()),
             signal: shutdown.clone(),
         };
         // The task's future holds the user's run future in place (one allocation less
@@ -1692,31 +1733,48 @@ impl<S: Service> Inner<S> {
         // each run-loop service's task cell, whose size is rounded up to 128 bytes (the
         // hook name is looked up again rather than captured; the rare lock wait is
         // boxed). For a small loop the cell is 384 B, against 256 B plus a 144 B box.
-        let run = async move {
-            let mut exit = exit;
+        // A task's future is built here, on the stack of the `start()` that spawns it:
+        // a large run future (a buffer held across an `.await`) is boxed inside the
+        // task instead, each way in a function of its own so that neither frame holds
+        // the other's future.
+        let handle = if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE {
+            self.spawn_run_task_inline(exit)
+        } else {
+            self.spawn_run_task_boxed(exit)
+        };
+        RunLoop { shutdown, handle }
+    }
+
+    #[inline(never)]
+    fn spawn_run_task_inline(&self, mut exit: RunExitGuard<S>) -> JoinHandle<Option<ServiceError>> {
+        let service = self.service.clone();
+        self.spawn_run_task(async move {
             let outcome = {
-                let guard = match service.try_read() {
-                    Ok(guard) => guard,
-                    // Boxed: rare (a `read()` guard held elsewhere at the loop's start).
-                    Err(_) => Box::pin(service.read()).await,
-                };
-                // Pinned in the task's future: the run hook's future is not boxed.
+                let guard = read_for_run(&service).await;
                 let run = std::pin::pin!(guard.__run(exit.signal.clone()));
                 catch_unwind_future(run).await
             };
-            let error = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
-                Err(panic) => Some(HookFailure::Panic(panic)),
+            exit.finish(outcome)
+        })
+    }
+
+    #[inline(never)]
+    fn spawn_run_task_boxed(&self, mut exit: RunExitGuard<S>) -> JoinHandle<Option<ServiceError>> {
+        let service = self.service.clone();
+        self.spawn_run_task(async move {
+            let outcome = {
+                let guard = read_for_run(&service).await;
+                catch_unwind_future(Box::pin(guard.__run(exit.signal.clone()))).await
             };
-            match exit.inner.take().and_then(|weak| weak.upgrade()) {
-                Some(inner) => inner.on_run_exit(run_hook_name::<S>(), error, &exit.signal),
-                None => None,
-            }
-        }
-        .instrument(span);
-        let handle = tokio::spawn(run);
-        RunLoop { shutdown, handle }
+            exit.finish(outcome)
+        })
+    }
+
+    fn spawn_run_task<F>(&self, task: F) -> JoinHandle<Option<ServiceError>>
+    where
+        F: Future<Output = Option<ServiceError>> + Send + 'static,
+    {
+        tokio::spawn(task.instrument(self.hook_span(HookKind::Run, run_hook_name::<S>())))
     }
 
     /// The run loop ended. While `running`, an error moves the service to `error`
