@@ -728,6 +728,27 @@ async fn a_run_stops_outcome_waits_for_its_caller_across_later_stops() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_stop_joined_then_left_by_its_caller_reaches_the_joiner() {
+    let service = Managed::new(Flaky::default());
+    service.start().await.unwrap();
+    let mut first = Box::pin(service.stop());
+    assert!(poll_once(&mut first).is_pending());
+    // A second call joins before the loop had its turn; the first goes away.
+    let mut second = Box::pin(service.stop());
+    assert!(poll_once(&mut second).is_pending());
+    drop(first);
+    let error = second.await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `flaky`: run hook `pump` failed: first flush failed"
+    );
+    // The next stop has its own outcome.
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stop_after_the_loop_returned_on_its_own_does_not_wait_for_it() {
     #[derive(Service)]
     #[service(name = "oneshot", stop_timeout = "1h")]

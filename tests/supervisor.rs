@@ -405,6 +405,84 @@ async fn three_hung_cleanups_are_abandoned_at_the_budget_and_listed() {
     }
 }
 
+/// A service keeps working, and a subscriber added after the supervisor's run gets every
+/// change, once the run that held its first subscription is over.
+#[tokio::test(start_paused = true)]
+async fn a_service_outlives_its_supervisor_and_a_later_subscriber_sees_every_change() {
+    let log = Log::default();
+    let service = managed(node(&log, "a"));
+    let report = Supervisor::new()
+        .add(service.clone())
+        .run_until(after_startup())
+        .await;
+    assert!(report.is_success());
+    let mut changes = service.subscribe();
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(
+        history(&mut changes),
+        [
+            (Stopped, Starting),
+            (Starting, Running),
+            (Running, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
+}
+
+/// Run-loop services stopped together (one level: both depend on the same service),
+/// one failing its stop: its error reaches the report, the others stop cleanly.
+#[tokio::test(start_paused = true)]
+async fn run_loops_stopped_together_report_each_their_own_outcome() {
+    #[derive(Service)]
+    #[service(name = "pump")]
+    struct Pump {
+        fails: bool,
+    }
+
+    #[lifecycle]
+    impl Pump {
+        #[run]
+        async fn work(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+            shutdown.requested().await;
+            if self.fails {
+                return Err(std::io::Error::other("flush failed"));
+            }
+            Ok(())
+        }
+    }
+
+    let pump =
+        |name: &'static str, fails| Managed::with_config(Pump { fails }, Pump::config().name(name));
+    let (source, left, right) = (
+        pump("source", false),
+        pump("left", true),
+        pump("right", false),
+    );
+    let supervisor = Supervisor::new()
+        .add(source.clone())
+        .add(left.clone())
+        .depends_on("source")
+        .add(right.clone())
+        .depends_on("source");
+    let report = supervisor.run_until(after_startup()).await;
+    let errors: Vec<String> = report
+        .errors()
+        .iter()
+        .map(|error| match error {
+            SupervisorError::Stop(error) => error.to_string(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        ["service `left`: run hook `work` failed: flush failed"]
+    );
+    assert_eq!(source.status(), Stopped);
+    assert_eq!(right.status(), Stopped);
+    assert_eq!(left.status(), ServiceStatus::Error);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_loop_abandoned_at_the_budget_still_ends_at_its_own_stop_deadline() {
     #[derive(Service)]
