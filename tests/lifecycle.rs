@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{DropFlag, Fault, Log, history, settle, watched};
+use common::{CLEAN_CYCLE, DropFlag, Fault, Log, history, settle, watched};
 use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
 use service_runtime::{
     HealthDetail, HealthReport, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown,
@@ -118,15 +118,7 @@ async fn clean_start_and_stop_run_every_hook_in_order() {
             "cleanup:a"
         ]
     );
-    assert_eq!(
-        history(&mut changes),
-        [
-            (Stopped, Starting),
-            (Starting, Running),
-            (Running, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
+    assert_eq!(history(&mut changes), CLEAN_CYCLE);
 }
 
 async fn failed_start(
@@ -354,15 +346,7 @@ async fn concurrent_stops_run_cleanup_once() {
     b.unwrap();
     c.unwrap();
     assert_eq!(log.count("cleanup:a"), 1);
-    assert_eq!(
-        history(&mut changes),
-        [
-            (Stopped, Starting),
-            (Starting, Running),
-            (Running, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
+    assert_eq!(history(&mut changes), CLEAN_CYCLE);
 }
 
 #[tokio::test(start_paused = true)]
@@ -560,15 +544,7 @@ async fn a_run_loop_that_returns_stops_the_service() {
     service.start().await.unwrap();
     status.wait_for(|s| *s == Stopped).await.unwrap();
     assert_eq!(log.count("cleanup:a"), 1);
-    assert_eq!(
-        history(&mut changes),
-        [
-            (Stopped, Starting),
-            (Starting, Running),
-            (Running, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
+    assert_eq!(history(&mut changes), CLEAN_CYCLE);
 }
 
 #[tokio::test(start_paused = true)]

@@ -690,6 +690,18 @@ fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     std::pin::Pin::new(future).poll(&mut cx)
 }
 
+/// Checks `error` is the first stop's failure of a [`Flaky`] loop, then that the service
+/// starts and stops cleanly again.
+async fn first_flush_failed_then_a_clean_cycle(service: &Managed<Flaky>, error: ServiceError) {
+    assert_eq!(
+        error.to_string(),
+        "service `flaky`: run hook `pump` failed: first flush failed"
+    );
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), ServiceStatus::Stopped);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_stops_outcome_waits_for_its_caller_across_later_stops() {
     let service = Managed::new(Flaky::default());
@@ -718,13 +730,7 @@ async fn a_run_stops_outcome_waits_for_its_caller_across_later_stops() {
     // Each caller gets its own stop's outcome, whatever the order it looks in.
     second.await.unwrap();
     let error = first.await.unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "service `flaky`: run hook `pump` failed: first flush failed"
-    );
-    service.start().await.unwrap();
-    service.stop().await.unwrap();
-    assert_eq!(service.status(), ServiceStatus::Stopped);
+    first_flush_failed_then_a_clean_cycle(&service, error).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -738,14 +744,8 @@ async fn a_run_stop_joined_then_left_by_its_caller_reaches_the_joiner() {
     assert!(poll_once(&mut second).is_pending());
     drop(first);
     let error = second.await.unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "service `flaky`: run hook `pump` failed: first flush failed"
-    );
     // The next stop has its own outcome.
-    service.start().await.unwrap();
-    service.stop().await.unwrap();
-    assert_eq!(service.status(), ServiceStatus::Stopped);
+    first_flush_failed_then_a_clean_cycle(&service, error).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -62,6 +62,14 @@ impl Log {
     }
 }
 
+/// The changes of a clean start and stop, as [`history`] gives them.
+pub const CLEAN_CYCLE: [(ServiceStatus, ServiceStatus); 4] = [
+    (ServiceStatus::Stopped, ServiceStatus::Starting),
+    (ServiceStatus::Starting, ServiceStatus::Running),
+    (ServiceStatus::Running, ServiceStatus::Stopping),
+    (ServiceStatus::Stopping, ServiceStatus::Stopped),
+];
+
 /// Drains every status change received so far as `(from, to)` pairs.
 pub fn history(changes: &mut StatusChanges) -> Vec<(ServiceStatus, ServiceStatus)> {
     let mut out = Vec::new();
