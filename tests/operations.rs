@@ -529,6 +529,37 @@ fn a_run_loop_with_a_large_future_runs_and_stops() {
     assert_eq!(sum.load(Ordering::SeqCst), 256 * 1024 + 1);
 }
 
+/// A run loop whose large future (boxed inside its task) panics: the panic is caught and
+/// reported as the run hook's, as for any loop.
+#[tokio::test(start_paused = true)]
+async fn a_large_run_future_that_panics_is_reported_as_a_panic() {
+    #[derive(Service)]
+    #[service(name = "hoarder")]
+    struct Hoarder;
+
+    #[lifecycle]
+    impl Hoarder {
+        #[run]
+        async fn fill(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+            let buffer = [7u8; 4 * 1024];
+            shutdown.requested().await;
+            if buffer[0] == 7 {
+                panic!("flush exploded");
+            }
+            Ok(())
+        }
+    }
+
+    let service = Managed::new(Hoarder);
+    service.start().await.unwrap();
+    let error = service.stop().await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `hoarder`: run hook `fill` panicked: flush exploded"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+}
+
 /// Without a tokio runtime, starting a service with a run loop fails (the spawn panics)
 /// but leaves a state machine that later calls can still use.
 #[test]

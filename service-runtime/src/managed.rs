@@ -388,11 +388,10 @@ impl Op {
             OpKind::RunStop => OpWait::RunStop {
                 id: self.id,
                 deadline,
-                shared: Some(
-                    self.shared
-                        .get_or_insert_with(OpShared::ended_elsewhere)
-                        .clone(),
-                ),
+                shared: self
+                    .shared
+                    .get_or_insert_with(OpShared::ended_elsewhere)
+                    .clone(),
             },
         }
     }
@@ -411,17 +410,17 @@ fn run_stop_deadline<S: Service>(ctl: &Control, inner: &Inner<S>) -> Instant {
     ctl.since + inner.config.stop_timeout
 }
 
-/// How a call waits for an operation it did not begin (or, for an
-/// [`OpKind::RunStop`], began).
+/// How a call waits for an operation another call began (the call that began a
+/// [`OpKind::RunStop`] waits through [`Wait::RunStop`] instead).
 enum OpWait {
     /// Another call's start or stop.
     Op(Arc<OpShared>),
-    /// A run stop `id`, ended by `deadline` at the latest; `shared` is `None` for the
-    /// call that began it (it waits through the control, see [`Op::beginner`]).
+    /// Another call's run stop `id`, ended by `deadline` at the latest; its result
+    /// reaches this call through `shared` (made when the first such call joined).
     RunStop {
         id: u64,
         deadline: Instant,
-        shared: Option<Arc<OpShared>>,
+        shared: Arc<OpShared>,
     },
 }
 
@@ -433,7 +432,7 @@ impl OpWait {
                 id,
                 deadline,
                 shared,
-            } => wait_run_stop(shared.as_deref(), inner, id, deadline).await,
+            } => wait_run_stop(Some(&shared), inner, id, deadline).await,
         }
     }
 }
@@ -483,7 +482,7 @@ impl RunStopProgress {
 enum RunStopStage {
     /// Not polled yet.
     First,
-    /// Gave the loop one turn of the scheduler.
+    /// Gave the loop one turn of the scheduler (current-thread runtime).
     Yielded,
     /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
     Timed(Pin<Box<tokio::time::Sleep>>),

@@ -437,7 +437,7 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        // Hashed with a multiply-rotate rather than SipHash (a third of `plan()` for
+        // Hashed with a multiply-rotate rather than SipHash (about half of `plan()` for
         // 10,000 services): the names are the program's own, not an attacker's.
         let mut index: HashMap<&str, usize, BuildHasherDefault<NameHasher>> =
             HashMap::with_capacity_and_hasher(self.entries.len(), BuildHasherDefault::default());
