@@ -961,3 +961,50 @@ async fn error_messages_carry_the_whole_chain_once() {
         "service `chained`: init hook `connect` failed: connection refused"
     );
 }
+
+/// A generic service: every instantiation shares one configuration, which does not
+/// depend on the type parameter.
+#[derive(Service)]
+#[service(name = "slot", stop_timeout = "3s")]
+struct Slot<T: Send + Sync + 'static> {
+    value: T,
+}
+
+#[lifecycle]
+impl<T: Send + Sync + 'static> Slot<T> {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_time_configuration_is_kept_whole_and_the_attributes_otherwise() {
+    // The attribute's configuration, for two instantiations of a generic type.
+    let words = Managed::new(Slot { value: "w" });
+    let numbers = Managed::new(Slot { value: 7_u32 });
+    for config in [words.config(), numbers.config()] {
+        assert_eq!(config, Slot::<u8>::config());
+        assert_eq!(config.name, "slot");
+        assert_eq!(config.stop_timeout, Duration::from_secs(3));
+    }
+    assert_eq!(numbers.read().await.value, 7);
+
+    // A run-time name alone, and a run-time name with other settings.
+    let named = Managed::with_config(Slot { value: 1_u8 }, Slot::<u8>::config().name("slot-1"));
+    assert_eq!(named.name(), "slot-1");
+    assert_eq!(named.config(), Slot::<u8>::config().name("slot-1"));
+    let custom = Slot::<u8>::config()
+        .name(format!("slot-{}", 2))
+        .version("2.0.0")
+        .stop_timeout(Duration::from_millis(250));
+    let tuned = Managed::with_config(Slot { value: 2_u8 }, custom.clone());
+    assert_eq!(tuned.config(), custom);
+    assert_eq!(tuned.name(), "slot-2");
+    assert_eq!(tuned.version(), "2.0.0");
+    tuned.start().await.unwrap();
+    assert_eq!(tuned.health().await.version, "2.0.0");
+    tuned.stop().await.unwrap();
+    // The derived configuration is unchanged by the instances' own.
+    assert_eq!(words.config().stop_timeout, Duration::from_secs(3));
+}

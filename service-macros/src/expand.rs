@@ -200,6 +200,15 @@ fn impl_service(service: &Service, krate: &TokenStream) -> TokenStream {
                 #config
             }
 
+            fn __shared_config() -> &'static #krate::ServiceConfig {
+                // One per type: the configuration does not depend on generic parameters.
+                // Built here rather than by calling `config()`, whose `Self: Service`
+                // bound would repeat a missing `#[lifecycle]` error at the derive.
+                static CONFIG: #krate::__private::OnceLock<#krate::ServiceConfig> =
+                    #krate::__private::OnceLock::new();
+                CONFIG.get_or_init(|| #config)
+            }
+
             fn __components(
                 &self,
                 __service_out: &mut #krate::__private::Vec<#krate::__private::ComponentEntry>,
@@ -244,6 +253,10 @@ fn stub_service(service: &Service, krate: &TokenStream) -> TokenStream {
         #[automatically_derived]
         impl #impl_generics #krate::Service for #ident #ty_generics #where_clause {
             fn config() -> #krate::ServiceConfig {
+                ::core::unreachable!()
+            }
+
+            fn __shared_config() -> &'static #krate::ServiceConfig {
                 ::core::unreachable!()
             }
 

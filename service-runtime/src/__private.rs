@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use ::core::option::Option::{None, Some};
+pub use ::std::sync::OnceLock;
 pub use ::std::vec::Vec;
 
 use crate::BoxError;

@@ -1,6 +1,7 @@
 //! [`Managed`]: a service together with its state machine, its hooks' execution and its
 //! observers.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -127,8 +128,11 @@ struct Inner<S> {
     /// This service's own `Arc` (it always lives in one): lets the type-erased service
     /// be the `Inner` itself rather than an `Arc` around a `Managed`.
     this: Weak<Inner<S>>,
-    config: ServiceConfig,
-    /// `config.name` shared, made on first use (errors, status changes, a supervisor):
+    /// The service's name: the one setting that often differs between instances of a type.
+    name: Cow<'static, str>,
+    /// Every other setting.
+    settings: Settings,
+    /// `name` shared, made on first use (errors, status changes, a supervisor):
     /// a service that never needs it allocates nothing for it.
     shared_name: std::sync::OnceLock<Arc<str>>,
     /// The status, readable from anywhere with one atomic load.
@@ -139,6 +143,24 @@ struct Inner<S> {
     /// The user's service. Init and cleanup hooks take the write lock (no one else
     /// reads while `starting` or `stopping`); the run loop and health checks share it.
     service: Arc<RwLock<S>>,
+}
+
+/// A service's settings but its name.
+enum Settings {
+    /// Those of the `#[service(...)]` attribute, made once per type (most services keep
+    /// them): 8 bytes in each service rather than the 176 of a [`ServiceConfig`].
+    Shared(&'static ServiceConfig),
+    /// Set at run time ([`Managed::with_config`]); the name in the box is not used.
+    Own(Box<ServiceConfig>),
+}
+
+impl Settings {
+    fn get(&self) -> &ServiceConfig {
+        match self {
+            Settings::Shared(config) => config,
+            Settings::Own(config) => config,
+        }
+    }
 }
 
 struct Control {
@@ -407,7 +429,7 @@ fn join_op<S: Service>(ctl: &mut Control, inner: &Inner<S>) -> Option<(OpKind, O
 /// The deadline of the [`OpKind::RunStop`] in flight: it began with the transition to
 /// `stopping`, when `since` was set.
 fn run_stop_deadline<S: Service>(ctl: &Control, inner: &Inner<S>) -> Instant {
-    ctl.since + inner.config.stop_timeout
+    ctl.since + inner.settings.get().stop_timeout
 }
 
 /// How a call waits for an operation another call began (the call that began a
@@ -788,7 +810,8 @@ enum Outcome {
 impl<S: Service> Managed<S> {
     /// Manages `service` with the configuration of its `#[service(...)]` attribute.
     pub fn new(service: S) -> Self {
-        Self::with_config(service, S::config())
+        let shared = S::__shared_config();
+        Self::with_settings(service, shared.name.clone(), Settings::Shared(shared))
     }
 
     /// Manages `service` with a configuration chosen at run time.
@@ -804,7 +827,18 @@ impl<S: Service> Managed<S> {
     /// );
     /// assert_eq!(worker.name(), "worker-7");
     /// ```
-    pub fn with_config(service: S, config: ServiceConfig) -> Self {
+    pub fn with_config(service: S, mut config: ServiceConfig) -> Self {
+        let name = std::mem::take(&mut config.name);
+        let shared = S::__shared_config();
+        let settings = if config.same_but_name(shared) {
+            Settings::Shared(shared)
+        } else {
+            Settings::Own(Box::new(config))
+        };
+        Self::with_settings(service, name, settings)
+    }
+
+    fn with_settings(service: S, name: Cow<'static, str>, settings: Settings) -> Self {
         Managed {
             inner: Arc::new_cyclic(|this| Inner {
                 this: this.clone(),
@@ -825,24 +859,36 @@ impl<S: Service> Managed<S> {
                 }),
                 watch: std::sync::OnceLock::new(),
                 service: Arc::new(RwLock::new(service)),
-                config,
+                name,
+                settings,
             }),
         }
     }
 
     /// The service's name.
     pub fn name(&self) -> &str {
-        &self.inner.config.name
+        &self.inner.name
     }
 
     /// The service's version.
     pub fn version(&self) -> &str {
-        &self.inner.config.version
+        &self.inner.settings.get().version
     }
 
-    /// The configuration the service runs with.
-    pub fn config(&self) -> &ServiceConfig {
-        &self.inner.config
+    /// A copy of the configuration the service runs with.
+    ///
+    /// A copy because a service does not keep one of its own: every instance that keeps
+    /// its type's configuration (all but a run-time name) shares it.
+    pub fn config(&self) -> ServiceConfig {
+        ServiceConfig {
+            name: self.inner.name.clone(),
+            ..self.inner.settings.get().clone()
+        }
+    }
+
+    /// How a supervisor restarts the service, from its configuration.
+    pub(crate) fn restart_policy(&self) -> crate::RestartPolicy {
+        self.inner.settings.get().restart
     }
 
     /// The current status: one atomic load, never waits for a hook.
@@ -1068,8 +1114,7 @@ enum Wait {
 impl<S: Service> Inner<S> {
     /// The name as errors and status changes carry it.
     fn name(&self) -> &Arc<str> {
-        self.shared_name
-            .get_or_init(|| Arc::from(&*self.config.name))
+        self.shared_name.get_or_init(|| Arc::from(&*self.name))
     }
 
     fn status(&self) -> ServiceStatus {
@@ -1082,7 +1127,7 @@ impl<S: Service> Inner<S> {
     fn span(&self) -> tracing::Span {
         // A root: an operation can move to a spawned task half-way and a run loop always
         // runs in one, so the service's spans never nest under whichever caller began them.
-        tracing::info_span!(parent: None, "service", service = %self.config.name, version = %self.config.version)
+        tracing::info_span!(parent: None, "service", service = %self.name, version = %self.settings.get().version)
     }
 
     fn hook_span(&self, kind: HookKind, hook: &'static str) -> tracing::Span {
@@ -1128,7 +1173,7 @@ impl<S: Service> Inner<S> {
             debug_assert!(
                 false,
                 "illegal transition {from} -> {to} of `{}`",
-                self.config.name
+                self.name
             );
             tracing::error!(parent: &self.span(), %from, %to, "refused illegal status transition");
             return;
@@ -1307,7 +1352,7 @@ impl<S: Service> Inner<S> {
             return;
         };
         let run = ctl.run.take();
-        let limit = self.config.stop_timeout;
+        let limit = self.settings.get().stop_timeout;
         let error = self.logged(self.hook_error(
             HookKind::Run,
             run_hook_name::<S>(),
@@ -1463,7 +1508,7 @@ impl<S: Service> Inner<S> {
         }) = run
         {
             shutdown.request();
-            let limit = self.config.stop_timeout;
+            let limit = self.settings.get().stop_timeout;
             let deadline = Instant::now() + limit;
             // Unconstrained: with thousands of stops joined in one task, tokio's budget would
             // make every `JoinHandle` poll past the first 128 return `Pending` and re-wake.
@@ -1512,7 +1557,7 @@ impl<S: Service> Inner<S> {
     /// Runs the cleanup hooks in reverse source order under the service's write lock,
     /// collecting every failure.
     async fn run_cleanups(&self, errors: &mut Vec<ServiceError>) {
-        let limit = self.config.stop_timeout;
+        let limit = self.settings.get().stop_timeout;
         let acquired = match self.service.try_write() {
             Ok(service) => Ok(service),
             // Boxed: a timer would enlarge every stop's future.
@@ -1562,7 +1607,7 @@ impl<S: Service> Inner<S> {
 
         // Exclusive access for the init hooks; a `read()` guard held elsewhere can delay
         // it, but never past the start timeout, and `stop()` still cancels the wait.
-        let limit = self.config.start_timeout;
+        let limit = self.settings.get().start_timeout;
         let acquired = match self.service.try_write() {
             Ok(service) => Some(Ok(service)),
             // Boxed: a timer would enlarge every start's future.
@@ -1593,7 +1638,7 @@ impl<S: Service> Inner<S> {
             }
         };
         for (index, spec) in S::__HOOKS.init.iter().enumerate() {
-            let timeout = spec.timeout.unwrap_or(self.config.start_timeout);
+            let timeout = spec.timeout.unwrap_or(self.settings.get().start_timeout);
             let future = service.__init(index);
             match self
                 .run_hook(HookKind::Init, spec.name, future, timeout, Some(&cancel))
@@ -1958,8 +2003,8 @@ impl<S: Service> Inner<S> {
             status: HealthStatus::Unhealthy,
             uptime: 0,
             // Borrowed when configured from literals (the derive's name and version).
-            service_name: self.config.name.clone(),
-            version: self.config.version.clone(),
+            service_name: self.name.clone(),
+            version: self.settings.get().version.clone(),
             dependencies: Default::default(),
             reason: None,
             details: Default::default(),
@@ -1986,7 +2031,7 @@ impl<S: Service> Inner<S> {
                 .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
                 .collect()
         };
-        let limit = self.config.health_timeout;
+        let limit = self.settings.get().health_timeout;
         // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
         let (service, started) = match self.service.try_read() {
             Ok(service) => (service, started),
@@ -2338,7 +2383,7 @@ impl<S: Service> DynService for Inner<S> {
     }
 
     fn name_str(&self) -> &str {
-        &self.config.name
+        &self.name
     }
 
     fn status(&self) -> ServiceStatus {

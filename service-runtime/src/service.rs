@@ -95,6 +95,26 @@ impl ServiceConfig {
         self.restart = policy;
         self
     }
+
+    /// Whether every setting but the name is the same as in `other`.
+    pub(crate) fn same_but_name(&self, other: &ServiceConfig) -> bool {
+        // Written out field by field, so that a new field cannot be forgotten here.
+        let ServiceConfig {
+            name: _,
+            version,
+            start_timeout,
+            stop_timeout,
+            health_timeout,
+            restart,
+        } = self;
+        // The same literal (the derive's version, kept) is equal without reading it.
+        let same_version = std::ptr::eq(&**version, &*other.version) || *version == other.version;
+        same_version
+            && *start_timeout == other.start_timeout
+            && *stop_timeout == other.stop_timeout
+            && *health_timeout == other.health_timeout
+            && *restart == other.restart
+    }
 }
 
 /// A service: a struct with `#[derive(Service)]` and a `#[lifecycle]` impl block.
@@ -109,6 +129,11 @@ impl ServiceConfig {
 pub trait Service: Lifecycle {
     /// The configuration given by the `#[service(...)]` attribute.
     fn config() -> ServiceConfig;
+
+    /// [`config`](Self::config), made once per type and shared by every
+    /// [`Managed`](crate::Managed) that keeps it, rather than copied into each.
+    #[doc(hidden)]
+    fn __shared_config() -> &'static ServiceConfig;
 
     /// Appends the `#[service(component)]` fields, in field order.
     #[doc(hidden)]

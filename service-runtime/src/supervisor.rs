@@ -175,7 +175,7 @@ impl Supervisor {
     #[allow(clippy::should_implement_trait)] // "add a service", DESIGN.md's name; not arithmetic
     pub fn add(mut self, service: impl IntoManaged) -> Self {
         let managed = service.into_managed();
-        let policy = managed.config().restart;
+        let policy = managed.restart_policy();
         let service = managed.erased();
         for subscriber in lock(&self.shared.subscribers).iter() {
             service
