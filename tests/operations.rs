@@ -1004,3 +1004,101 @@ fn a_stale_loop_returning_during_the_next_start_does_not_fail_it() {
     });
     runtime.shutdown_background();
 }
+
+/// A service whose start takes 10 ms, with a run loop: tells when the loop's future and
+/// the service itself are dropped.
+#[derive(Service, Default)]
+#[service(name = "held")]
+struct Held {
+    loop_dropped: Arc<std::sync::atomic::AtomicBool>,
+    _freed: Option<DropFlag>,
+}
+
+#[lifecycle]
+impl Held {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        tokio::time::sleep(10 * MS).await;
+        Ok(())
+    }
+
+    #[run]
+    async fn serve(&self, shutdown: service_runtime::Shutdown) -> Result<(), std::io::Error> {
+        let _on_drop = DropFlag(self.loop_dropped.clone());
+        shutdown.requested().await;
+        Ok(())
+    }
+}
+
+/// A `Held` service, and flags set when its loop and when the service are dropped.
+fn held() -> (
+    Managed<Held>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let loop_dropped = Arc::default();
+    let freed = Arc::default();
+    let service = Managed::new(Held {
+        loop_dropped: Arc::clone(&loop_dropped),
+        _freed: Some(DropFlag(Arc::clone(&freed))),
+    });
+    (service, loop_dropped, freed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_handle_ends_the_loop_and_frees_the_service_and_clones_are_handles() {
+    let (service, loop_dropped, freed) = held();
+    service.start().await.unwrap();
+    let clone = service.clone();
+    drop(service);
+    tokio::time::sleep(MS).await;
+    assert!(
+        !loop_dropped.load(Ordering::SeqCst),
+        "a clone still holds it"
+    );
+    assert_eq!(clone.status(), ServiceStatus::Running);
+    drop(clone);
+    tokio::time::sleep(MS).await;
+    assert!(loop_dropped.load(Ordering::SeqCst));
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the loop's task no longer holds it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_handle_dropped_while_a_start_finishes_ends_the_loop_it_spawns() {
+    let (service, loop_dropped, freed) = held();
+    tokio::select! {
+        _ = service.start() => panic!("the init takes 10 ms"),
+        () = tokio::time::sleep(MS) => {}
+    }
+    assert_eq!(service.status(), ServiceStatus::Starting);
+    drop(service);
+    // The start finishes in its task and spawns the loop, which is ended at once
+    // (before its first poll, so its body never ran: the flag its body sets on drop
+    // stays unset), and the service is freed.
+    tokio::time::sleep(20 * MS).await;
+    assert!(!loop_dropped.load(Ordering::SeqCst));
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "no task holds the service any more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_holds_a_handle_on_each_service_it_was_given() {
+    let (service, loop_dropped, freed) = held();
+    service.start().await.unwrap();
+    let supervisor = service_runtime::Supervisor::new().add(service.clone());
+    drop(service);
+    tokio::time::sleep(MS).await;
+    assert!(
+        !loop_dropped.load(Ordering::SeqCst),
+        "the supervisor holds it"
+    );
+    drop(supervisor);
+    tokio::time::sleep(MS).await;
+    assert!(loop_dropped.load(Ordering::SeqCst));
+    assert!(freed.load(Ordering::SeqCst));
+}

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -66,9 +66,13 @@ pub struct Managed<S: Service> {
 
 impl<S: Service> Clone for Managed<S> {
     fn clone(&self) -> Self {
-        Managed {
-            inner: self.inner.clone(),
-        }
+        Managed::counted(self.inner.clone())
+    }
+}
+
+impl<S: Service> Drop for Managed<S> {
+    fn drop(&mut self) {
+        self.inner.release_handle();
     }
 }
 
@@ -140,9 +144,14 @@ struct Inner<S> {
     /// Everything changed together with the status. Never held across an `.await`.
     ctl: Mutex<Control>,
     watch: std::sync::OnceLock<watch::Sender<ServiceStatus>>,
+    /// The handles on the service: [`Managed`] values and type-erased ones
+    /// ([`ErasedService`]), not the runtime's own references (an operation finishing in
+    /// a task, the run loop's task). When the last handle goes, nothing can stop the run
+    /// loop any more: [`Inner::last_handle_gone`] ends it.
+    handles: AtomicUsize,
     /// The user's service. Init and cleanup hooks take the write lock (no one else
     /// reads while `starting` or `stopping`); the run loop and health checks share it.
-    service: Arc<RwLock<S>>,
+    service: RwLock<S>,
 }
 
 /// A service's settings but its name.
@@ -739,10 +748,14 @@ struct RunLoop {
     handle: JoinHandle<Option<ServiceError>>,
 }
 
-/// Inside a run task: reports the task dropped before its loop returned.
+/// Inside a run task: holds the service for the loop, and reports the task dropped
+/// before its loop returned.
 struct RunExitGuard<S: Service> {
-    /// Taken once the loop returned.
-    inner: Option<Weak<Inner<S>>>,
+    /// A reference of the runtime's own, not a handle: dropping the last [`Managed`]
+    /// still ends the loop ([`Inner::last_handle_gone`]).
+    inner: Arc<Inner<S>>,
+    /// The loop returned and reported it.
+    reported: bool,
     /// The loop's own signal: tells this loop apart from a later one.
     signal: Shutdown,
 }
@@ -759,13 +772,16 @@ impl<S: Service> RunExitGuard<S> {
             Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
             Err(panic) => Some(HookFailure::Panic(panic)),
         };
-        let inner = self.inner.take().and_then(|weak| weak.upgrade())?;
-        inner.on_run_exit(run_hook_name::<S>(), error, &self.signal)
+        self.reported = true;
+        self.inner
+            .clone()
+            .on_run_exit(run_hook_name::<S>(), error, &self.signal)
     }
 }
 
 /// The service's read guard for its run loop.
-async fn read_for_run<S>(service: &RwLock<S>) -> RwLockReadGuard<'_, S> {
+async fn read_for_run<S: Service>(inner: &Inner<S>) -> RwLockReadGuard<'_, S> {
+    let service = &inner.service;
     match service.try_read() {
         Ok(guard) => guard,
         // Boxed: rare (a `read()` guard held elsewhere at the loop's start).
@@ -786,8 +802,8 @@ fn run_future_size<S: Lifecycle>() -> usize {
 
 impl<S: Service> Drop for RunExitGuard<S> {
     fn drop(&mut self) {
-        if let Some(inner) = self.inner.take().and_then(|weak| weak.upgrade()) {
-            inner.run_task_dropped(&self.signal);
+        if !self.reported {
+            self.inner.run_task_dropped(&self.signal);
         }
     }
 }
@@ -858,7 +874,8 @@ impl<S: Service> Managed<S> {
                     more_run_stop_outcomes: None,
                 }),
                 watch: std::sync::OnceLock::new(),
-                service: Arc::new(RwLock::new(service)),
+                handles: AtomicUsize::new(1),
+                service: RwLock::new(service),
                 name,
                 settings,
             }),
@@ -1092,7 +1109,16 @@ impl<S: Service> Managed<S> {
     }
 
     pub(crate) fn erased(&self) -> ErasedService {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
         ErasedService(self.inner.clone())
+    }
+
+    /// A handle from one of the runtime's own references: counted as a handle.
+    fn counted(inner: Arc<Inner<S>>) -> Self {
+        // Relaxed, as `Arc::clone`: a new handle is made from a live one (or from the
+        // runtime's reference, below), and the count only matters when it reaches zero.
+        inner.handles.fetch_add(1, Ordering::Relaxed);
+        Managed { inner }
     }
 }
 
@@ -1709,6 +1735,11 @@ impl<S: Service> Inner<S> {
                 None
             }
         };
+        // This start may be finishing in a task of its own after every handle went: the
+        // loop it spawned would run on (its task holds the service), so end it now.
+        if undo.is_none() && self.handles.load(Ordering::Acquire) == 0 {
+            self.last_handle_gone();
+        }
         match undo {
             None => Ok(()),
             Some((None, run, started)) => {
@@ -1769,7 +1800,8 @@ impl<S: Service> Inner<S> {
         let shutdown = Shutdown::new();
         // Moved into the task, so that it also reports a task dropped before its first poll.
         let exit = RunExitGuard {
-            inner: Some(self.this.clone()),
+            inner: self.clone(),
+            reported: false,
             signal: shutdown.clone(),
         };
         // The task's future holds the user's run future in place (one allocation less
@@ -1791,10 +1823,9 @@ impl<S: Service> Inner<S> {
 
     #[inline(never)]
     fn spawn_run_task_inline(&self, mut exit: RunExitGuard<S>) -> JoinHandle<Option<ServiceError>> {
-        let service = self.service.clone();
         self.spawn_run_task(async move {
             let outcome = {
-                let guard = read_for_run(&service).await;
+                let guard = read_for_run(&exit.inner).await;
                 let run = std::pin::pin!(guard.__run(exit.signal.clone()));
                 catch_unwind_future(run).await
             };
@@ -1804,10 +1835,9 @@ impl<S: Service> Inner<S> {
 
     #[inline(never)]
     fn spawn_run_task_boxed(&self, mut exit: RunExitGuard<S>) -> JoinHandle<Option<ServiceError>> {
-        let service = self.service.clone();
         self.spawn_run_task(async move {
             let outcome = {
-                let guard = read_for_run(&service).await;
+                let guard = read_for_run(&exit.inner).await;
                 catch_unwind_future(Box::pin(guard.__run(exit.signal.clone()))).await
             };
             exit.finish(outcome)
@@ -1904,9 +1934,32 @@ impl<S: Service> Inner<S> {
         }
     }
 
+    /// One handle less: the last one ends the run loop (see [`Inner::handles`]).
+    fn release_handle(&self) {
+        // AcqRel, as `Arc`'s drop: every use through the other handles happens before
+        // the loop is ended.
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.last_handle_gone();
+        }
+    }
+
+    /// Nothing can stop the run loop any more: request its shutdown and abort its task,
+    /// which holds the service (a loop that returned, or none, leaves nothing to do).
+    /// A loop spawned later by an operation still finishing is ended as it is spawned
+    /// ([`Inner::spawn_run_loop`]).
+    fn last_handle_gone(&self) {
+        let run = self.lock().run.take();
+        if let Some(run) = run {
+            run.shutdown.request();
+            // After the lock is released: the abort may drop the task in this very
+            // call, and its guard takes the lock.
+            run.handle.abort();
+        }
+    }
+
     fn stop_after_run_returned(self: Arc<Self>) {
         tokio::spawn(async move {
-            let _ = Managed { inner: self }.stop().await;
+            let _ = Managed::counted(self).stop().await;
         });
     }
 
@@ -2225,7 +2278,8 @@ async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
 
 impl<S> Drop for Inner<S> {
     fn drop(&mut self) {
-        // The last handle is gone: nothing can stop the run loop any more, so end it.
+        // A loop whose task is gone without reporting (its runtime shut down mid-poll):
+        // make sure it is told.
         let ctl = self
             .ctl
             .get_mut()
@@ -2241,10 +2295,23 @@ fn run_hook_name<S: Lifecycle>() -> &'static str {
     S::__HOOKS.run.map_or("run", |spec| spec.name)
 }
 
-/// A type-erased managed service (a component, or an entry of a supervisor).
+/// A type-erased managed service (a component, or an entry of a supervisor): a handle,
+/// as a [`Managed`] is.
 #[doc(hidden)]
-#[derive(Clone)]
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
+
+impl Clone for ErasedService {
+    fn clone(&self) -> Self {
+        self.0.add_handle();
+        ErasedService(self.0.clone())
+    }
+}
+
+impl Drop for ErasedService {
+    fn drop(&mut self) {
+        self.0.release_handle();
+    }
+}
 
 /// What a start or stop of a type-erased service gives when it begins: its outcome when
 /// it needed no waiting, or the rest of it.
@@ -2343,6 +2410,10 @@ pub(crate) trait DynService: Send + Sync {
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
     /// status, and its changes posted there while the supervisor runs.
     fn join(&self, index: usize, tally: &Arc<StatusTally>);
+    /// One more handle ([`ErasedService::clone`]).
+    fn add_handle(&self);
+    /// One handle less (see [`Inner::release_handle`]).
+    fn release_handle(&self);
 }
 
 impl dyn DynService + '_ {
@@ -2368,12 +2439,11 @@ impl dyn DynService + '_ {
 impl<S: Service> Inner<S> {
     /// A handle on this service (for the type-erased calls, which only have `&self`).
     fn managed(&self) -> Managed<S> {
-        Managed {
-            inner: self
-                .this
+        Managed::counted(
+            self.this
                 .upgrade()
                 .expect("an `Inner` is only reached through a live `Arc`"),
-        }
+        )
     }
 }
 
@@ -2430,6 +2500,14 @@ impl<S: Service> DynService for Inner<S> {
 
     fn add_subscriber(&self, subscriber: Subscriber) {
         self.lock().subscribers.push(subscriber);
+    }
+
+    fn add_handle(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn release_handle(&self) {
+        Inner::release_handle(self);
     }
 
     fn join(&self, index: usize, tally: &Arc<StatusTally>) {
