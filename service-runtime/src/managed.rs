@@ -1848,7 +1848,14 @@ impl<S: Service> Inner<S> {
     where
         F: Future<Output = Option<ServiceError>> + Send + 'static,
     {
-        tokio::spawn(task.instrument(self.hook_span(HookKind::Run, run_hook_name::<S>())))
+        let span = self.hook_span(HookKind::Run, run_hook_name::<S>());
+        // A span no subscriber wanted stays disabled for good: entering it at every poll
+        // would do nothing, and keeping it would take 40 bytes of every run task's cell.
+        if span.is_disabled() {
+            tokio::spawn(task)
+        } else {
+            tokio::spawn(task.instrument(span))
+        }
     }
 
     /// The run loop ended. While `running`, an error moves the service to `error`
