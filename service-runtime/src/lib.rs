@@ -86,7 +86,7 @@ pub use service::{
     ServiceConfig,
 };
 pub use service_macros::{Service, lifecycle};
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, ShutdownRequested};
 pub use status::{ServiceStatus, TransitionError};
 pub use supervisor::{
     DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, ServiceRef,

@@ -1,10 +1,11 @@
 //! [`Shutdown`]: the signal a run loop watches to know when to return.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 /// A cloneable, one-way shutdown signal.
 ///
@@ -35,7 +36,43 @@ pub struct Shutdown {
 #[derive(Default)]
 struct Inner {
     requested: AtomicBool,
-    notify: Notify,
+    /// The wakers of the [`ShutdownRequested`] futures waiting, each in its own slot. A plain
+    /// list rather than a `tokio::sync::Notify`: a waiting future is then a reference
+    /// and a slot number (24 bytes) where a `Notified` takes 64, and that future sits in
+    /// nearly every run loop's state. Most signals have one waiter, kept inline.
+    waiters: Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    /// Slot 0.
+    first: Option<Waker>,
+    /// Slots 1 and up; an emptied slot is reused, so the list never outgrows the number
+    /// of futures that waited at once.
+    rest: Vec<Option<Waker>>,
+}
+
+impl Waiters {
+    fn slot(&mut self, slot: usize) -> &mut Option<Waker> {
+        match slot {
+            0 => &mut self.first,
+            n => &mut self.rest[n - 1],
+        }
+    }
+
+    /// An empty slot, made if none is free.
+    fn vacant(&mut self) -> usize {
+        if self.first.is_none() {
+            return 0;
+        }
+        match self.rest.iter().position(Option::is_none) {
+            Some(at) => at + 1,
+            None => {
+                self.rest.push(None);
+                self.rest.len()
+            }
+        }
+    }
 }
 
 impl Shutdown {
@@ -46,9 +83,18 @@ impl Shutdown {
 
     /// Requests shutdown: wakes every task waiting in [`requested`](Self::requested).
     pub fn request(&self) {
-        if !self.inner.requested.swap(true, Ordering::AcqRel) {
-            self.inner.notify.notify_waiters();
+        if self.inner.requested.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let (first, rest) = {
+            let mut waiters = self.inner.lock();
+            (waiters.first.take(), std::mem::take(&mut waiters.rest))
+        };
+        // Woken once the lock is released: a waker may run the executor's code.
+        first
+            .into_iter()
+            .chain(rest.into_iter().flatten())
+            .for_each(Waker::wake);
     }
 
     /// Whether shutdown has been requested.
@@ -63,16 +109,85 @@ impl Shutdown {
 
     /// Resolves once shutdown has been requested (at once if it already was).
     /// Cancel-safe: use it in `tokio::select!`.
-    pub async fn requested(&self) {
-        loop {
-            // Registered before the flag is read: `notify_waiters` reaches every
-            // `Notified` created before it, polled or not, so no request is missed.
-            let notified = self.inner.notify.notified();
-            if self.is_requested() {
+    pub fn requested(&self) -> ShutdownRequested<'_> {
+        ShutdownRequested {
+            inner: &self.inner,
+            slot: None,
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
+        // Never held while user code runs: poisoning cannot leave the list inconsistent.
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The future of [`Shutdown::requested`]: resolves once shutdown has been requested.
+///
+/// Cancel-safe; dropping it before it resolves gives its place in the signal back.
+#[must_use = "futures do nothing unless polled"]
+pub struct ShutdownRequested<'a> {
+    inner: &'a Inner,
+    /// The slot holding this future's waker, once it waited.
+    slot: Option<usize>,
+}
+
+impl Future for ShutdownRequested<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.requested.load(Ordering::Acquire) {
+            self.slot = None;
+            return Poll::Ready(());
+        }
+        let mut waiters = self.inner.lock();
+        // Checked again under the lock: a request sets the flag before it takes the
+        // wakers under this lock, so either it is seen here or it finds this waker.
+        if self.inner.requested.load(Ordering::Acquire) {
+            self.slot = None;
+            return Poll::Ready(());
+        }
+        let slot = match self.slot {
+            Some(slot) => slot,
+            None => waiters.vacant(),
+        };
+        let waker = waiters.slot(slot);
+        let replaced = match waker {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            waker => waker.replace(cx.waker().clone()),
+        };
+        drop(waiters);
+        // Dropped once the lock is released: a waker's drop may run the executor's code.
+        drop(replaced);
+        self.slot = Some(slot);
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownRequested<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot else {
+            return;
+        };
+        let waker = {
+            let mut waiters = self.inner.lock();
+            // A request took every waker and emptied the list: nothing to give back.
+            if self.inner.requested.load(Ordering::Acquire) {
                 return;
             }
-            notified.await;
-        }
+            waiters.slot(slot).take()
+        };
+        drop(waker);
+    }
+}
+
+impl fmt::Debug for ShutdownRequested<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownRequested")
+            .field("requested", &self.inner.requested.load(Ordering::Acquire))
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,5 +221,120 @@ mod tests {
         }
         shutdown.clone().requested().await;
         assert!(shutdown.is_requested());
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (std::task::Waker, std::sync::Arc<Count>) {
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        (std::task::Waker::from(count.clone()), count)
+    }
+
+    #[test]
+    fn a_dropped_wait_gives_its_slot_back_and_the_others_are_woken_once() {
+        use std::future::Future;
+        use std::sync::atomic::Ordering::SeqCst;
+        use std::task::{Context, Poll};
+        let shutdown = Shutdown::new();
+        let wakers: Vec<_> = (0..4).map(|_| counting_waker()).collect();
+        let mut waits: Vec<_> = (0..4).map(|_| Box::pin(shutdown.requested())).collect();
+        for (wait, (waker, _)) in waits.iter_mut().zip(&wakers) {
+            assert_eq!(
+                wait.as_mut().poll(&mut Context::from_waker(waker)),
+                Poll::Pending
+            );
+        }
+        // Polled again with the same waker: no second slot, no clone kept twice.
+        assert_eq!(
+            waits[3]
+                .as_mut()
+                .poll(&mut Context::from_waker(&wakers[3].0)),
+            Poll::Pending
+        );
+        assert_eq!(shutdown.inner.lock().rest.len(), 3);
+        // Dropping the first and a middle wait frees their slots, which new waits reuse.
+        drop(waits.remove(0));
+        drop(waits.remove(1));
+        let late = counting_waker();
+        let mut again: Vec<_> = (0..2).map(|_| Box::pin(shutdown.requested())).collect();
+        for wait in &mut again {
+            assert_eq!(
+                wait.as_mut().poll(&mut Context::from_waker(&late.0)),
+                Poll::Pending
+            );
+        }
+        assert_eq!(shutdown.inner.lock().rest.len(), 3, "slots reused");
+        shutdown.request();
+        shutdown.request();
+        let woken: Vec<_> = wakers
+            .iter()
+            .map(|(_, count)| count.0.load(SeqCst))
+            .collect();
+        assert_eq!(woken, [0, 1, 0, 1], "the dropped waits are not woken");
+        assert_eq!(late.1.0.load(SeqCst), 2);
+        for wait in waits.iter_mut().chain(&mut again) {
+            assert_eq!(
+                wait.as_mut().poll(&mut Context::from_waker(&late.0)),
+                Poll::Ready(())
+            );
+        }
+        // Dropped after the request emptied the list: nothing to give back, no panic.
+        drop(waits);
+        let mut after = Box::pin(shutdown.requested());
+        assert_eq!(
+            after.as_mut().poll(&mut Context::from_waker(&late.0)),
+            Poll::Ready(())
+        );
+    }
+
+    #[test]
+    fn a_wait_moved_to_another_task_is_woken_there() {
+        use std::future::Future;
+        use std::sync::atomic::Ordering::SeqCst;
+        use std::task::{Context, Poll};
+        let shutdown = Shutdown::new();
+        let (first, first_count) = counting_waker();
+        let (second, second_count) = counting_waker();
+        let mut wait = Box::pin(shutdown.requested());
+        assert_eq!(
+            wait.as_mut().poll(&mut Context::from_waker(&first)),
+            Poll::Pending
+        );
+        assert_eq!(
+            wait.as_mut().poll(&mut Context::from_waker(&second)),
+            Poll::Pending
+        );
+        shutdown.request();
+        assert_eq!(
+            (first_count.0.load(SeqCst), second_count.0.load(SeqCst)),
+            (0, 1)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_request_is_missed_by_waits_racing_it() {
+        for _ in 0..200 {
+            let shutdown = Shutdown::new();
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    let s = shutdown.clone();
+                    tokio::spawn(async move { s.requested().await })
+                })
+                .collect();
+            shutdown.request();
+            for waiter in waiters {
+                tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                    .await
+                    .expect("every wait sees the request")
+                    .unwrap();
+            }
+        }
     }
 }
