@@ -300,16 +300,21 @@ async fn hand(n: usize) -> Phases {
         services.push((service, task));
     }
     mark_started();
-    for (service, task) in services.iter_mut().rev() {
+    // Each `JoinHandle` is awaited by value, as a program that is done with its task
+    // does: the task's cell is freed during the stop, as ours (and
+    // tokio-graceful-shutdown's) are. The service handles are kept until the clock stops.
+    let mut stopped = Vec::with_capacity(n);
+    for (service, task) in services.into_iter().rev() {
         // `notify_one` keeps a permit: a task not yet waiting still sees it.
         service.shutdown.notify_one();
         task.await.expect("the task ends");
+        stopped.push(service);
     }
     let phases = mark_ended();
     assert!(
-        services
+        stopped
             .iter()
-            .all(|(s, _)| s.status.load(Ordering::Acquire) == STOPPED)
+            .all(|s| s.status.load(Ordering::Acquire) == STOPPED)
     );
     phases
 }
@@ -344,14 +349,17 @@ async fn hand_concurrent(n: usize) -> Phases {
     for (service, _) in services.iter().rev() {
         service.shutdown.notify_one();
     }
-    for (_, task) in services.iter_mut().rev() {
+    // Awaited by value (see `hand`).
+    let mut stopped = Vec::with_capacity(n);
+    for (service, task) in services.into_iter().rev() {
         task.await.expect("the task ends");
+        stopped.push(service);
     }
     let phases = mark_ended();
     assert!(
-        services
+        stopped
             .iter()
-            .all(|(s, _)| s.status.load(Ordering::Acquire) == STOPPED)
+            .all(|s| s.status.load(Ordering::Acquire) == STOPPED)
     );
     phases
 }
