@@ -91,10 +91,12 @@ impl Shutdown {
             (waiters.first.take(), std::mem::take(&mut waiters.rest))
         };
         // Woken once the lock is released: a waker may run the executor's code.
-        first
-            .into_iter()
-            .chain(rest.into_iter().flatten())
-            .for_each(Waker::wake);
+        if let Some(waker) = first {
+            waker.wake();
+        }
+        if !rest.is_empty() {
+            rest.into_iter().flatten().for_each(Waker::wake);
+        }
     }
 
     /// Whether shutdown has been requested.
