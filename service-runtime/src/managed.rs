@@ -36,6 +36,11 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// always runs to its end (a dropped future never leaves the state machine stuck, a later
 /// call sees its outcome) without paying for a task when nobody needs one.
 ///
+/// When the last handle is dropped (a [`Supervisor`](crate::Supervisor) or a parent
+/// service holds one too), nothing can stop the service any more: its run loop is told
+/// to shut down and its task is aborted, and the service is freed. No cleanup hook runs:
+/// call [`stop`](Self::stop) first for an orderly end.
+///
 /// ```
 /// use service_runtime::{lifecycle, Managed, Service, ServiceStatus};
 ///
