@@ -122,7 +122,11 @@ impl StatusChanges {
         StatusChanges { receiver }
     }
 
-    /// The next change; `None` once the service is dropped and every change was read.
+    /// The next change; `None` once the service is freed and every change was read.
+    ///
+    /// A service is freed once its last [`Managed`] handle is dropped and, for a service
+    /// with a run loop, once its task has ended (the loop is aborted then: at its next
+    /// `.await`).
     pub async fn recv(&mut self) -> Option<StatusChange> {
         self.receiver.recv().await
     }
@@ -1957,8 +1961,8 @@ impl<S: Service> Inner<S> {
 
     /// Nothing can stop the run loop any more: request its shutdown and abort its task,
     /// which holds the service (a loop that returned, or none, leaves nothing to do).
-    /// A loop spawned later by an operation still finishing is ended as it is spawned
-    /// ([`Inner::spawn_run_loop`]).
+    /// A loop spawned later by a start still finishing in a task of its own is ended
+    /// when that start ends (the check at the end of [`Inner::start_sequence`]).
     fn last_handle_gone(&self) {
         let run = self.lock().run.take();
         if let Some(run) = run {
