@@ -219,3 +219,66 @@ fn _assert_send_sync() {
     s::<Shutdown>();
     s::<service_runtime::ShutdownRequested<'static>>();
 }
+
+/// A start that finishes on another worker while the last handle is dropped, many times:
+/// whichever side gets the control lock first, the loop is ended and the service freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_handle_racing_a_start_in_a_task_never_leaves_a_loop_running() {
+    #[derive(Service, Default)]
+    #[service(name = "racer")]
+    struct Racer {
+        init_for: Duration,
+        loop_dropped: Arc<AtomicBool>,
+        _freed: Option<DropFlag>,
+    }
+    #[lifecycle]
+    impl Racer {
+        #[init]
+        async fn open(&mut self) -> Result<(), std::io::Error> {
+            tokio::time::sleep(self.init_for).await;
+            Ok(())
+        }
+
+        #[run]
+        async fn serve(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+            let _d = DropFlag(self.loop_dropped.clone());
+            shutdown.requested().await;
+            Ok(())
+        }
+    }
+    for round in 0..300 {
+        let freed = Arc::new(AtomicBool::new(false));
+        let service = Managed::new(Racer {
+            init_for: Duration::from_micros(round % 7 * 30),
+            loop_dropped: Arc::default(),
+            _freed: Some(DropFlag(freed.clone())),
+        });
+        // Polled once (the init sleeps), then dropped: the start moves to a task, which
+        // finishes on a timer's wake-up, before, while or after this task drops the last
+        // handle.
+        {
+            let mut start = std::pin::pin!(service.start());
+            let _ = futures_poll_once(start.as_mut()).await;
+        }
+        tokio::time::sleep(Duration::from_micros(round % 5 * 40)).await;
+        drop(service);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !freed.load(Ordering::SeqCst) {
+                tokio::time::sleep(MS).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the service is never freed"));
+    }
+}
+
+/// Polls `future` once.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut future: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
