@@ -491,7 +491,7 @@ struct RunStopWait<'a, S: Service> {
     inner: &'a Inner<S>,
     /// The shared result; `None` for the call that began the stop, which finds its
     /// outcome in the control ([`Inner::poll_run_stop_outcome`]).
-    result: Option<ResultWait<'a>>,
+    result: Option<ResultWait<&'a OpShared>>,
     progress: RunStopProgress,
 }
 
@@ -570,7 +570,7 @@ impl<S: Service> Inner<S> {
     fn poll_run_stop(
         &self,
         progress: &mut RunStopProgress,
-        mut result: Option<&mut ResultWait<'_>>,
+        mut result: Option<&mut ResultWait<&OpShared>>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Result<(), ServiceError>> {
         loop {
@@ -832,6 +832,98 @@ enum Outcome {
     Cancelled,
 }
 
+/// The rest of a [`Managed::start`] or [`Managed::stop`] that its first decision did not
+/// finish: awaits what the decision left, and decides again after another call's
+/// operation it only had to let finish. Written out rather than an `async fn`: every
+/// start and stop future holds it, and the compiler's layout of the `async` version kept
+/// the decision's `Wait` beside the largest of its waits (the whole `start()` future was
+/// 328 bytes; 80 now).
+struct Call<'a, S: Service> {
+    managed: &'a Managed<S>,
+    /// [`Managed::start_now`] or [`Managed::stop_now`].
+    decide: fn(&Managed<S>) -> Decided,
+    state: CallState<'a>,
+}
+
+enum CallState<'a> {
+    /// Deciding again after another call's operation ended.
+    Decide,
+    /// Runs the operation this call began.
+    Drive(crate::op::Drive),
+    /// Another call's operation (boxed: rare, concurrent calls); `retry`: decide again
+    /// once it ended, rather than taking its outcome.
+    Other {
+        wait: BoxFuture<'a, Result<(), ServiceError>>,
+        retry: bool,
+    },
+    /// The [`OpKind::RunStop`] this call began (see [`RunStopWait`]).
+    RunStop(RunStopProgress),
+    Done,
+}
+
+impl<'a> CallState<'a> {
+    fn from_wait<S: Service>(wait: Wait, inner: &'a Arc<Inner<S>>) -> Self {
+        match wait {
+            Wait::Drive(op) => CallState::Drive(op.drive()),
+            Wait::Join(op) => CallState::Other {
+                wait: Box::pin(op.wait(inner)),
+                retry: false,
+            },
+            Wait::ThenRetry(op) => CallState::Other {
+                wait: Box::pin(op.wait(inner)),
+                retry: true,
+            },
+            Wait::RunStop { id, deadline } => {
+                CallState::RunStop(RunStopProgress::new(id, deadline, true))
+            }
+        }
+    }
+}
+
+impl<S: Service> Future for Call<'_, S> {
+    type Output = Result<(), ServiceError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the other call's wait is boxed, the timer too).
+        let this = self.get_mut();
+        loop {
+            let outcome = match &mut this.state {
+                CallState::Decide => match (this.decide)(this.managed) {
+                    Ok(outcome) => outcome,
+                    Err(wait) => {
+                        this.state = CallState::from_wait(wait, &this.managed.inner);
+                        continue;
+                    }
+                },
+                CallState::Drive(drive) => std::task::ready!(Pin::new(drive).poll(cx)),
+                CallState::Other { wait, retry } => {
+                    let outcome = std::task::ready!(wait.as_mut().poll(cx));
+                    if *retry {
+                        this.state = CallState::Decide;
+                        continue;
+                    }
+                    outcome
+                }
+                CallState::RunStop(progress) => {
+                    std::task::ready!(this.managed.inner.poll_run_stop(progress, None, cx))
+                }
+                CallState::Done => panic!("a start or stop future polled after it completed"),
+            };
+            this.state = CallState::Done;
+            return Poll::Ready(outcome);
+        }
+    }
+}
+
+impl<S: Service> Drop for Call<'_, S> {
+    fn drop(&mut self) {
+        // A run stop's wait left before its end (a `Drive` hands its work over itself).
+        if let CallState::RunStop(progress) = &self.state {
+            self.managed.inner.run_stop_wait_dropped(progress);
+        }
+    }
+}
+
 impl<S: Service> Managed<S> {
     /// Manages `service` with the configuration of its `#[service(...)]` attribute.
     pub fn new(service: S) -> Self {
@@ -989,6 +1081,7 @@ impl<S: Service> Managed<S> {
     /// share one start and its result. From `error`, starts again (a restart), first
     /// running any cleanup still owed.
     pub async fn start(&self) -> Result<(), ServiceError> {
+        // Decided here first, where the compiler sees the call: most starts end in it.
         match self.start_now() {
             Ok(outcome) => outcome,
             Err(wait) => self.awaiting(wait, Self::start_now).await,
@@ -1081,28 +1174,11 @@ impl<S: Service> Managed<S> {
     /// The rest of a start or stop that `decide` ([`start_now`](Self::start_now) or
     /// [`stop_now`](Self::stop_now)) could not finish: awaits the operation, and decides
     /// again after one it only had to let finish.
-    async fn awaiting(
-        &self,
-        mut wait: Wait,
-        decide: fn(&Self) -> Decided,
-    ) -> Result<(), ServiceError> {
-        loop {
-            // Waits for another call's operation are boxed: rare (concurrent calls), and
-            // inline they would enlarge every `start()` and `stop()` future.
-            match wait {
-                Wait::Drive(op) => return op.drive().await,
-                Wait::Join(op) => return Box::pin(op.wait(&self.inner)).await,
-                Wait::ThenRetry(op) => {
-                    let _ = Box::pin(op.wait(&self.inner)).await;
-                }
-                Wait::RunStop { id, deadline } => {
-                    return wait_run_stop(None, &self.inner, id, deadline).await;
-                }
-            }
-            wait = match decide(self) {
-                Ok(outcome) => return outcome,
-                Err(wait) => wait,
-            };
+    fn awaiting(&self, wait: Wait, decide: fn(&Self) -> Decided) -> Call<'_, S> {
+        Call {
+            managed: self,
+            decide,
+            state: CallState::from_wait(wait, &self.inner),
         }
     }
 

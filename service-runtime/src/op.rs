@@ -7,7 +7,7 @@
 //! an operation always runs to its end even when the future that began it is dropped or
 //! is kept without being polled while another call waits.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -85,14 +85,8 @@ impl OpShared {
 
     /// Runs the operation in the calling task; if it was handed over meanwhile, waits for
     /// it. Dropping this future half-way hands the operation over to a spawned task.
-    pub(crate) async fn drive(self: &Arc<Self>) -> OpResult {
-        let mut hand_over = HandOverOnDrop(Some(self));
-        let finished = poll_fn(|cx| self.poll_in_place(cx)).await;
-        hand_over.0 = None;
-        match finished {
-            Some(result) => result,
-            None => self.wait().await,
-        }
+    pub(crate) fn drive(self: Arc<Self>) -> Drive {
+        Drive::InPlace(InPlace(Some(self)))
     }
 
     /// Waits for an operation another caller began. The operation is handed over to a
@@ -201,7 +195,7 @@ impl OpShared {
     }
 
     /// Waits for the result (does not move the work anywhere; see [`join`](Self::join)).
-    pub(crate) fn wait(&self) -> ResultWait<'_> {
+    pub(crate) fn wait(&self) -> ResultWait<&OpShared> {
         ResultWait {
             shared: self,
             slot: None,
@@ -209,14 +203,69 @@ impl OpShared {
     }
 }
 
-/// Waits for an operation's result (see [`OpShared::wait`]).
-pub(crate) struct ResultWait<'a> {
-    shared: &'a OpShared,
+/// The future of [`OpShared::drive`]. Written out rather than an `async fn` (120 bytes):
+/// it is part of every `start()` and `stop()` future that runs an operation.
+pub(crate) enum Drive {
+    /// Polling the work in this task.
+    InPlace(InPlace),
+    /// The work was handed over: waiting for its result.
+    Waiting(ResultWait<Arc<OpShared>>),
+    Done,
+}
+
+/// The operation a [`Drive`] polls in place: handed over to a spawned task if the
+/// `Drive` is dropped half-way (`None` once it no longer needs to be).
+pub(crate) struct InPlace(Option<Arc<OpShared>>);
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.0 {
+            shared.hand_over();
+        }
+    }
+}
+
+impl Future for Drive {
+    type Output = OpResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult> {
+        // Every variant is `Unpin`.
+        let this = self.get_mut();
+        if let Drive::InPlace(InPlace(in_place)) = this {
+            let shared = in_place.as_ref().expect("set until the drive moves on");
+            match shared.poll_in_place(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(result)) => {
+                    *in_place = None;
+                    *this = Drive::Done;
+                    return Poll::Ready(result);
+                }
+                Poll::Ready(None) => {
+                    let shared = in_place.take().expect("set until the drive moves on");
+                    *this = Drive::Waiting(ResultWait { shared, slot: None });
+                }
+            }
+        }
+        match this {
+            Drive::Waiting(wait) => {
+                let result = std::task::ready!(wait.poll_result(cx));
+                *this = Drive::Done;
+                Poll::Ready(result)
+            }
+            _ => panic!("`Drive` polled after it completed"),
+        }
+    }
+}
+
+/// Waits for an operation's result (see [`OpShared::wait`]), through a reference or an
+/// `Arc` of its own (`P`).
+pub(crate) struct ResultWait<P: std::ops::Deref<Target = OpShared>> {
+    shared: P,
     /// This wait's place in `State::waiters`, once it registered.
     slot: Option<usize>,
 }
 
-impl ResultWait<'_> {
+impl<P: std::ops::Deref<Target = OpShared>> ResultWait<P> {
     /// The result if the operation ended; otherwise `cx` is woken when it does.
     pub(crate) fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<OpResult> {
         let mut state = self.shared.lock();
@@ -248,7 +297,7 @@ impl ResultWait<'_> {
     }
 }
 
-impl Future for ResultWait<'_> {
+impl<P: std::ops::Deref<Target = OpShared> + Unpin> Future for ResultWait<P> {
     type Output = OpResult;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<OpResult> {
@@ -256,7 +305,7 @@ impl Future for ResultWait<'_> {
     }
 }
 
-impl Drop for ResultWait<'_> {
+impl<P: std::ops::Deref<Target = OpShared>> Drop for ResultWait<P> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot {
             let mut state = self.shared.lock();
@@ -264,17 +313,6 @@ impl Drop for ResultWait<'_> {
             if state.result.is_none() {
                 state.waiters[slot] = None;
             }
-        }
-    }
-}
-
-/// Hands the operation over when the driving caller's future is dropped mid-way.
-struct HandOverOnDrop<'a>(Option<&'a Arc<OpShared>>);
-
-impl Drop for HandOverOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(shared) = self.0 {
-            shared.hand_over();
         }
     }
 }
