@@ -832,21 +832,29 @@ enum Outcome {
     Cancelled,
 }
 
-/// The rest of a [`Managed::start`] or [`Managed::stop`] that its first decision did not
-/// finish: awaits what the decision left, and decides again after another call's
-/// operation it only had to let finish. Written out rather than an `async fn`: every
-/// start and stop future holds it, and the compiler's layout of the `async` version kept
-/// the decision's `Wait` beside the largest of its waits (the whole `start()` future was
-/// 328 bytes; 80 now).
-struct Call<'a, S: Service> {
+/// The future of [`Managed::start`] (`KIND` = [`START`]) and [`Managed::stop`]
+/// ([`STOP`]): decides at its first poll, as an `async fn` would, then awaits what the
+/// decision left, deciding again after another call's operation it only had to let
+/// finish. Written out rather than as `async fn`s: every start and stop carries it, and
+/// the compiler's layout of the `async` version kept the decision's `Wait` beside the
+/// largest of its waits (328 bytes; 80 now). The kind is a constant rather than a
+/// function pointer, so the decision is inlined (a service without hooks starts and
+/// stops in it).
+struct Call<'a, S: Service, const KIND: bool> {
     managed: &'a Managed<S>,
-    /// [`Managed::start_now`] or [`Managed::stop_now`].
-    decide: fn(&Managed<S>) -> Decided,
     state: CallState<'a>,
 }
 
+/// [`Call`]'s kind: a start.
+const START: bool = false;
+/// [`Call`]'s kind: a stop.
+const STOP: bool = true;
+
+// An explicit tag: the checks of a finished call (its drop) read one byte rather than
+// decode the niches of the nested waits.
+#[repr(u8)]
 enum CallState<'a> {
-    /// Deciding again after another call's operation ended.
+    /// Not polled yet, or deciding again after another call's operation ended.
     Decide,
     /// Runs the operation this call began.
     Drive(crate::op::Drive),
@@ -880,18 +888,22 @@ impl<'a> CallState<'a> {
     }
 }
 
-impl<S: Service> Future for Call<'_, S> {
-    type Output = Result<(), ServiceError>;
+impl<S: Service, const KIND: bool> Call<'_, S, KIND> {
+    fn decide(&self) -> Decided {
+        match KIND {
+            START => self.managed.start_now(),
+            STOP => self.managed.stop_now(),
+        }
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        // Every field is `Unpin` (the other call's wait is boxed, the timer too).
-        let this = self.get_mut();
+    /// Polls what the decision left, deciding again as it says.
+    fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ServiceError>> {
         loop {
-            let outcome = match &mut this.state {
-                CallState::Decide => match (this.decide)(this.managed) {
+            let outcome = match &mut self.state {
+                CallState::Decide => match self.decide() {
                     Ok(outcome) => outcome,
                     Err(wait) => {
-                        this.state = CallState::from_wait(wait, &this.managed.inner);
+                        self.state = CallState::from_wait(wait, &self.managed.inner);
                         continue;
                     }
                 },
@@ -899,23 +911,44 @@ impl<S: Service> Future for Call<'_, S> {
                 CallState::Other { wait, retry } => {
                     let outcome = std::task::ready!(wait.as_mut().poll(cx));
                     if *retry {
-                        this.state = CallState::Decide;
+                        self.state = CallState::Decide;
                         continue;
                     }
                     outcome
                 }
                 CallState::RunStop(progress) => {
-                    std::task::ready!(this.managed.inner.poll_run_stop(progress, None, cx))
+                    std::task::ready!(self.managed.inner.poll_run_stop(progress, None, cx))
                 }
                 CallState::Done => panic!("a start or stop future polled after it completed"),
             };
-            this.state = CallState::Done;
+            self.state = CallState::Done;
             return Poll::Ready(outcome);
         }
     }
 }
 
-impl<S: Service> Drop for Call<'_, S> {
+impl<S: Service, const KIND: bool> Future for Call<'_, S, KIND> {
+    type Output = Result<(), ServiceError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the other call's wait is boxed, the timer too).
+        let this = self.get_mut();
+        // The first decision, apart: most calls end in it (a service without hooks, or
+        // in the state asked for already), and nothing here needs dropping.
+        if let CallState::Decide = this.state {
+            match this.decide() {
+                Ok(outcome) => {
+                    this.state = CallState::Done;
+                    return Poll::Ready(outcome);
+                }
+                Err(wait) => this.state = CallState::from_wait(wait, &this.managed.inner),
+            }
+        }
+        this.poll_wait(cx)
+    }
+}
+
+impl<S: Service, const KIND: bool> Drop for Call<'_, S, KIND> {
     fn drop(&mut self) {
         // A run stop's wait left before its end (a `Drive` hands its work over itself).
         if let CallState::RunStop(progress) = &self.state {
@@ -1080,11 +1113,10 @@ impl<S: Service> Managed<S> {
     /// Idempotent: starting a running service returns `Ok` at once; concurrent calls
     /// share one start and its result. From `error`, starts again (a restart), first
     /// running any cleanup still owed.
-    pub async fn start(&self) -> Result<(), ServiceError> {
-        // Decided here first, where the compiler sees the call: most starts end in it.
-        match self.start_now() {
-            Ok(outcome) => outcome,
-            Err(wait) => self.awaiting(wait, Self::start_now).await,
+    pub fn start(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
+        Call::<S, START> {
+            managed: self,
+            state: CallState::Decide,
         }
     }
 
@@ -1121,10 +1153,10 @@ impl<S: Service> Managed<S> {
     /// Idempotent: stopping a stopped service does nothing; concurrent calls share one
     /// stop. Stopping a service that is starting cancels the start: `running` is never
     /// reported, and cleanup runs only if every init hook had completed.
-    pub async fn stop(&self) -> Result<(), ServiceError> {
-        match self.stop_now() {
-            Ok(outcome) => outcome,
-            Err(wait) => self.awaiting(wait, Self::stop_now).await,
+    pub fn stop(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
+        Call::<S, STOP> {
+            managed: self,
+            state: CallState::Decide,
         }
     }
 
@@ -1174,10 +1206,9 @@ impl<S: Service> Managed<S> {
     /// The rest of a start or stop that `decide` ([`start_now`](Self::start_now) or
     /// [`stop_now`](Self::stop_now)) could not finish: awaits the operation, and decides
     /// again after one it only had to let finish.
-    fn awaiting(&self, wait: Wait, decide: fn(&Self) -> Decided) -> Call<'_, S> {
+    fn awaiting<const KIND: bool>(&self, wait: Wait) -> Call<'_, S, KIND> {
         Call {
             managed: self,
-            decide,
             state: CallState::from_wait(wait, &self.inner),
         }
     }
@@ -2555,9 +2586,9 @@ impl<S: Service> DynService for Inner<S> {
     fn start_now(&self) -> Begun<'_> {
         let managed = self.managed();
         managed.start_now().map_err(|wait| {
-            Rest::Boxed(Box::pin(async move {
-                managed.awaiting(wait, Managed::start_now).await
-            }))
+            Rest::Boxed(Box::pin(
+                async move { managed.awaiting::<START>(wait).await },
+            ))
         })
     }
 
@@ -2568,9 +2599,9 @@ impl<S: Service> DynService for Inner<S> {
                 service: self,
                 progress: RunStopProgress::new(id, deadline, true),
             },
-            wait => Rest::Boxed(Box::pin(async move {
-                managed.awaiting(wait, Managed::stop_now).await
-            })),
+            wait => Rest::Boxed(Box::pin(
+                async move { managed.awaiting::<STOP>(wait).await },
+            )),
         })
     }
 
