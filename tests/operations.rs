@@ -1102,3 +1102,27 @@ async fn a_supervisor_holds_a_handle_on_each_service_it_was_given() {
     assert!(loop_dropped.load(Ordering::SeqCst));
     assert!(freed.load(Ordering::SeqCst));
 }
+
+#[tokio::test(start_paused = true)]
+async fn start_and_stop_do_nothing_until_polled_and_their_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let service = Managed::new(slow(1, 1));
+    let start = service.start();
+    send_sync(&start);
+    drop(start);
+    tokio::time::sleep(10 * MS).await;
+    assert_eq!(
+        service.status(),
+        ServiceStatus::Stopped,
+        "an unpolled start"
+    );
+    assert_eq!(service.read().await.inits.load(Ordering::SeqCst), 0);
+    service.start().await.unwrap();
+    let stop = service.stop();
+    send_sync(&stop);
+    drop(stop);
+    tokio::time::sleep(10 * MS).await;
+    assert_eq!(service.status(), ServiceStatus::Running, "an unpolled stop");
+    service.stop().await.unwrap();
+    assert_eq!(service.read().await.cleanups.load(Ordering::SeqCst), 1);
+}

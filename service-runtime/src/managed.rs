@@ -837,7 +837,7 @@ enum Outcome {
 /// decision left, deciding again after another call's operation it only had to let
 /// finish. Written out rather than as `async fn`s: every start and stop carries it, and
 /// the compiler's layout of the `async` version kept the decision's `Wait` beside the
-/// largest of its waits (328 bytes; 80 now). The kind is a constant rather than a
+/// largest of its waits (328 bytes; 56 now). The kind is a constant rather than a
 /// function pointer, so the decision is inlined (a service without hooks starts and
 /// stops in it).
 struct Call<'a, S: Service, const KIND: bool> {
@@ -850,9 +850,6 @@ const START: bool = false;
 /// [`Call`]'s kind: a stop.
 const STOP: bool = true;
 
-// An explicit tag: the checks of a finished call (its drop) read one byte rather than
-// decode the niches of the nested waits.
-#[repr(u8)]
 enum CallState<'a> {
     /// Not polled yet, or deciding again after another call's operation ended.
     Decide,
@@ -861,7 +858,8 @@ enum CallState<'a> {
     /// Another call's operation (boxed: rare, concurrent calls); `retry`: decide again
     /// once it ended, rather than taking its outcome.
     Other {
-        wait: BoxFuture<'a, Result<(), ServiceError>>,
+        // `Sync` too, so that the whole future stays `Sync` (as the `async fn` was).
+        wait: Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send + Sync + 'a>>,
         retry: bool,
     },
     /// The [`OpKind::RunStop`] this call began (see [`RunStopWait`]).
