@@ -472,7 +472,7 @@ impl OpWait {
                 id,
                 deadline,
                 shared,
-            } => wait_run_stop(Some(&shared), inner, id, deadline).await,
+            } => wait_run_stop(&shared, inner, id, deadline).await,
         }
     }
 }
@@ -481,17 +481,15 @@ impl OpWait {
 /// it takes it (the error boxed: rare, and inline it would enlarge every service).
 type RunStopOutcome = (u64, Option<Box<ServiceError>>);
 
-/// Waits for the [`OpKind::RunStop`] `id` to end, ending it at `deadline` if the loop has
-/// not returned by then. Written out as a state machine rather than an `async fn`: it is
-/// part of every run-loop service's `stop()` future, and the compiler's layout of the
-/// `async` version took 300 bytes for these few fields. The state is kept apart from
-/// the service's type ([`RunStopProgress`]), so a type-erased stop (a supervisor's)
-/// holds it inline too rather than boxing a future.
+/// A call that joined another's [`OpKind::RunStop`] `id`: waits for it to end, ending it
+/// at `deadline` if the loop has not returned by then. The call that began the stop waits
+/// through [`CallState::RunStop`] (or a supervisor's [`Rest::RunStop`]) instead, and finds
+/// its outcome in the control ([`Inner::poll_run_stop_outcome`]); both poll the same
+/// [`RunStopProgress`] through [`Inner::poll_run_stop`].
 struct RunStopWait<'a, S: Service> {
     inner: &'a Inner<S>,
-    /// The shared result; `None` for the call that began the stop, which finds its
-    /// outcome in the control ([`Inner::poll_run_stop_outcome`]).
-    result: Option<ResultWait<&'a OpShared>>,
+    /// The shared result.
+    result: ResultWait<&'a OpShared>,
     progress: RunStopProgress,
 }
 
@@ -535,15 +533,15 @@ enum RunStopStage {
 }
 
 fn wait_run_stop<'a, S: Service>(
-    shared: Option<&'a OpShared>,
+    shared: &'a OpShared,
     inner: &'a Inner<S>,
     id: u64,
     deadline: Instant,
 ) -> RunStopWait<'a, S> {
     RunStopWait {
         inner,
-        result: shared.map(OpShared::wait),
-        progress: RunStopProgress::new(id, deadline, shared.is_none()),
+        result: shared.wait(),
+        progress: RunStopProgress::new(id, deadline, false),
     }
 }
 
@@ -554,7 +552,7 @@ impl<S: Service> Future for RunStopWait<'_, S> {
         // Every field is `Unpin` (the timer is boxed).
         let this = self.get_mut();
         this.inner
-            .poll_run_stop(&mut this.progress, this.result.as_mut(), cx)
+            .poll_run_stop(&mut this.progress, Some(&mut this.result), cx)
     }
 }
 
