@@ -472,7 +472,14 @@ impl OpWait {
                 id,
                 deadline,
                 shared,
-            } => wait_run_stop(&shared, inner, id, deadline).await,
+            } => {
+                RunStopWait {
+                    inner,
+                    result: shared.wait(),
+                    progress: RunStopProgress::new(id, deadline, false),
+                }
+                .await
+            }
         }
     }
 }
@@ -530,19 +537,6 @@ enum RunStopStage {
     /// The deadline passed and the stop was ended (by this wait or another): its result
     /// is on its way (the waker is registered).
     TimedOut,
-}
-
-fn wait_run_stop<'a, S: Service>(
-    shared: &'a OpShared,
-    inner: &'a Inner<S>,
-    id: u64,
-    deadline: Instant,
-) -> RunStopWait<'a, S> {
-    RunStopWait {
-        inner,
-        result: shared.wait(),
-        progress: RunStopProgress::new(id, deadline, false),
-    }
 }
 
 impl<S: Service> Future for RunStopWait<'_, S> {
@@ -892,7 +886,8 @@ impl<S: Service, const KIND: bool> Call<'_, S, KIND> {
         }
     }
 
-    /// Polls what the decision left, deciding again as it says.
+    /// Decides (at the first poll, and again after another call's operation it only had
+    /// to let finish) and polls what the decision left.
     fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), ServiceError>> {
         loop {
             let outcome = match &mut self.state {
@@ -928,19 +923,7 @@ impl<S: Service, const KIND: bool> Future for Call<'_, S, KIND> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin` (the other call's wait is boxed, the timer too).
-        let this = self.get_mut();
-        // The first decision, apart: most calls end in it (a service without hooks, or
-        // in the state asked for already), and nothing here needs dropping.
-        if let CallState::Decide = this.state {
-            match this.decide() {
-                Ok(outcome) => {
-                    this.state = CallState::Done;
-                    return Poll::Ready(outcome);
-                }
-                Err(wait) => this.state = CallState::from_wait(wait, &this.managed.inner),
-            }
-        }
-        this.poll_wait(cx)
+        self.get_mut().poll_wait(cx)
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::ServiceError;
+use crate::util::WakerSlots;
 
 /// The work of an operation: its whole sequence, ending with the final transition.
 pub(crate) type OpFuture = Pin<Box<dyn Future<Output = OpResult> + Send>>;
@@ -31,12 +32,10 @@ struct State {
     driver: Option<Waker>,
     /// Set once the work ended (or was dropped before its end), for the waiters.
     result: Option<OpResult>,
-    /// Woken once `result` is set, one slot per waiting [`ResultWait`]. A plain list
-    /// rather than a `Notify`: a wait is then a reference and a slot number, where a
-    /// `Notified` would add ~100 bytes to every `stop()` future. A wait dropped early
-    /// empties its slot, which the next wait reuses: the list never outgrows the number
-    /// of waits alive at once.
-    waiters: Vec<Option<Waker>>,
+    /// Woken once `result` is set, one slot per waiting [`ResultWait`]: a wait is a
+    /// reference and a slot number, where a `Notified` would add ~100 bytes to every
+    /// `stop()` future.
+    waiters: WakerSlots,
 }
 
 enum Work {
@@ -60,7 +59,7 @@ impl OpShared {
                 work: Work::Parked(work),
                 driver: None,
                 result: None,
-                waiters: Vec::new(),
+                waiters: WakerSlots::default(),
             }),
         })
     }
@@ -73,7 +72,7 @@ impl OpShared {
                 work: Work::Detached,
                 driver: None,
                 result: None,
-                waiters: Vec::new(),
+                waiters: WakerSlots::default(),
             }),
         })
     }
@@ -187,11 +186,9 @@ impl OpShared {
             if state.result.is_none() {
                 state.result = Some(result);
             }
-            std::mem::take(&mut state.waiters)
+            state.waiters.take_all()
         };
-        for waker in waiters.into_iter().flatten() {
-            waker.wake();
-        }
+        waiters.wake_all();
     }
 
     /// Waits for the result (does not move the work anywhere; see [`join`](Self::join)).
@@ -273,26 +270,10 @@ impl<P: std::ops::Deref<Target = OpShared>> ResultWait<P> {
             return Poll::Ready(result.clone());
         }
         // Checked and registered under one lock, so `complete` cannot be missed.
-        let waiters = &mut state.waiters;
-        match self.slot {
-            Some(slot) => match &mut waiters[slot] {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                other => *other = Some(cx.waker().clone()),
-            },
-            None => {
-                let waker = Some(cx.waker().clone());
-                match waiters.iter().position(Option::is_none) {
-                    Some(free) => {
-                        waiters[free] = waker;
-                        self.slot = Some(free);
-                    }
-                    None => {
-                        waiters.push(waker);
-                        self.slot = Some(waiters.len() - 1);
-                    }
-                }
-            }
-        }
+        let replaced = state.waiters.register(&mut self.slot, cx.waker());
+        drop(state);
+        // Dropped once the lock is released: a waker's drop may run the executor's code.
+        drop(replaced);
         Poll::Pending
     }
 }
@@ -310,9 +291,9 @@ impl<P: std::ops::Deref<Target = OpShared>> Drop for ResultWait<P> {
         if let Some(slot) = self.slot {
             let mut state = self.shared.lock();
             // Once the result is set the list went to `complete`: nothing to free.
-            if state.result.is_none() {
-                state.waiters[slot] = None;
-            }
+            let waker = state.result.is_none().then(|| state.waiters.vacate(slot));
+            drop(state);
+            drop(waker);
         }
     }
 }
@@ -333,17 +314,25 @@ mod tests {
             let mut wait = pin!(shared.wait());
             assert!(wait.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(shared.lock().waiters.len(), 1);
+        assert_eq!(
+            shared.lock().waiters.allocated(),
+            0,
+            "the inline slot, reused"
+        );
         // Three alive at once: three slots; results reach every one.
         let mut waits: Vec<_> = (0..3).map(|_| Box::pin(shared.wait())).collect();
         for wait in &mut waits {
             assert!(wait.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(shared.lock().waiters.len(), 3);
+        assert_eq!(
+            shared.lock().waiters.allocated(),
+            2,
+            "the inline slot and two more"
+        );
         shared.complete(Ok(()));
         for wait in &mut waits {
             assert!(matches!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
         }
-        assert!(shared.lock().waiters.is_empty());
+        assert_eq!(shared.lock().waiters.allocated(), 0);
     }
 }

@@ -5,7 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use crate::util::WakerSlots;
 
 /// A cloneable, one-way shutdown signal.
 ///
@@ -36,43 +38,10 @@ pub struct Shutdown {
 #[derive(Default)]
 struct Inner {
     requested: AtomicBool,
-    /// The wakers of the [`ShutdownRequested`] futures waiting, each in its own slot. A plain
-    /// list rather than a `tokio::sync::Notify`: a waiting future is then a reference
-    /// and a slot number (24 bytes) where a `Notified` takes 64, and that future sits in
-    /// nearly every run loop's state. Most signals have one waiter, kept inline.
-    waiters: Mutex<Waiters>,
-}
-
-#[derive(Default)]
-struct Waiters {
-    /// Slot 0.
-    first: Option<Waker>,
-    /// Slots 1 and up; an emptied slot is reused, so the list never outgrows the number
-    /// of futures that waited at once.
-    rest: Vec<Option<Waker>>,
-}
-
-impl Waiters {
-    fn slot(&mut self, slot: usize) -> &mut Option<Waker> {
-        match slot {
-            0 => &mut self.first,
-            n => &mut self.rest[n - 1],
-        }
-    }
-
-    /// An empty slot, made if none is free.
-    fn vacant(&mut self) -> usize {
-        if self.first.is_none() {
-            return 0;
-        }
-        match self.rest.iter().position(Option::is_none) {
-            Some(at) => at + 1,
-            None => {
-                self.rest.push(None);
-                self.rest.len()
-            }
-        }
-    }
+    /// The wakers of the [`ShutdownRequested`] futures waiting: a waiting future is a
+    /// reference and a slot number (24 bytes), where an `async fn` around a tokio
+    /// `Notified` took 88, and that future sits in nearly every run loop's state.
+    waiters: Mutex<WakerSlots>,
 }
 
 impl Shutdown {
@@ -86,17 +55,9 @@ impl Shutdown {
         if self.inner.requested.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (first, rest) = {
-            let mut waiters = self.inner.lock();
-            (waiters.first.take(), std::mem::take(&mut waiters.rest))
-        };
+        let waiters = self.inner.lock().take_all();
         // Woken once the lock is released: a waker may run the executor's code.
-        if let Some(waker) = first {
-            waker.wake();
-        }
-        if !rest.is_empty() {
-            rest.into_iter().flatten().for_each(Waker::wake);
-        }
+        waiters.wake_all();
     }
 
     /// Whether shutdown has been requested.
@@ -120,7 +81,7 @@ impl Shutdown {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Waiters> {
+    fn lock(&self) -> MutexGuard<'_, WakerSlots> {
         // Never held while user code runs: poisoning cannot leave the list inconsistent.
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -151,19 +112,12 @@ impl Future for ShutdownRequested<'_> {
             self.slot = None;
             return Poll::Ready(());
         }
-        let slot = match self.slot {
-            Some(slot) => slot,
-            None => waiters.vacant(),
-        };
-        let waker = waiters.slot(slot);
-        let replaced = match waker {
-            Some(waker) if waker.will_wake(cx.waker()) => None,
-            waker => waker.replace(cx.waker().clone()),
-        };
+        let mut slot = self.slot;
+        let replaced = waiters.register(&mut slot, cx.waker());
         drop(waiters);
         // Dropped once the lock is released: a waker's drop may run the executor's code.
         drop(replaced);
-        self.slot = Some(slot);
+        self.slot = slot;
         Poll::Pending
     }
 }
@@ -179,7 +133,7 @@ impl Drop for ShutdownRequested<'_> {
             if self.inner.requested.load(Ordering::Acquire) {
                 return;
             }
-            waiters.slot(slot).take()
+            waiters.vacate(slot)
         };
         drop(waker);
     }
@@ -260,7 +214,7 @@ mod tests {
                 .poll(&mut Context::from_waker(&wakers[3].0)),
             Poll::Pending
         );
-        assert_eq!(shutdown.inner.lock().rest.len(), 3);
+        assert_eq!(shutdown.inner.lock().allocated(), 3);
         // Dropping the first and a middle wait frees their slots, which new waits reuse.
         drop(waits.remove(0));
         drop(waits.remove(1));
@@ -272,7 +226,7 @@ mod tests {
                 Poll::Pending
             );
         }
-        assert_eq!(shutdown.inner.lock().rest.len(), 3, "slots reused");
+        assert_eq!(shutdown.inner.lock().allocated(), 3, "slots reused");
         shutdown.request();
         shutdown.request();
         let woken: Vec<_> = wakers

@@ -8,6 +8,79 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
+/// The wakers of the futures waiting for one event (an operation's result, a shutdown
+/// request), each in a slot of its own. A plain list rather than a `tokio::sync::Notify`:
+/// a waiting future then holds a slot number, where a `Notified` takes 64 bytes. The
+/// first slot is inline (most events have one waiter); an emptied slot is reused, so the
+/// list never outgrows the number of futures that waited at once. Kept under its owner's
+/// lock; the wakers it gives back are dropped or woken once that lock is released (a
+/// waker runs the executor's code).
+#[derive(Default)]
+pub(crate) struct WakerSlots {
+    /// Slot 0.
+    first: Option<Waker>,
+    /// Slots 1 and up.
+    rest: Vec<Option<Waker>>,
+}
+
+impl WakerSlots {
+    /// Puts `waker` in the slot `*slot`, taking a vacant one the first time; returns the
+    /// waker it replaced (none when `waker` would wake the same task).
+    pub(crate) fn register(&mut self, slot: &mut Option<usize>, waker: &Waker) -> Option<Waker> {
+        let at = *slot.get_or_insert_with(|| self.vacant());
+        match self.slot(at) {
+            Some(kept) if kept.will_wake(waker) => None,
+            kept => kept.replace(waker.clone()),
+        }
+    }
+
+    /// Empties `slot` (its future went away before the event); returns its waker.
+    pub(crate) fn vacate(&mut self, slot: usize) -> Option<Waker> {
+        self.slot(slot).take()
+    }
+
+    /// Takes every waker: the event happened, and every slot number is void from now on.
+    pub(crate) fn take_all(&mut self) -> WakerSlots {
+        std::mem::take(self)
+    }
+
+    /// Wakes every waker taken by [`take_all`](Self::take_all).
+    pub(crate) fn wake_all(self) {
+        if let Some(waker) = self.first {
+            waker.wake();
+        }
+        if !self.rest.is_empty() {
+            self.rest.into_iter().flatten().for_each(Waker::wake);
+        }
+    }
+
+    /// How many slots live on the heap (tests: the list does not grow).
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.rest.len()
+    }
+
+    fn slot(&mut self, slot: usize) -> &mut Option<Waker> {
+        match slot {
+            0 => &mut self.first,
+            n => &mut self.rest[n - 1],
+        }
+    }
+
+    fn vacant(&mut self) -> usize {
+        if self.first.is_none() {
+            return 0;
+        }
+        match self.rest.iter().position(Option::is_none) {
+            Some(at) => at + 1,
+            None => {
+                self.rest.push(None);
+                self.rest.len()
+            }
+        }
+    }
+}
+
 /// Polls a future, turning a panic into `Err(message)`.
 ///
 /// `AssertUnwindSafe` is sound here: a panicking hook's future is dropped at once and
