@@ -1126,3 +1126,79 @@ async fn start_and_stop_do_nothing_until_polled_and_their_futures_are_send_and_s
     service.stop().await.unwrap();
     assert_eq!(service.read().await.cleanups.load(Ordering::SeqCst), 1);
 }
+
+/// Arms `ARMED_AT_INIT` at the end of its init hook: the next exit of the service's span
+/// (the operation's last poll, after its final transition) panics in the subscriber.
+#[derive(Service, Default)]
+#[service(name = "armed", start_timeout = "1h")]
+struct ArmsAtInit;
+
+static ARMED_AT_INIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[lifecycle]
+impl ArmsAtInit {
+    #[init]
+    async fn open(&mut self) -> Result<(), std::io::Error> {
+        tokio::time::sleep(10 * MS).await;
+        ARMED_AT_INIT.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A tracing layer whose `on_exit` of a `service` span panics once armed.
+struct PanicsOnServiceExit;
+
+impl<S> tracing_subscriber::Layer<S> for PanicsOnServiceExit
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let is_service = ctx.span(id).is_some_and(|span| span.name() == "service");
+        if is_service && ARMED_AT_INIT.swap(false, Ordering::SeqCst) {
+            panic!("a subscriber panicked leaving the service's span");
+        }
+    }
+}
+
+#[test]
+fn an_operation_unwinding_after_its_last_transition_still_answers_its_waiters() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let subscriber = tracing_subscriber::registry().with(PanicsOnServiceExit);
+    let runtime = current_thread();
+    let service = Managed::new(ArmsAtInit);
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            // The caller that began the start, and one that joins it (the work moves to
+            // a spawned task, whose poll then panics in the subscriber).
+            let mut first = Box::pin(service.start());
+            assert!(poll_once(&mut first).is_pending());
+            let joiner = tokio::spawn({
+                let service = service.clone();
+                async move { service.start().await }
+            });
+            let both = async { (first.await, joiner.await.expect("the joiner's task")) };
+            let (first, joined) = tokio::time::timeout(Duration::from_secs(60), both)
+                .await
+                .expect("both callers get an answer, not a hang");
+            for result in [first, joined] {
+                assert!(
+                    matches!(
+                        result,
+                        Err(ServiceError::Abandoned {
+                            operation: "start",
+                            ..
+                        })
+                    ),
+                    "{result:?}"
+                );
+            }
+        });
+    });
+    assert_eq!(service.status(), ServiceStatus::Error);
+    // The state machine is usable: a stop clears the error, a start succeeds.
+    runtime.block_on(async {
+        service.stop().await.unwrap();
+        service.start().await.unwrap();
+        assert_eq!(service.status(), ServiceStatus::Running);
+    });
+}

@@ -1577,15 +1577,16 @@ impl<S: Service> Inner<S> {
             id,
             finished: false,
         };
-        let shared = OpShared::new(Box::pin(
-            async move {
-                let guard = guard;
-                let result = sequence(guard.inner.clone()).await;
-                guard.finish();
-                result
-            }
-            .instrument(span),
-        ));
+        // The span wraps the sequence only: its exit (a subscriber's code) runs before
+        // `finish`, so a panic there still finds the guard armed and ends the operation
+        // with an error for its waiters, rather than leaving them waiting for a result
+        // that the unwound work can no longer publish.
+        let shared = OpShared::new(Box::pin(async move {
+            let guard = guard;
+            let result = sequence(guard.inner.clone()).instrument(span).await;
+            guard.finish();
+            result
+        }));
         ctl.op = Some(Op {
             kind,
             id,
