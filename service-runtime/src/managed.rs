@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::__private::{ComponentEntry, HookFuture};
 use crate::Shutdown;
+use crate::deadline;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
 use crate::op::{OpShared, ResultWait};
@@ -395,8 +396,9 @@ enum OpKind {
     /// hook to run). Rather than a sequence of its own, the stop is ended by the run task
     /// when the loop returns (`Inner::on_run_exit`): a stop costs a shutdown request and a
     /// wait, no work to allocate and drive. The loop stays in `Control::run` meanwhile.
-    /// Its waiters enforce the deadline: the one that reaches it aborts the loop and ends
-    /// the stop in `error` (`Inner::time_out_run_stop`).
+    /// At its deadline the loop is aborted and the stop ends in `error`
+    /// (`Inner::time_out_run_stop`): by the process's deadline list (`crate::deadline`),
+    /// or on a current-thread runtime by whichever waiter's tokio timer fires first.
     RunStop,
 }
 
@@ -414,6 +416,10 @@ struct Op {
     beginner: Option<Option<Waker>>,
     /// Requested by `stop()` to cancel a start in flight; starts only.
     cancel: Option<Shutdown>,
+    /// [`OpKind::RunStop`] only: its entry in the process's deadline list
+    /// ([`crate::deadline`]), which ends the stop at its deadline whoever waits; `None`
+    /// where its waiters arm tokio timers instead (a current-thread runtime).
+    deadline: Option<deadline::Key>,
 }
 
 impl Op {
@@ -426,8 +432,7 @@ impl Op {
                     .expect("a start or stop has its shared state from its beginning"),
             ),
             OpKind::RunStop => OpWait::RunStop {
-                id: self.id,
-                deadline,
+                progress: RunStopProgress::new(self.id, deadline, false, self.deadline.is_some()),
                 shared: self
                     .shared
                     .get_or_insert_with(OpShared::ended_elsewhere)
@@ -455,11 +460,10 @@ fn run_stop_deadline<S: Service>(ctl: &Control, inner: &Inner<S>) -> Instant {
 enum OpWait {
     /// Another call's start or stop.
     Op(Arc<OpShared>),
-    /// Another call's run stop `id`, ended by `deadline` at the latest; its result
-    /// reaches this call through `shared` (made when the first such call joined).
+    /// Another call's run stop, ended by its deadline at the latest; its result reaches
+    /// this call through `shared` (made when the first such call joined).
     RunStop {
-        id: u64,
-        deadline: Instant,
+        progress: RunStopProgress,
         shared: Arc<OpShared>,
     },
 }
@@ -468,15 +472,11 @@ impl OpWait {
     async fn wait<S: Service>(self, inner: &Arc<Inner<S>>) -> Result<(), ServiceError> {
         match self {
             OpWait::Op(shared) => shared.join().await,
-            OpWait::RunStop {
-                id,
-                deadline,
-                shared,
-            } => {
+            OpWait::RunStop { progress, shared } => {
                 RunStopWait {
                     inner,
                     result: shared.wait(),
-                    progress: RunStopProgress::new(id, deadline, false),
+                    progress,
                 }
                 .await
             }
@@ -513,11 +513,16 @@ pub(crate) struct RunStopProgress {
 }
 
 impl RunStopProgress {
-    fn new(id: u64, deadline: Instant, beginner: bool) -> Self {
+    /// `listed`: the stop has an entry in the deadline list ([`Op::deadline`]).
+    fn new(id: u64, deadline: Instant, beginner: bool, listed: bool) -> Self {
         RunStopProgress {
             id,
             deadline,
-            stage: RunStopStage::First,
+            stage: if listed {
+                RunStopStage::Listed
+            } else {
+                RunStopStage::First
+            },
             armed: true,
             beginner,
         }
@@ -531,9 +536,9 @@ enum RunStopStage {
     Yielded,
     /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
     Timed(Pin<Box<tokio::time::Sleep>>),
-    /// Polled outside any tokio runtime (`futures::executor::block_on`, say): no tokio
-    /// timer to arm; a thread ends the stop at its deadline.
-    Untimed,
+    /// The deadline list ends the stop at its deadline ([`crate::deadline`]): a
+    /// multi-thread runtime, or none (`futures::executor::block_on`, say).
+    Listed,
     /// The deadline passed and the stop was ended (by this wait or another): its result
     /// is on its way (the waker is registered).
     TimedOut,
@@ -594,13 +599,14 @@ impl<S: Service> Inner<S> {
                         Ok(_) => RunStopStage::Timed(Box::pin(tokio::time::sleep_until(
                             progress.deadline,
                         ))),
+                        // Polled outside the runtime it began on: no timer to arm.
                         Err(_) => {
-                            self.time_out_on_a_thread(progress.id, progress.deadline);
-                            RunStopStage::Untimed
+                            self.list_run_stop(progress.id, progress.deadline);
+                            RunStopStage::Listed
                         }
                     };
                 }
-                RunStopStage::Untimed | RunStopStage::TimedOut => return Poll::Pending,
+                RunStopStage::Listed | RunStopStage::TimedOut => return Poll::Pending,
                 RunStopStage::Timed(timer) => {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
@@ -632,6 +638,12 @@ impl<S: Service> Inner<S> {
                         // Dropped once the control lock is released.
                         waker = op.beginner.take();
                     }
+                    if op.deadline.is_some() {
+                        // The deadline list ends it: nothing to leave behind.
+                        drop(ctl);
+                        drop(waker);
+                        return;
+                    }
                 }
                 None => {
                     // Ended, its outcome not taken: nobody will.
@@ -654,27 +666,33 @@ impl<S: Service> Inner<S> {
                     }
                 }));
             }
-            Err(_) => self.time_out_on_a_thread(id, deadline),
+            Err(_) => self.list_run_stop(id, deadline),
         }
     }
 
-    /// Ends the [`OpKind::RunStop`] `id` at `deadline` from a thread of its own: for a
-    /// stop awaited outside any tokio runtime, where there is no timer to arm (rare; a
-    /// thread per such stop).
-    fn time_out_on_a_thread(&self, id: u64, deadline: Instant) {
-        let inner = self.this.clone();
-        let deadline = deadline.into_std();
-        let spawned = std::thread::Builder::new()
-            .name("service-stop-deadline".into())
-            .spawn(move || {
-                std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
-                if let Some(inner) = inner.upgrade() {
-                    inner.time_out_run_stop(id);
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "no thread for a stop's deadline: the stop waits for its run loop");
+    /// Gives the [`OpKind::RunStop`] `id` an entry in the deadline list, if it is still in
+    /// flight and has none: for a stop waited for outside the runtime it began on.
+    fn list_run_stop(&self, id: u64, deadline: Instant) {
+        let mut ctl = self.lock();
+        if let Some(op) = ctl
+            .op
+            .as_mut()
+            .filter(|op| op.id == id && op.deadline.is_none())
+        {
+            op.deadline = self.list_deadline(id, deadline);
         }
+    }
+
+    /// An entry in the deadline list that ends the [`OpKind::RunStop`] `id` at `deadline`.
+    fn list_deadline(&self, id: u64, deadline: Instant) -> Option<deadline::Key> {
+        let target: Weak<dyn deadline::Expire> = self.this.clone();
+        deadline::register(deadline.into_std(), target, id)
+    }
+}
+
+impl<S: Service> deadline::Expire for Inner<S> {
+    fn expire(&self, id: u64) {
+        self.time_out_run_stop(id);
     }
 }
 
@@ -871,9 +889,7 @@ impl<'a> CallState<'a> {
                 wait: Box::pin(op.wait(inner)),
                 retry: true,
             },
-            Wait::RunStop { id, deadline } => {
-                CallState::RunStop(RunStopProgress::new(id, deadline, true))
-            }
+            Wait::RunStop(progress) => CallState::RunStop(progress),
         }
     }
 }
@@ -1167,12 +1183,12 @@ impl<S: Service> Managed<S> {
                     if self.inner.stop_inline(&mut ctl) {
                         return Ok(Ok(()));
                     }
-                    if let Some((id, deadline, shutdown)) = self.inner.begin_run_stop(&mut ctl) {
+                    if let Some((progress, shutdown)) = self.inner.begin_run_stop(&mut ctl) {
                         // Requested once the lock is released: the woken loop may end
                         // the stop at once, on another thread, and take the lock.
                         drop(ctl);
                         shutdown.request();
-                        return Err(Wait::RunStop { id, deadline });
+                        return Err(Wait::RunStop(progress));
                     }
                     return Err(Wait::Drive(self.inner.clone().begin_stop(&mut ctl)));
                 }
@@ -1227,9 +1243,9 @@ enum Wait {
     Join(OpWait),
     /// Let this operation finish, then decide again.
     ThenRetry(OpWait),
-    /// This call began the [`OpKind::RunStop`] `id` (and requested the loop's shutdown):
-    /// wait for the run task to end the stop, or end it at `deadline`.
-    RunStop { id: u64, deadline: Instant },
+    /// This call began a [`OpKind::RunStop`] (and requested the loop's shutdown): wait
+    /// for the run task to end the stop, or end it at its deadline.
+    RunStop(RunStopProgress),
 }
 
 impl<S: Service> Inner<S> {
@@ -1446,7 +1462,11 @@ impl<S: Service> Inner<S> {
     /// Begins a [`OpKind::RunStop`] when the run loop is all the service owes: `running`, the
     /// loop not returned yet, no component, no cleanup hook owed. Returns the stop's id and
     /// deadline, and the loop's signal to request once `ctl` is released.
-    fn begin_run_stop(&self, ctl: &mut Control) -> Option<(u64, Instant, Shutdown)> {
+    ///
+    /// Except on a current-thread runtime (where the waiters arm tokio timers, on a clock
+    /// that may be paused), the stop's deadline goes to the deadline list now: a tokio
+    /// timer per stop would wake a parked worker every time ([`crate::deadline`]).
+    fn begin_run_stop(&self, ctl: &mut Control) -> Option<(RunStopProgress, Shutdown)> {
         let cleanup = ctl.cleanup_owed && !S::__HOOKS.cleanup.is_empty();
         if self.status() != ServiceStatus::Running || cleanup || !ctl.components.is_empty() {
             return None;
@@ -1455,14 +1475,22 @@ impl<S: Service> Inner<S> {
         self.transition(ctl, ServiceStatus::Stopping, None);
         let id = ctl.next_op;
         ctl.next_op += 1;
+        let deadline = run_stop_deadline(ctl, self);
+        let listed = if on_current_thread_runtime() {
+            None
+        } else {
+            self.list_deadline(id, deadline)
+        };
+        let progress = RunStopProgress::new(id, deadline, true, listed.is_some());
         ctl.op = Some(Op {
             kind: OpKind::RunStop,
             id,
             shared: None,
             beginner: Some(None),
             cancel: None,
+            deadline: listed,
         });
-        Some((id, run_stop_deadline(ctl, self), shutdown))
+        Some((progress, shutdown))
     }
 
     /// The deadline of [`OpKind::RunStop`] `id` passed: if it is still in flight, abort the loop
@@ -1503,6 +1531,9 @@ impl<S: Service> Inner<S> {
             }
         }
         drop(ctl);
+        if let Some(key) = op.deadline {
+            deadline::cancel(key);
+        }
         if let Some(waker) = op.beginner.flatten() {
             waker.wake();
         }
@@ -1593,6 +1624,7 @@ impl<S: Service> Inner<S> {
             shared: Some(shared.clone()),
             beginner: None,
             cancel,
+            deadline: None,
         });
         shared
     }
@@ -2575,9 +2607,9 @@ impl<S: Service> DynService for Inner<S> {
     fn stop_now(&self) -> Begun<'_> {
         let managed = self.managed();
         managed.stop_now().map_err(|wait| match wait {
-            Wait::RunStop { id, deadline } => Rest::RunStop {
+            Wait::RunStop(progress) => Rest::RunStop {
                 service: self,
-                progress: RunStopProgress::new(id, deadline, true),
+                progress,
             },
             wait => Rest::Boxed(Box::pin(
                 async move { managed.awaiting::<STOP>(wait).await },

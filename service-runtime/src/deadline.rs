@@ -1,0 +1,262 @@
+//! One thread of the process that ends run stops at their deadlines, where a tokio timer
+//! would cost more than the stop itself.
+//!
+//! On a multi-thread runtime, arming a tokio timer while the worker that owns the driver
+//! is parked without one (the usual state between stops) unparks it: a write to its
+//! eventfd, and a worker woken to look for work, for every stop, although nearly every
+//! loop returns long before its deadline (`BENCHMARKS.md`: ten times the system calls of
+//! a hand-written stop). Here a stop's deadline is an entry in a list under a mutex,
+//! removed when the stop ends; the thread is woken only when an entry is due earlier than
+//! the time it sleeps until, so a steady stream of stops with one timeout wakes it about
+//! once per timeout. Outside any tokio runtime there is no timer at all, and the list
+//! replaces a thread per stop.
+//!
+//! A current-thread runtime keeps tokio timers (armed only for a loop that did not return
+//! within one turn of the scheduler): its clock may be paused (`start_paused`, tests),
+//! and a deadline must then follow tokio's clock rather than the wall clock. A
+//! multi-thread runtime's clock cannot be paused.
+
+use std::num::NonZeroU32;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Instant;
+
+/// What an entry ends when it is due: the run stop `id` of a service.
+pub(crate) trait Expire: Send + Sync {
+    /// The deadline of the run stop `id` passed (nothing to do if it already ended).
+    fn expire(&self, id: u64);
+}
+
+/// An entry of the list, for [`cancel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Key {
+    index: u32,
+    generation: NonZeroU32,
+}
+
+struct Slot {
+    /// Changes every time the slot is freed, so a stale [`Key`] finds nothing.
+    generation: NonZeroU32,
+    entry: Option<Entry>,
+}
+
+struct Entry {
+    due: Instant,
+    /// Weak: an entry never keeps a service alive (and is removed when its stop ends).
+    target: Weak<dyn Expire>,
+    id: u64,
+}
+
+struct List {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// When the thread wakes next; `None` while it waits for an entry (or before it runs).
+    wakes_at: Option<Instant>,
+    started: bool,
+}
+
+static LIST: Mutex<List> = Mutex::new(List {
+    slots: Vec::new(),
+    free: Vec::new(),
+    wakes_at: None,
+    started: false,
+});
+
+/// Woken when an entry is due before `wakes_at`.
+static EARLIER: Condvar = Condvar::new();
+
+fn lock() -> MutexGuard<'static, List> {
+    // Never held while user code runs (`expire` is called after it is released).
+    LIST.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Calls `target.expire(id)` at `due` unless [`cancel`]led first. `None` if the thread
+/// could not be started (the caller then keeps the deadline itself).
+pub(crate) fn register(due: Instant, target: Weak<dyn Expire>, id: u64) -> Option<Key> {
+    let mut list = lock();
+    if !list.started {
+        let spawned = std::thread::Builder::new()
+            .name("service-deadlines".into())
+            .spawn(run);
+        if let Err(error) = spawned {
+            drop(list);
+            tracing::warn!(%error, "no thread for stop deadlines: a tokio timer keeps each one");
+            return None;
+        }
+        list.started = true;
+    }
+    let entry = Some(Entry { due, target, id });
+    let index = match list.free.pop() {
+        Some(index) => {
+            list.slots[index as usize].entry = entry;
+            index
+        }
+        None => {
+            list.slots.push(Slot {
+                generation: NonZeroU32::MIN,
+                entry,
+            });
+            u32::try_from(list.slots.len() - 1).expect("fewer than 2^32 stops at once")
+        }
+    };
+    let key = Key {
+        index,
+        generation: list.slots[index as usize].generation,
+    };
+    let earlier = list.wakes_at.is_none_or(|at| due < at);
+    if earlier {
+        // Set here, so the stops that follow (due later) do not wake the thread again.
+        list.wakes_at = Some(due);
+    }
+    drop(list);
+    if earlier {
+        EARLIER.notify_one();
+    }
+    Some(key)
+}
+
+/// Removes the entry `key` (nothing if it was due and taken already).
+pub(crate) fn cancel(key: Key) {
+    let mut list = lock();
+    let Some(slot) = list.slots.get_mut(key.index as usize) else {
+        return;
+    };
+    if slot.generation != key.generation {
+        return;
+    }
+    let Some(entry) = free(slot) else {
+        return;
+    };
+    list.free.push(key.index);
+    drop(list);
+    // The last reference to a freed service's memory may go here: not under the lock.
+    drop(entry);
+}
+
+/// How many entries the list holds.
+pub(crate) fn pending() -> usize {
+    let list = lock();
+    list.slots.len() - list.free.len()
+}
+
+/// Empties `slot` for reuse.
+fn free(slot: &mut Slot) -> Option<Entry> {
+    let entry = slot.entry.take()?;
+    slot.generation = slot.generation.checked_add(1).unwrap_or(NonZeroU32::MIN);
+    Some(entry)
+}
+
+/// The thread: sleeps until the earliest entry is due, takes every due entry out of the
+/// list, and expires them once the list is released.
+fn run() {
+    let mut list = lock();
+    loop {
+        let now = Instant::now();
+        match list.wakes_at {
+            // Woken early (an earlier entry was registered, or spuriously): sleep on.
+            Some(at) if now < at => {
+                list = EARLIER
+                    .wait_timeout(list, at - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                continue;
+            }
+            None => {
+                list = EARLIER.wait(list).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            Some(_) => {}
+        }
+        // A deadline passed: take what is due, find the next one.
+        let List {
+            slots,
+            free: vacant,
+            ..
+        } = &mut *list;
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let Some(entry) = &slot.entry else { continue };
+            if entry.due <= now {
+                due.extend(free(slot));
+                vacant.push(index as u32);
+            } else {
+                next = Some(next.map_or(entry.due, |next| next.min(entry.due)));
+            }
+        }
+        list.wakes_at = next;
+        if due.is_empty() {
+            continue;
+        }
+        drop(list);
+        for entry in due {
+            if let Some(target) = entry.target.upgrade() {
+                target.expire(entry.id);
+            }
+        }
+        list = lock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Weak};
+    use std::time::{Duration, Instant};
+
+    use super::{Expire, cancel, register};
+
+    #[derive(Default)]
+    struct Record {
+        expired: Mutex<Vec<u64>>,
+        calls: AtomicU64,
+    }
+    use std::sync::Mutex;
+
+    impl Expire for Record {
+        fn expire(&self, id: u64) {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.expired.lock().unwrap().push(id);
+        }
+    }
+
+    fn wait_for(record: &Record, calls: u64) {
+        let began = Instant::now();
+        while record.calls.load(Ordering::SeqCst) < calls {
+            assert!(began.elapsed() < Duration::from_secs(10), "never expired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn due_entries_expire_in_any_order_and_cancelled_ones_never() {
+        let record = Arc::new(Record::default());
+        let target: Weak<dyn Expire> = Arc::downgrade(&record) as Weak<dyn Expire>;
+        let now = Instant::now();
+        let late = register(now + Duration::from_millis(60), target.clone(), 3).unwrap();
+        // Earlier than the time the thread sleeps until: it is woken for it.
+        register(now + Duration::from_millis(20), target.clone(), 2).unwrap();
+        let cancelled = register(now + Duration::from_millis(10), target.clone(), 1).unwrap();
+        cancel(cancelled);
+        cancel(cancelled); // twice: nothing
+        wait_for(&record, 2);
+        assert_eq!(*record.expired.lock().unwrap(), [2, 3]);
+        assert!(now.elapsed() >= Duration::from_millis(60));
+        // A key of an entry that expired finds nothing, even once its slot is reused.
+        let reused = register(now + Duration::from_secs(3600), target.clone(), 4).unwrap();
+        cancel(late);
+        cancel(reused);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(record.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_entry_keeps_no_service_alive() {
+        let record = Arc::new(Record::default());
+        let target: Weak<dyn Expire> = Arc::downgrade(&record) as Weak<dyn Expire>;
+        register(Instant::now() + Duration::from_millis(5), target, 9).unwrap();
+        let weak = Arc::downgrade(&record);
+        drop(record);
+        assert!(weak.upgrade().is_none());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}

@@ -1,0 +1,147 @@
+//! Run stops on a multi-thread runtime (and outside any runtime) keep their deadlines in
+//! one list of the process rather than a tokio timer each: every stop that ends removes
+//! its entry, and a stop nobody waits for any more still ends at its deadline.
+//!
+//! One test function: the list is shared by the whole test binary, and the counts below
+//! need no other stop in flight.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use common::DropFlag;
+use service_runtime::{Managed, Service, ServiceStatus, Shutdown, lifecycle};
+
+#[derive(Service, Default)]
+#[service(name = "looper", stop_timeout = "50ms")]
+struct Looper {
+    ignores: bool,
+    dropped: Arc<AtomicBool>,
+}
+
+#[lifecycle]
+impl Looper {
+    #[run]
+    async fn spin(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+        let _on_drop = DropFlag(self.dropped.clone());
+        if self.ignores {
+            std::future::pending::<()>().await;
+        }
+        shutdown.requested().await;
+        Ok(())
+    }
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Polls `stop` once and drops it: nobody waits for the stop any more.
+fn poll_once_and_drop<F: std::future::Future>(stop: F) {
+    let mut stop = std::pin::pin!(stop);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(stop.as_mut().poll(&mut cx), Poll::Pending));
+}
+
+/// Waits (real time: a multi-thread runtime's clock cannot be paused) until `done`.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let began = Instant::now();
+    while !done() {
+        assert!(began.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn run_stop_deadlines_are_listed_removed_and_kept() {
+    let runtime = multi_thread();
+    assert_eq!(service_runtime::__private::pending_deadlines(), 0);
+
+    // Stops that end as their loops return remove their entries, one by one and all at
+    // once, from a worker and from `block_on`'s thread.
+    let services: Vec<_> = (0..200).map(|_| Managed::new(Looper::default())).collect();
+    runtime.block_on(async {
+        let all = services.clone();
+        tokio::spawn(async move {
+            for service in &all {
+                service.start().await.unwrap();
+                service.stop().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        for service in &services {
+            service.start().await.unwrap();
+        }
+        let stops = services.iter().map(|service| service.stop());
+        for result in futures_util::future::join_all(stops).await {
+            result.unwrap();
+        }
+    });
+    assert_eq!(service_runtime::__private::pending_deadlines(), 0);
+
+    // A loop that ignores the request, its stop dropped after one poll: the list ends the
+    // stop at its deadline, although no one waits for it.
+    let service = Managed::new(Looper {
+        ignores: true,
+        ..Looper::default()
+    });
+    runtime.block_on(service.start()).unwrap();
+    let began = Instant::now();
+    runtime.block_on(async { poll_once_and_drop(service.stop()) });
+    assert_eq!(service.status(), ServiceStatus::Stopping);
+    assert_eq!(service_runtime::__private::pending_deadlines(), 1);
+    eventually("the stop ends at its deadline", || {
+        service.status() == ServiceStatus::Error
+    });
+    assert!(began.elapsed() >= Duration::from_millis(50));
+    assert_eq!(
+        service.last_error().unwrap().to_string(),
+        "service `looper`: run hook `spin` timed out after 50ms"
+    );
+    eventually("the timed-out entry is gone", || {
+        service_runtime::__private::pending_deadlines() == 0
+    });
+    let dropped = runtime.block_on(async { service.read().await.dropped.clone() });
+    eventually("the aborted loop's future is dropped", || {
+        dropped.load(Ordering::SeqCst)
+    });
+
+    // Waited for outside any runtime (the loop runs on the runtime's workers): the list
+    // ends the stop at its deadline too, without a thread of its own.
+    runtime.block_on(service.start()).unwrap();
+    let began = Instant::now();
+    let error = futures_executor_block_on(service.stop()).unwrap_err();
+    assert!(began.elapsed() >= Duration::from_millis(50));
+    assert_eq!(
+        error.to_string(),
+        "service `looper`: run hook `spin` timed out after 50ms"
+    );
+    assert_eq!(service_runtime::__private::pending_deadlines(), 0);
+}
+
+/// A minimal `block_on` without tokio: parks the thread until woken.
+fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
