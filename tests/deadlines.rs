@@ -35,6 +35,33 @@ impl Looper {
     }
 }
 
+/// The same loop with a cleanup hook: its stops run as work of their own, which waits
+/// for the loop with an entry in the list.
+#[derive(Service, Default)]
+#[service(name = "clean_looper", stop_timeout = "50ms")]
+struct CleanLooper {
+    ignores: bool,
+    cleanups: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[lifecycle]
+impl CleanLooper {
+    #[run]
+    async fn spin(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
+        if self.ignores {
+            std::future::pending::<()>().await;
+        }
+        shutdown.requested().await;
+        Ok(())
+    }
+
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.cleanups.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -124,6 +151,52 @@ fn run_stop_deadlines_are_listed_removed_and_kept() {
         error.to_string(),
         "service `looper`: run hook `spin` timed out after 50ms"
     );
+    assert_eq!(service_runtime::__private::pending_deadlines(), 0);
+
+    // With a cleanup hook: stops whose loops return remove their entries; a loop that
+    // ignores the request is abandoned at the deadline, and the cleanup still runs.
+    let cleanups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let services: Vec<_> = (0..100)
+        .map(|_| {
+            Managed::new(CleanLooper {
+                cleanups: cleanups.clone(),
+                ..CleanLooper::default()
+            })
+        })
+        .collect();
+    runtime.block_on(async {
+        let all = services.clone();
+        tokio::spawn(async move {
+            for service in &all {
+                service.start().await.unwrap();
+                service.stop().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(cleanups.load(Ordering::SeqCst), 100);
+    assert_eq!(service_runtime::__private::pending_deadlines(), 0);
+    let service = Managed::new(CleanLooper {
+        ignores: true,
+        cleanups: cleanups.clone(),
+    });
+    let began = Instant::now();
+    let error = runtime.block_on(async {
+        service.start().await.unwrap();
+        let stopper = service.clone();
+        tokio::spawn(async move { stopper.stop().await })
+            .await
+            .unwrap()
+            .unwrap_err()
+    });
+    assert!(began.elapsed() >= Duration::from_millis(50));
+    assert_eq!(
+        error.to_string(),
+        "service `clean_looper`: run hook `spin` timed out after 50ms"
+    );
+    assert_eq!(cleanups.load(Ordering::SeqCst), 101);
+    assert_eq!(service.status(), ServiceStatus::Error);
     assert_eq!(service_runtime::__private::pending_deadlines(), 0);
 }
 

@@ -420,6 +420,20 @@ struct Op {
     /// ([`crate::deadline`]), which ends the stop at its deadline whoever waits; `None`
     /// where its waiters arm tokio timers instead (a current-thread runtime).
     deadline: Option<deadline::Key>,
+    /// A start or stop whose work waits for a run loop to return with an entry in the
+    /// deadline list ([`Inner::join_listed`]). Boxed: only that wait needs it.
+    run_join: Option<Box<RunJoin>>,
+}
+
+/// See [`Op::run_join`].
+enum RunJoin {
+    /// The loop to abort at the deadline, and the waker of the work waiting for it.
+    Waiting {
+        abort: tokio::task::AbortHandle,
+        waker: Option<Waker>,
+    },
+    /// The deadline passed: the loop was aborted, the work stops waiting for it.
+    Expired,
 }
 
 impl Op {
@@ -683,16 +697,97 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// An entry in the deadline list that ends the [`OpKind::RunStop`] `id` at `deadline`.
+    /// An entry in the deadline list for the operation `id` at `deadline` (see
+    /// [`deadline::Expire`] for what it does then).
     fn list_deadline(&self, id: u64, deadline: Instant) -> Option<deadline::Key> {
         let target: Weak<dyn deadline::Expire> = self.this.clone();
         deadline::register(deadline.into_std(), target, id)
     }
 }
 
+impl<S: Service> Inner<S> {
+    /// For the start or stop in flight (whose work calls this) waiting for its run loop
+    /// to return: except on a current-thread runtime (see [`Inner::begin_run_stop`]), an
+    /// entry in the deadline list that aborts the loop through `abort` at `deadline`.
+    /// `None`: arm a tokio timer instead.
+    fn list_run_join(&self, abort: tokio::task::AbortHandle, deadline: Instant) -> Option<Listed> {
+        if on_current_thread_runtime() {
+            return None;
+        }
+        let mut ctl = self.lock();
+        let op = ctl.op.as_mut()?;
+        let key = self.list_deadline(op.id, deadline)?;
+        op.run_join = Some(Box::new(RunJoin::Waiting { abort, waker: None }));
+        Some(Listed(key))
+    }
+
+    /// Waits for the run loop's end (`joining`) until `listed` expires: `None` if it did
+    /// first (it aborted the loop; one that blocks its thread ends later, unwaited).
+    async fn join_listed<F: Future + Unpin>(
+        &self,
+        listed: Listed,
+        mut joining: F,
+    ) -> Option<F::Output> {
+        let joined = std::future::poll_fn(|cx| {
+            if let Poll::Ready(joined) = Pin::new(&mut joining).poll(cx) {
+                return Poll::Ready(Some(joined));
+            }
+            let mut ctl = self.lock();
+            let replaced = match ctl.op.as_mut().and_then(|op| op.run_join.as_deref_mut()) {
+                Some(RunJoin::Waiting { waker, .. }) => match waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => None,
+                    waker => waker.replace(cx.waker().clone()),
+                },
+                Some(RunJoin::Expired) => return Poll::Ready(None),
+                // Unreachable (the operation whose work this is stays in flight until it
+                // ends); the join alone would still end the wait.
+                None => {
+                    debug_assert!(false, "the operation waiting for its loop is gone");
+                    None
+                }
+            };
+            drop(ctl);
+            // A waker's drop runs the executor's code: not under the control lock.
+            drop(replaced);
+            Poll::Pending
+        })
+        .await;
+        drop(listed);
+        joined
+    }
+}
+
 impl<S: Service> deadline::Expire for Inner<S> {
+    /// A [`OpKind::RunStop`] ends in `error` ([`Inner::time_out_run_stop`]); a start or
+    /// stop waiting for its run loop in [`Inner::join_listed`] has the loop aborted.
     fn expire(&self, id: u64) {
-        self.time_out_run_stop(id);
+        let mut ctl = self.lock();
+        let Some(op) = ctl.op.as_mut().filter(|op| op.id == id) else {
+            return;
+        };
+        if op.kind == OpKind::RunStop {
+            drop(ctl);
+            self.time_out_run_stop(id);
+        } else if let Some(join) = op.run_join.as_deref_mut() {
+            let RunJoin::Waiting { abort, waker } = std::mem::replace(join, RunJoin::Expired)
+            else {
+                return;
+            };
+            drop(ctl);
+            abort.abort();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Removes a deadline list entry when dropped (the wait it bounds ended, or was dropped).
+struct Listed(deadline::Key);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        deadline::cancel(self.0);
     }
 }
 
@@ -1489,6 +1584,7 @@ impl<S: Service> Inner<S> {
             beginner: Some(None),
             cancel: None,
             deadline: listed,
+            run_join: None,
         });
         Some((progress, shutdown))
     }
@@ -1625,6 +1721,7 @@ impl<S: Service> Inner<S> {
             beginner: None,
             cancel,
             deadline: None,
+            run_join: None,
         });
         shared
     }
@@ -1666,13 +1763,17 @@ impl<S: Service> Inner<S> {
             let deadline = Instant::now() + limit;
             // Unconstrained: with thousands of stops joined in one task, tokio's budget would
             // make every `JoinHandle` poll past the first 128 return `Pending` and re-wake.
+            let abort = handle.abort_handle();
             let mut joining = tokio::task::coop::unconstrained(&mut handle);
             let joined = match returned_soon(&mut joining).await {
                 Some(joined) => Some(joined),
-                // Boxed: a timer would enlarge every stop's future.
-                None => Box::pin(tokio::time::timeout_at(deadline, joining))
-                    .await
-                    .ok(),
+                None => match self.list_run_join(abort, deadline) {
+                    Some(listed) => self.join_listed(listed, joining).await,
+                    // Boxed: a timer would enlarge every stop's future.
+                    None => Box::pin(tokio::time::timeout_at(deadline, joining))
+                        .await
+                        .ok(),
+                },
             };
             match joined {
                 Some(Ok(None)) => {}
