@@ -34,6 +34,13 @@ pub struct ServiceConfig {
     /// How long each init hook may take before the start fails.
     pub start_timeout: Duration,
     /// How long each cleanup hook, and the run loop after shutdown is requested, may take.
+    ///
+    /// The run loop's deadline follows tokio's clock on a current-thread runtime (a
+    /// paused clock, as in `#[tokio::test(start_paused = true)]`, moves it). On a
+    /// multi-thread runtime, or when a stop is awaited outside tokio, it is kept by one
+    /// thread of the process (`service-deadlines`, started by the first such stop) that
+    /// sleeps until the earliest deadline: a tokio timer there would wake an idle worker
+    /// at every stop.
     pub stop_timeout: Duration,
     /// How long each health check may take before it counts as unhealthy.
     pub health_timeout: Duration,
