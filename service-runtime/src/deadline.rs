@@ -17,8 +17,9 @@
 //! multi-thread runtime's clock cannot be paused.
 
 use std::num::NonZeroU32;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Instant;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 /// What an entry ends when it is due: the run stop `id` of a service.
 pub(crate) trait Expire: Send + Sync {
@@ -79,7 +80,11 @@ pub(crate) fn register(due: Instant, target: Weak<dyn Expire>, id: u64) -> Optio
             .spawn(run);
         if let Err(error) = spawned {
             drop(list);
-            tracing::warn!(%error, "no thread for stop deadlines: a tokio timer keeps each one");
+            tracing::warn!(
+                %error,
+                "no thread for stop deadlines: on a tokio runtime a timer keeps each one; \
+                 a stop awaited outside tokio waits for its run loop however long it takes"
+            );
             return None;
         }
         list.started = true;
@@ -145,9 +150,27 @@ fn free(slot: &mut Slot) -> Option<Entry> {
     Some(entry)
 }
 
+/// How long after a failed expiry (a panic: a tracing layer's, say) it is tried again.
+const RETRY: Duration = if cfg!(test) {
+    Duration::from_millis(20)
+} else {
+    Duration::from_secs(1)
+};
+
+/// Lets the next [`register`] start a new thread should this one end (it never returns;
+/// it would end only by a panic outside the expiries, which are caught).
+struct Restart;
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        lock().started = false;
+    }
+}
+
 /// The thread: sleeps until the earliest entry is due, takes every due entry out of the
 /// list, and expires them once the list is released.
 fn run() {
+    let _restart = Restart;
     let mut list = lock();
     loop {
         let now = Instant::now();
@@ -188,75 +211,134 @@ fn run() {
             continue;
         }
         drop(list);
+        // In deadline order, should several have come due at once.
+        due.sort_unstable_by_key(|entry| entry.due);
         for entry in due {
-            if let Some(target) = entry.target.upgrade() {
-                target.expire(entry.id);
-            }
+            expire(entry);
         }
         list = lock();
+    }
+}
+
+/// Expires one entry, isolating the thread from what it runs: a panic (in a tracing
+/// layer the expiry logs through) is caught and the entry tried again later; the last
+/// reference to a service, should the thread hold it, is dropped on a thread of its own
+/// (the service's `Drop` is the user's code: it must not hold up other deadlines).
+fn expire(entry: Entry) {
+    let Some(target) = entry.target.upgrade() else {
+        return;
+    };
+    let expired = catch_unwind(AssertUnwindSafe(|| target.expire(entry.id)));
+    if expired.is_err() {
+        register(Instant::now() + RETRY, entry.target, entry.id);
+    }
+    if Arc::strong_count(&target) == 1 {
+        // Without a thread, `spawn` drops the closure, and the service with it, here:
+        // its panic contained all the same.
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            std::thread::Builder::new()
+                .name("service-deadlines-drop".into())
+                .spawn(move || drop(target))
+        }));
+    } else {
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(target)));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Weak};
+    use std::sync::{Arc, Mutex, Weak};
     use std::time::{Duration, Instant};
 
     use super::{Expire, cancel, register};
 
+    /// Records the ids it expired; panics at the expiry of `panics_at` the first time.
     #[derive(Default)]
     struct Record {
         expired: Mutex<Vec<u64>>,
         calls: AtomicU64,
+        panics_at: Option<u64>,
     }
-    use std::sync::Mutex;
 
     impl Expire for Record {
         fn expire(&self, id: u64) {
-            self.calls.fetch_add(1, Ordering::SeqCst);
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            if first && self.panics_at == Some(id) {
+                panic!("a layer panicked");
+            }
             self.expired.lock().unwrap().push(id);
         }
     }
 
-    fn wait_for(record: &Record, calls: u64) {
+    fn target(record: &Arc<Record>) -> Weak<dyn Expire> {
+        Arc::downgrade(record) as Weak<dyn Expire>
+    }
+
+    fn wait_for(record: &Record, expired: usize) {
         let began = Instant::now();
-        while record.calls.load(Ordering::SeqCst) < calls {
+        while record.expired.lock().unwrap().len() < expired {
             assert!(began.elapsed() < Duration::from_secs(10), "never expired");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
     #[test]
-    fn due_entries_expire_in_any_order_and_cancelled_ones_never() {
+    fn due_entries_expire_in_deadline_order_and_cancelled_ones_never() {
         let record = Arc::new(Record::default());
-        let target: Weak<dyn Expire> = Arc::downgrade(&record) as Weak<dyn Expire>;
         let now = Instant::now();
-        let late = register(now + Duration::from_millis(60), target.clone(), 3).unwrap();
+        let late = register(now + Duration::from_millis(60), target(&record), 3).unwrap();
         // Earlier than the time the thread sleeps until: it is woken for it.
-        register(now + Duration::from_millis(20), target.clone(), 2).unwrap();
-        let cancelled = register(now + Duration::from_millis(10), target.clone(), 1).unwrap();
+        register(now + Duration::from_millis(20), target(&record), 2).unwrap();
+        let cancelled = register(now + Duration::from_millis(10), target(&record), 1).unwrap();
         cancel(cancelled);
         cancel(cancelled); // twice: nothing
         wait_for(&record, 2);
         assert_eq!(*record.expired.lock().unwrap(), [2, 3]);
         assert!(now.elapsed() >= Duration::from_millis(60));
-        // A key of an entry that expired finds nothing, even once its slot is reused.
-        let reused = register(now + Duration::from_secs(3600), target.clone(), 4).unwrap();
+        // The key of an entry that expired finds nothing, even once its slot is reused
+        // (it may be: the slots are shared with the other tests).
+        let reused = register(
+            Instant::now() + Duration::from_millis(10),
+            target(&record),
+            4,
+        );
         cancel(late);
-        cancel(reused);
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(record.calls.load(Ordering::SeqCst), 2);
+        cancel(cancelled);
+        wait_for(&record, 3);
+        assert_eq!(*record.expired.lock().unwrap(), [2, 3, 4]);
+        assert!(reused.is_some());
     }
 
     #[test]
     fn an_entry_keeps_no_service_alive() {
         let record = Arc::new(Record::default());
-        let target: Weak<dyn Expire> = Arc::downgrade(&record) as Weak<dyn Expire>;
-        register(Instant::now() + Duration::from_millis(5), target, 9).unwrap();
+        register(
+            Instant::now() + Duration::from_millis(5),
+            target(&record),
+            9,
+        )
+        .unwrap();
         let weak = Arc::downgrade(&record);
         drop(record);
         assert!(weak.upgrade().is_none());
         std::thread::sleep(Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_panicking_expiry_is_retried_and_the_thread_lives_on() {
+        let panicky = Arc::new(Record {
+            panics_at: Some(7),
+            ..Record::default()
+        });
+        let calm = Arc::new(Record::default());
+        let now = Instant::now();
+        register(now + Duration::from_millis(5), target(&panicky), 7).unwrap();
+        register(now + Duration::from_millis(10), target(&calm), 8).unwrap();
+        wait_for(&calm, 1);
+        wait_for(&panicky, 1);
+        assert_eq!(*panicky.expired.lock().unwrap(), [7]);
+        assert_eq!(panicky.calls.load(Ordering::SeqCst), 2, "the retry");
+        assert!(now.elapsed() >= super::RETRY);
     }
 }

@@ -426,7 +426,15 @@ struct Op {
 }
 
 /// See [`Op::run_join`].
-enum RunJoin {
+struct RunJoin {
+    /// The list entry's id, drawn from the op ids: an entry that fires late (its `cancel`
+    /// lost the race with the list's thread) finds a later join of the same operation
+    /// (a failed start's second cleanup) under another id and leaves it alone.
+    id: u64,
+    state: RunJoinState,
+}
+
+enum RunJoinState {
     /// The loop to abort at the deadline, and the waker of the work waiting for it.
     Waiting {
         abort: tokio::task::AbortHandle,
@@ -715,30 +723,44 @@ impl<S: Service> Inner<S> {
             return None;
         }
         let mut ctl = self.lock();
+        let id = ctl.next_op;
         let op = ctl.op.as_mut()?;
-        let key = self.list_deadline(op.id, deadline)?;
-        op.run_join = Some(Box::new(RunJoin::Waiting { abort, waker: None }));
+        let key = self.list_deadline(id, deadline)?;
+        op.run_join = Some(Box::new(RunJoin {
+            id,
+            state: RunJoinState::Waiting { abort, waker: None },
+        }));
+        ctl.next_op += 1;
         Some(Listed(key))
     }
 
     /// Waits for the run loop's end (`joining`) until `listed` expires: `None` if it did
     /// first (it aborted the loop; one that blocks its thread ends later, unwaited).
-    async fn join_listed<F: Future + Unpin>(
-        &self,
-        listed: Listed,
-        mut joining: F,
-    ) -> Option<F::Output> {
+    async fn join_listed<F>(&self, listed: Listed, mut joining: F) -> Option<F::Output>
+    where
+        F: Future<Output = Result<Option<ServiceError>, tokio::task::JoinError>> + Unpin,
+    {
         let joined = std::future::poll_fn(|cx| {
-            if let Poll::Ready(joined) = Pin::new(&mut joining).poll(cx) {
-                return Poll::Ready(Some(joined));
+            let polled = Pin::new(&mut joining).poll(cx);
+            // A loop that returned (or panicked) ended on its own. One cancelled may have
+            // been aborted by the list, which marks the join expired before it aborts:
+            // the mark decides, so that a timeout is reported as one.
+            if let Poll::Ready(joined) = &polled
+                && !joined
+                    .as_ref()
+                    .is_err_and(tokio::task::JoinError::is_cancelled)
+            {
+                return polled.map(Some);
             }
             let mut ctl = self.lock();
-            let replaced = match ctl.op.as_mut().and_then(|op| op.run_join.as_deref_mut()) {
-                Some(RunJoin::Waiting { waker, .. }) => match waker {
+            let join = ctl.op.as_mut().and_then(|op| op.run_join.as_deref_mut());
+            let replaced = match join.map(|join| &mut join.state) {
+                Some(RunJoinState::Expired) => return Poll::Ready(None),
+                _ if polled.is_ready() => return polled.map(Some),
+                Some(RunJoinState::Waiting { waker, .. }) => match waker {
                     Some(waker) if waker.will_wake(cx.waker()) => None,
                     waker => waker.replace(cx.waker().clone()),
                 },
-                Some(RunJoin::Expired) => return Poll::Ready(None),
                 // Unreachable (the operation whose work this is stays in flight until it
                 // ends); the join alone would still end the wait.
                 None => {
@@ -762,14 +784,17 @@ impl<S: Service> deadline::Expire for Inner<S> {
     /// stop waiting for its run loop in [`Inner::join_listed`] has the loop aborted.
     fn expire(&self, id: u64) {
         let mut ctl = self.lock();
-        let Some(op) = ctl.op.as_mut().filter(|op| op.id == id) else {
+        let Some(op) = ctl.op.as_mut() else {
             return;
         };
         if op.kind == OpKind::RunStop {
-            drop(ctl);
-            self.time_out_run_stop(id);
-        } else if let Some(join) = op.run_join.as_deref_mut() {
-            let RunJoin::Waiting { abort, waker } = std::mem::replace(join, RunJoin::Expired)
+            if op.id == id {
+                drop(ctl);
+                self.time_out_run_stop(id);
+            }
+        } else if let Some(join) = op.run_join.as_deref_mut().filter(|join| join.id == id) {
+            let RunJoinState::Waiting { abort, waker } =
+                std::mem::replace(&mut join.state, RunJoinState::Expired)
             else {
                 return;
             };
@@ -1593,16 +1618,19 @@ impl<S: Service> Inner<S> {
     /// and end the stop in `error`.
     fn time_out_run_stop(&self, id: u64) {
         let mut ctl = self.lock();
-        let Some(op) = ctl.op.take_if(|op| op.id == id) else {
+        if ctl.op.as_ref().is_none_or(|op| op.id != id) {
             return;
-        };
-        let run = ctl.run.take();
+        }
         let limit = self.settings.get().stop_timeout;
+        // Logged before the op is taken: should a subscriber panic here, the stop is
+        // still in flight for the next attempt (the deadline list retries).
         let error = self.logged(self.hook_error(
             HookKind::Run,
             run_hook_name::<S>(),
             HookFailure::Timeout(limit),
         ));
+        let op = ctl.op.take().expect("checked above, under the same lock");
+        let run = ctl.run.take();
         self.end_run_stop(ctl, op, Some(error));
         // After the lock is released: the abort may drop the run task in this very call,
         // and its guard takes the lock.
