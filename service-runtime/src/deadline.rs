@@ -34,13 +34,13 @@ pub(crate) struct Key {
     generation: NonZeroU32,
 }
 
-struct Slot {
-    /// Changes every time the slot is freed, so a stale [`Key`] finds nothing.
-    generation: NonZeroU32,
-    entry: Option<Entry>,
-}
+/// A slot of the list: an entry, or `None` (its index on the free list).
+type Slot = Option<Entry>;
 
 struct Entry {
+    /// Drawn from a counter of the whole list, so that a stale [`Key`] (its entry taken
+    /// by the thread, its slot reused, or the list emptied and rebuilt) finds nothing.
+    generation: NonZeroU32,
     due: Instant,
     /// Weak: an entry never keeps a service alive (and is removed when its stop ends).
     target: Weak<dyn Expire>,
@@ -50,6 +50,7 @@ struct Entry {
 struct List {
     slots: Vec<Slot>,
     free: Vec<u32>,
+    next_generation: NonZeroU32,
     /// When the thread wakes next; `None` while it waits for an entry (or before it runs).
     wakes_at: Option<Instant>,
     started: bool,
@@ -58,6 +59,7 @@ struct List {
 static LIST: Mutex<List> = Mutex::new(List {
     slots: Vec::new(),
     free: Vec::new(),
+    next_generation: NonZeroU32::MIN,
     wakes_at: None,
     started: false,
 });
@@ -89,24 +91,25 @@ pub(crate) fn register(due: Instant, target: Weak<dyn Expire>, id: u64) -> Optio
         }
         list.started = true;
     }
-    let entry = Some(Entry { due, target, id });
+    let generation = list.next_generation;
+    list.next_generation = generation.checked_add(1).unwrap_or(NonZeroU32::MIN);
+    let entry = Some(Entry {
+        generation,
+        due,
+        target,
+        id,
+    });
     let index = match list.free.pop() {
         Some(index) => {
-            list.slots[index as usize].entry = entry;
+            list.slots[index as usize] = entry;
             index
         }
         None => {
-            list.slots.push(Slot {
-                generation: NonZeroU32::MIN,
-                entry,
-            });
+            list.slots.push(entry);
             u32::try_from(list.slots.len() - 1).expect("fewer than 2^32 stops at once")
         }
     };
-    let key = Key {
-        index,
-        generation: list.slots[index as usize].generation,
-    };
+    let key = Key { index, generation };
     let earlier = list.wakes_at.is_none_or(|at| due < at);
     if earlier {
         // Set here, so the stops that follow (due later) do not wake the thread again.
@@ -125,13 +128,18 @@ pub(crate) fn cancel(key: Key) {
     let Some(slot) = list.slots.get_mut(key.index as usize) else {
         return;
     };
-    if slot.generation != key.generation {
-        return;
-    }
-    let Some(entry) = free(slot) else {
+    let Some(entry) = slot.take_if(|entry| entry.generation == key.generation) else {
         return;
     };
     list.free.push(key.index);
+    if list.free.len() == list.slots.len() {
+        // Empty again (after a burst of stops, say): its memory goes back, but for a
+        // few slots kept for the next stops.
+        list.slots.clear();
+        list.free.clear();
+        list.slots.shrink_to(KEPT_SLOTS);
+        list.free.shrink_to(KEPT_SLOTS);
+    }
     drop(list);
     // The last reference to a freed service's memory may go here: not under the lock.
     drop(entry);
@@ -143,12 +151,8 @@ pub(crate) fn pending() -> usize {
     list.slots.len() - list.free.len()
 }
 
-/// Empties `slot` for reuse.
-fn free(slot: &mut Slot) -> Option<Entry> {
-    let entry = slot.entry.take()?;
-    slot.generation = slot.generation.checked_add(1).unwrap_or(NonZeroU32::MIN);
-    Some(entry)
-}
+/// The slots an empty list keeps room for.
+const KEPT_SLOTS: usize = 64;
 
 /// How long after a failed expiry (a panic: a tracing layer's, say) it is tried again.
 const RETRY: Duration = if cfg!(test) {
@@ -197,14 +201,22 @@ fn run() {
         } = &mut *list;
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
+        // A scan of every slot, under the lock: only when a deadline passed (a stop that
+        // timed out, or the earliest entry's time after its stop ended), never per stop.
         for (index, slot) in slots.iter_mut().enumerate() {
-            let Some(entry) = &slot.entry else { continue };
+            let Some(entry) = slot else { continue };
             if entry.due <= now {
-                due.extend(free(slot));
+                due.extend(slot.take());
                 vacant.push(index as u32);
             } else {
                 next = Some(next.map_or(entry.due, |next| next.min(entry.due)));
             }
+        }
+        if vacant.len() == slots.len() {
+            slots.clear();
+            vacant.clear();
+            slots.shrink_to(KEPT_SLOTS);
+            vacant.shrink_to(KEPT_SLOTS);
         }
         list.wakes_at = next;
         if due.is_empty() {
@@ -308,6 +320,23 @@ mod tests {
         wait_for(&record, 3);
         assert_eq!(*record.expired.lock().unwrap(), [2, 3, 4]);
         assert!(reused.is_some());
+        // A key cancelled once, its slot then reused by an entry (perhaps after the list
+        // emptied and was rebuilt): cancelled again, it leaves the new entry alone.
+        let old = register(
+            Instant::now() + Duration::from_secs(3600),
+            target(&record),
+            5,
+        );
+        cancel(old.unwrap());
+        register(
+            Instant::now() + Duration::from_millis(5),
+            target(&record),
+            6,
+        )
+        .unwrap();
+        cancel(old.unwrap());
+        wait_for(&record, 4);
+        assert_eq!(*record.expired.lock().unwrap(), [2, 3, 4, 6]);
     }
 
     #[test]
