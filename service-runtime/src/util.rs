@@ -132,6 +132,11 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// were woken: O(N) polls in all rather than N per wake-up (with the supervisor on a
 /// worker, woken after each service's start or stop, polling them all each time made
 /// large levels quadratic).
+///
+/// The outputs of the futures that finish at their first poll before any is pending go
+/// straight to the list returned; only the futures from the first pending one on have a
+/// slot (so when all finish at once, as instant health checks do, no output is moved
+/// through a slot and out again).
 pub(crate) async fn join_all<I>(futures: I) -> Vec<<I::Item as Future>::Output>
 where
     I: IntoIterator,
@@ -139,13 +144,28 @@ where
 {
     let mut futures = Some(futures.into_iter());
     let woken = Arc::new(Woken::default());
+    // The outputs of the futures before the first that was pending at its first poll.
+    let mut done = Vec::new();
+    // The futures from that one on (slot `i` is future `done.len() + i`).
     let mut slots: Vec<Slot<I::Item>> = Vec::new();
     let mut remaining = 0;
     // Polled with the caller's waker only (at the first poll), not yet with one of their own.
     let mut untracked: Vec<usize> = Vec::new();
     let mut ready = Vec::new();
     std::future::poll_fn(move |cx| {
-        if let Some(futures) = futures.take() {
+        if let Some(mut futures) = futures.take() {
+            done.reserve_exact(futures.size_hint().0);
+            for mut future in futures.by_ref() {
+                match Pin::new(&mut future).poll(cx) {
+                    Poll::Ready(output) => done.push(output),
+                    Poll::Pending => {
+                        untracked.push(0);
+                        slots.push(Slot::Pending(future));
+                        remaining += 1;
+                        break;
+                    }
+                }
+            }
             slots.reserve_exact(futures.size_hint().0);
             for mut future in futures {
                 match Pin::new(&mut future).poll(cx) {
@@ -158,7 +178,7 @@ where
                 }
             }
             return if remaining == 0 {
-                Poll::Ready(outputs(std::mem::take(&mut slots)))
+                Poll::Ready(std::mem::take(&mut done))
             } else {
                 Poll::Pending
             };
@@ -203,24 +223,21 @@ where
         }
         ready.clear();
         if remaining == 0 {
-            Poll::Ready(outputs(std::mem::take(&mut slots)))
+            let mut outputs = std::mem::take(&mut done);
+            outputs.extend(
+                std::mem::take(&mut slots)
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Done(Some(output)) => output,
+                        _ => unreachable!("every future is done, its output taken once"),
+                    }),
+            );
+            Poll::Ready(outputs)
         } else {
             Poll::Pending
         }
     })
     .await
-}
-
-/// The outputs of a [`join_all`] whose futures are all done, in order. Collected in the
-/// slots' own allocation when an output fits in a slot (it always does: a slot holds one).
-fn outputs<F: Future>(slots: Vec<Slot<F>>) -> Vec<F::Output> {
-    slots
-        .into_iter()
-        .map(|slot| match slot {
-            Slot::Done(Some(output)) => output,
-            _ => unreachable!("every future is done, its output taken once"),
-        })
-        .collect()
 }
 
 /// Gives a pending future the waker of its own it was just polled with.
