@@ -2308,10 +2308,16 @@ impl<S: Service> Inner<S> {
             // One clock read for the uptime and the checks' deadlines.
             started = Instant::now();
             uptime = started.saturating_duration_since(ctl.since).as_secs();
-            ctl.components
-                .iter()
-                .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
-                .collect()
+            if ctl.components.is_empty() {
+                // Most services: skips the collection's call, a measurable share of an
+                // instant check's aggregation.
+                Vec::new()
+            } else {
+                ctl.components
+                    .iter()
+                    .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
+                    .collect()
+            }
         };
         let limit = self.settings.get().health_timeout;
         // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
