@@ -9,8 +9,9 @@ use std::time::Duration;
 use common::{CLEAN_CYCLE, DropFlag, Fault, Log, history};
 use service_runtime::ServiceStatus::{Running, Starting, Stopped, Stopping};
 use service_runtime::{
-    EXIT_CONFIG, EXIT_SHUTDOWN_TIMEOUT, HealthStatus, Managed, Restart, RestartPolicy, Service,
-    ServiceError, ServiceStatus, Shutdown, Supervisor, SupervisorError, lifecycle,
+    EXIT_CONFIG, EXIT_SHUTDOWN_TIMEOUT, HealthDetail, HealthStatus, Managed, Restart,
+    RestartPolicy, Service, ServiceError, ServiceStatus, Shutdown, Supervisor, SupervisorError,
+    lifecycle,
 };
 use tokio::time::Instant;
 
@@ -905,4 +906,167 @@ async fn changes_before_the_run_are_not_observed() {
     );
     assert!(stats[0].last_stop_duration.is_some(), "stopped by the run");
     assert_eq!(early.status(), Stopped);
+}
+
+/// A service whose one check answers as told (for aggregations over many services).
+#[derive(Service)]
+#[service(health_timeout = "1s")]
+struct Answering {
+    answer: Fault,
+    /// The check degrades the service (with this reason) instead of passing.
+    degraded: Option<&'static str>,
+}
+
+#[lifecycle]
+impl Answering {
+    #[health(name = "answer")]
+    async fn answer(&self) -> HealthDetail {
+        if let Err(error) = self.answer.act("answer").await {
+            return HealthDetail::unhealthy(error.to_string());
+        }
+        match self.degraded {
+            Some(reason) => HealthDetail::degraded(reason),
+            None => HealthDetail::healthy(),
+        }
+    }
+}
+
+/// A service without health checks.
+#[derive(Service)]
+struct Unchecked;
+
+#[lifecycle]
+impl Unchecked {}
+
+fn answering(name: String, answer: Fault, degraded: Option<&'static str>) -> Managed<Answering> {
+    Managed::with_config(
+        Answering { answer, degraded },
+        Answering::config().name(name),
+    )
+}
+
+/// Every service's report lands under its own name, whatever the order the services were
+/// added in (the map's order is not the insertion order: `s10` < `s2`), among checks that
+/// pass, degrade, fail, panic and time out, and a service without checks.
+#[tokio::test(start_paused = true)]
+async fn supervisor_health_files_each_report_under_its_service() {
+    let fault = |i: usize| match i {
+        3 => Fault::Panic,
+        7 => Fault::Hang,
+        11 => Fault::Err,
+        _ => Fault::None,
+    };
+    let mut supervisor = Supervisor::new();
+    // Added in reverse, with the check-less service in the middle.
+    for i in (0..40).rev() {
+        supervisor = supervisor.add(answering(
+            format!("s{i}"),
+            fault(i),
+            (i == 20).then_some("lagging"),
+        ));
+        if i == 25 {
+            supervisor = supervisor.add(Managed::with_config(
+                Unchecked,
+                Unchecked::config().name("m-unchecked"),
+            ));
+        }
+    }
+    let handle = supervisor.handle();
+    let probe = handle.clone();
+    let report = supervisor
+        .run_until(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let began = Instant::now();
+            let health = probe.health().await;
+            assert_eq!(
+                began.elapsed(),
+                Duration::from_secs(1),
+                "the hung check's timeout"
+            );
+            assert_eq!(health.status, HealthStatus::Unhealthy);
+            // Counted once every report is in; each service's, as its checks began.
+            assert_eq!(health.uptime, 6);
+            assert_eq!(health.services.len(), 41);
+            let mut names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+            names.push("m-unchecked".into());
+            names.sort();
+            assert_eq!(
+                health.services.keys().map(|k| &**k).collect::<Vec<_>>(),
+                names
+            );
+            for (name, report) in &health.services {
+                assert_eq!(report.service_name, *name);
+                assert_eq!(report.uptime, 5);
+            }
+            let unchecked = &health.services["m-unchecked"];
+            assert_eq!(unchecked.status, HealthStatus::Healthy);
+            assert!(unchecked.dependencies.is_empty() && unchecked.reason.is_none());
+            for i in 0..40 {
+                let report = &health.services[format!("s{i}").as_str()];
+                let (status, detail) = match i {
+                    3 => (
+                        HealthStatus::Unhealthy,
+                        Some("check panicked: answer exploded"),
+                    ),
+                    7 => (HealthStatus::Unhealthy, Some("check timed out after 1s")),
+                    11 => (HealthStatus::Unhealthy, Some("answer refused")),
+                    20 => (HealthStatus::Degraded, Some("lagging")),
+                    _ => (HealthStatus::Healthy, None),
+                };
+                assert_eq!(report.status, status, "s{i}");
+                assert_eq!(report.dependencies["answer"], status, "s{i}");
+                assert_eq!(report.details.get("answer").map(String::as_str), detail);
+                let kind = if status == HealthStatus::Degraded {
+                    "degraded"
+                } else {
+                    "unhealthy"
+                };
+                assert_eq!(
+                    report.reason,
+                    detail.map(|d| format!("critical dependency `answer` is {kind}: {d}")),
+                    "s{i}"
+                );
+            }
+        })
+        .await;
+    assert!(report.is_success(), "{:?}", report.errors());
+}
+
+/// Before a run, a supervisor with two services of one name (invalid: its run would
+/// refuse to start) reports the one added last under that name, as a map built from the
+/// reports in the order added keeps the last of equal keys.
+#[tokio::test(start_paused = true)]
+async fn supervisor_health_of_a_duplicate_name_is_the_last_added() {
+    let version = |v: &'static str| Answering::config().name("dup").version(v);
+    let first = Managed::with_config(
+        Answering {
+            answer: Fault::None,
+            degraded: None,
+        },
+        version("1.0.0"),
+    );
+    let second = Managed::with_config(
+        Answering {
+            answer: Fault::None,
+            degraded: None,
+        },
+        version("2.0.0"),
+    );
+    let handle = Supervisor::new()
+        .add(answering("z".into(), Fault::None, None))
+        .add(first)
+        .add(answering("a".into(), Fault::None, None))
+        .add(second)
+        .handle();
+    let health = handle.health().await;
+    assert_eq!(
+        health.services.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["a", "dup", "z"]
+    );
+    assert_eq!(health.services["dup"].version, "2.0.0");
+    assert_eq!(
+        health.services["dup"].reason.as_deref(),
+        Some("Service status: stopped")
+    );
+    assert_eq!(health.status, HealthStatus::Unhealthy);
 }

@@ -85,90 +85,106 @@ fn supervisor_checks(health: &service_runtime::SupervisorHealth) -> usize {
         .sum()
 }
 
+/// Whether to run the case `label`: all of them, or only the one named by the
+/// `HEALTH_CASE` environment variable (to profile one case alone, e.g. under callgrind).
+fn wanted(label: &str) -> bool {
+    std::env::var("HEALTH_CASE").map_or(true, |only| only == label)
+}
+
 pub fn child(quick: bool) {
     let slow_iterations = if quick { 5 } else { 21 };
     let instant_iterations = if quick { 101 } else { 1001 };
     let rt = crate::runtime("ct");
     rt.block_on(async {
         // 100 checks of 10 ms in one service.
-        let service = Managed::new(Slow100);
-        service.start().await.expect("start");
-        let (ours, base) = compare(
-            slow_iterations,
-            || async {
-                let health = service.health().await;
-                assert_eq!(health.status, HealthStatus::Healthy);
-                health.dependencies.len()
-            },
-            || bare(100, true),
-        )
-        .await;
-        report("slow100_one_service", &[("ours", ours), ("base", base)]);
-        service.stop().await.expect("stop");
+        if wanted("slow100_one_service") {
+            let service = Managed::new(Slow100);
+            service.start().await.expect("start");
+            let (ours, base) = compare(
+                slow_iterations,
+                || async {
+                    let health = service.health().await;
+                    assert_eq!(health.status, HealthStatus::Healthy);
+                    health.dependencies.len()
+                },
+                || bare(100, true),
+            )
+            .await;
+            report("slow100_one_service", &[("ours", ours), ("base", base)]);
+            service.stop().await.expect("stop");
+        }
 
         // 100 services of one 10 ms check, through the supervisor.
-        let (ours, base) = with_supervisor(
-            (0..100).map(|i| named(OneSlowCheck, format!("slow{i}"))),
-            async |handle: SupervisorHandle| {
-                compare(
-                    slow_iterations,
-                    || async { supervisor_checks(&handle.health().await) },
-                    || bare(100, true),
-                )
-                .await
-            },
-        )
-        .await;
-        report("slow100_supervisor", &[("ours", ours), ("base", base)]);
+        if wanted("slow100_supervisor") {
+            let (ours, base) = with_supervisor(
+                (0..100).map(|i| named(OneSlowCheck, format!("slow{i}"))),
+                async |handle: SupervisorHandle| {
+                    compare(
+                        slow_iterations,
+                        || async { supervisor_checks(&handle.health().await) },
+                        || bare(100, true),
+                    )
+                    .await
+                },
+            )
+            .await;
+            report("slow100_supervisor", &[("ours", ours), ("base", base)]);
+        }
 
         // 100 instant checks in one service.
-        let service = Managed::new(Instant100);
-        service.start().await.expect("start");
-        let (ours, base) = compare(
-            instant_iterations,
-            || async {
-                let health = service.health().await;
-                assert_eq!(health.status, HealthStatus::Healthy);
-                health.dependencies.len()
-            },
-            || bare(100, false),
-        )
-        .await;
-        report("instant100_one_service", &[("ours", ours), ("base", base)]);
-        service.stop().await.expect("stop");
+        if wanted("instant100_one_service") {
+            let service = Managed::new(Instant100);
+            service.start().await.expect("start");
+            let (ours, base) = compare(
+                instant_iterations,
+                || async {
+                    let health = service.health().await;
+                    assert_eq!(health.status, HealthStatus::Healthy);
+                    health.dependencies.len()
+                },
+                || bare(100, false),
+            )
+            .await;
+            report("instant100_one_service", &[("ours", ours), ("base", base)]);
+            service.stop().await.expect("stop");
+        }
 
         // 1,000 instant checks: 10 services of 100 checks, through the supervisor.
-        let (ours, base) = with_supervisor(
-            (0..10).map(|i| named(Instant100, format!("hundred{i}"))),
-            async |handle: SupervisorHandle| {
-                compare(
-                    instant_iterations,
-                    || async { supervisor_checks(&handle.health().await) },
-                    || bare(1_000, false),
-                )
-                .await
-            },
-        )
-        .await;
-        report("instant1000_10_services", &[("ours", ours), ("base", base)]);
+        if wanted("instant1000_10_services") {
+            let (ours, base) = with_supervisor(
+                (0..10).map(|i| named(Instant100, format!("hundred{i}"))),
+                async |handle: SupervisorHandle| {
+                    compare(
+                        instant_iterations,
+                        || async { supervisor_checks(&handle.health().await) },
+                        || bare(1_000, false),
+                    )
+                    .await
+                },
+            )
+            .await;
+            report("instant1000_10_services", &[("ours", ours), ("base", base)]);
+        }
 
         // 1,000 instant checks: 1,000 services of one check, through the supervisor.
-        let (ours, base) = with_supervisor(
-            (0..1_000).map(|i| named(OneCheck, format!("one{i}"))),
-            async |handle: SupervisorHandle| {
-                compare(
-                    instant_iterations,
-                    || async { supervisor_checks(&handle.health().await) },
-                    || bare(1_000, false),
-                )
-                .await
-            },
-        )
-        .await;
-        report(
-            "instant1000_1000_services",
-            &[("ours", ours), ("base", base)],
-        );
+        if wanted("instant1000_1000_services") {
+            let (ours, base) = with_supervisor(
+                (0..1_000).map(|i| named(OneCheck, format!("one{i}"))),
+                async |handle: SupervisorHandle| {
+                    compare(
+                        instant_iterations,
+                        || async { supervisor_checks(&handle.health().await) },
+                        || bare(1_000, false),
+                    )
+                    .await
+                },
+            )
+            .await;
+            report(
+                "instant1000_1000_services",
+                &[("ours", ours), ("base", base)],
+            );
+        }
 
         if !quick {
             // The reference the issue quotes: the same 100 checks one after another.

@@ -1,6 +1,7 @@
 //! [`Supervisor`]: starts many services in dependency order, restarts the ones that fail,
 //! and stops them all in reverse order when a signal arrives.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -97,7 +98,7 @@ struct Entry {
 struct Shared {
     /// Every service, in the order added. Copy-on-write: readers take the `Arc` and
     /// release the lock at once (a health aggregation holds it across its awaits).
-    services: Mutex<Arc<Vec<ErasedService>>>,
+    services: Mutex<Arc<ServiceList>>,
     /// The figures of each service, indexed like `services`.
     stats: Mutex<Vec<Figures>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
@@ -110,6 +111,47 @@ struct Shared {
     tally: Arc<StatusTally>,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
+}
+
+/// The services of a supervisor, in the order added, and that order sorted by name.
+#[derive(Clone, Default)]
+struct ServiceList {
+    services: Vec<ErasedService>,
+    /// Indices into `services`, by name (equal names in the order added). Kept as
+    /// services are added, so a health aggregation makes its futures in the order of its
+    /// report's map, whose build then finds its input sorted: sorting a thousand reports
+    /// by name cost a fifth of an aggregation of a thousand instant checks.
+    by_name: Vec<usize>,
+}
+
+impl ServiceList {
+    fn push(&mut self, service: ErasedService) {
+        let name = service.0.name_str();
+        // After every equal name: a later duplicate wins in the map, as it did when the
+        // map sorted the reports itself (a stable sort, the last of equal keys kept).
+        let at = self
+            .by_name
+            .partition_point(|&i| self.services[i].0.name_str() <= name);
+        self.by_name.insert(at, self.services.len());
+        self.services.push(service);
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, ErasedService> {
+        self.services.iter()
+    }
+
+    /// `make` of each service, in the order of their names. (The closure takes an index:
+    /// one that took a `&ErasedService` would make the aggregation's future fail to prove
+    /// itself `Send` for every lifetime.)
+    fn by_name<'a, T>(
+        &'a self,
+        mut make: impl FnMut(&'a ErasedService) -> T + 'a,
+    ) -> impl ExactSizeIterator<Item = T> + 'a {
+        self.by_name
+            .iter()
+            .copied()
+            .map(move |i| make(&self.services[i]))
+    }
 }
 
 impl Drop for Shared {
@@ -155,7 +197,7 @@ impl Supervisor {
             #[cfg(feature = "http")]
             probes: None,
             shared: Arc::new(Shared {
-                services: Mutex::new(Arc::new(Vec::new())),
+                services: Mutex::new(Arc::new(ServiceList::default())),
                 stats: Mutex::new(Vec::new()),
                 subscribers: Mutex::new(Vec::new()),
                 shutdown: Shutdown::new(),
@@ -1442,7 +1484,7 @@ impl SupervisorHandle {
     }
 
     /// Every service, in the order added (one `Arc` clone, the lock released at once).
-    fn services(&self) -> Arc<Vec<ErasedService>> {
+    fn services(&self) -> Arc<ServiceList> {
         lock(&self.shared.services).clone()
     }
 
@@ -1476,7 +1518,8 @@ impl SupervisorHandle {
     /// The health of every service, concurrently: the worst status wins.
     pub async fn health(&self) -> SupervisorHealth {
         let services = self.services();
-        let checks = services.iter().map(|s| s.0.health()).collect();
+        // Made in the order of the map, each report keyed as it finishes.
+        let checks = services.by_name(|s| Keyed(s.0.health()));
         let reports = join_all(checks).await;
         self.aggregate(reports)
     }
@@ -1487,30 +1530,32 @@ impl SupervisorHandle {
         &self,
     ) -> (SupervisorHealth, Vec<(Arc<str>, Duration)>) {
         let services = self.services();
-        let timed = services
-            .iter()
-            .map(|s| -> BoxFuture<'_, (HealthReport, Duration)> {
-                Box::pin(async move {
-                    let began = Instant::now();
-                    let report = s.0.health().await;
-                    (report, began.elapsed())
-                })
+        let timed = services.by_name(|s| -> BoxFuture<'_, (HealthReport, Duration)> {
+            Box::pin(async move {
+                let began = Instant::now();
+                let report = s.0.health().await;
+                (report, began.elapsed())
             })
-            .collect();
+        });
         let results = join_all(timed).await;
-        let latencies = services
+        // Back in the order added.
+        let mut latencies: Vec<_> = services
             .iter()
-            .zip(&results)
-            .map(|(s, (_, latency))| (s.0.name().clone(), *latency))
+            .map(|s| (s.0.name().clone(), Duration::ZERO))
             .collect();
-        let health = self.aggregate(results.into_iter().map(|(report, _)| report).collect());
+        for (&i, (_, latency)) in services.by_name.iter().zip(&results) {
+            latencies[i].1 = *latency;
+        }
+        let reports = results.into_iter().map(|(report, _)| keyed(report));
+        let health = self.aggregate(reports.collect());
         (health, latencies)
     }
 
-    fn aggregate(&self, reports: Vec<HealthReport>) -> SupervisorHealth {
+    /// The supervisor's report of `reports`, in the order of their names.
+    fn aggregate(&self, reports: Vec<(Cow<'static, str>, HealthReport)>) -> SupervisorHealth {
         let status = reports
             .iter()
-            .map(|r| r.status)
+            .map(|(_, r)| r.status)
             .max()
             .unwrap_or(HealthStatus::Healthy);
         let uptime = self
@@ -1521,11 +1566,9 @@ impl SupervisorHandle {
         SupervisorHealth {
             status,
             uptime,
-            // A name borrowed from the service's configuration costs no copy here.
-            services: reports
-                .into_iter()
-                .map(|r| (r.service_name.clone(), r))
-                .collect(),
+            // Sorted already: the map's build checks that at one comparison per report,
+            // and takes the list's allocation as it is.
+            services: reports.into_iter().collect(),
         }
     }
 
@@ -1557,6 +1600,23 @@ impl SupervisorHandle {
         }
         (!reason.is_empty()).then_some(reason)
     }
+}
+
+/// A service's health report, keyed as it finishes.
+struct Keyed<'a>(BoxFuture<'a, HealthReport>);
+
+impl Future for Keyed<'_> {
+    type Output = (Cow<'static, str>, HealthReport);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(keyed)
+    }
+}
+
+/// A service's report with its key in [`SupervisorHealth::services`]: a name borrowed
+/// from the service's configuration costs no copy here.
+fn keyed(report: HealthReport) -> (Cow<'static, str>, HealthReport) {
+    (report.service_name.clone(), report)
 }
 
 /// The aggregate health of a supervisor's services, in the note's shape with a

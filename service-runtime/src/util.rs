@@ -123,22 +123,66 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// Runs futures (boxed, or otherwise `Unpin`) concurrently in the current task and
 /// collects their outputs in order.
 ///
-/// Each future is first polled with the caller's own waker: one that finishes at once (an
-/// instant health check, a start with nothing to await) costs no allocation. One still
-/// pending then gets a waker of its own at the next wake-up, after which a wake-up polls
-/// only the futures that were woken: O(N) polls in all rather than N per wake-up (with
-/// the supervisor on a worker, woken after each service's start or stop, polling them
-/// all each time made large levels quadratic).
-pub(crate) async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+/// The futures are taken from `futures` one at a time at the first poll, each polled at
+/// once with the caller's own waker: one that finishes then (an instant health check, a
+/// start with nothing to await) is dropped before the next is made, so it costs no waker,
+/// and a boxed one's allocation is free again for the next (with a thousand of them alive
+/// at once, the allocator's per-thread cache would run dry). One still pending then gets a
+/// waker of its own at the next wake-up, after which a wake-up polls only the futures that
+/// were woken: O(N) polls in all rather than N per wake-up (with the supervisor on a
+/// worker, woken after each service's start or stop, polling them all each time made
+/// large levels quadratic).
+///
+/// The outputs of the futures that finish at their first poll before any is pending go
+/// straight to the list returned; only the futures from the first pending one on have a
+/// slot (so when all finish at once, as instant health checks do, no output is moved
+/// through a slot and out again).
+pub(crate) async fn join_all<I>(futures: I) -> Vec<<I::Item as Future>::Output>
+where
+    I: IntoIterator,
+    I::Item: Future + Unpin,
+{
+    let mut futures = Some(futures.into_iter());
     let woken = Arc::new(Woken::default());
-    let mut slots: Vec<Slot<F>> = futures.into_iter().map(Slot::Pending).collect();
-    let mut remaining = slots.len();
-    // Polled with the caller's waker (all of them, the first time) and not yet with one
-    // of their own.
-    let mut untracked: Vec<usize> = (0..slots.len()).collect();
-    let mut first = true;
+    // The outputs of the futures before the first that was pending at its first poll.
+    let mut done = Vec::new();
+    // The futures from that one on (slot `i` is future `done.len() + i`).
+    let mut slots: Vec<Slot<I::Item>> = Vec::new();
+    let mut remaining = 0;
+    // Polled with the caller's waker only (at the first poll), not yet with one of their own.
+    let mut untracked: Vec<usize> = Vec::new();
     let mut ready = Vec::new();
     std::future::poll_fn(move |cx| {
+        if let Some(mut futures) = futures.take() {
+            done.reserve_exact(futures.size_hint().0);
+            for mut future in futures.by_ref() {
+                match Pin::new(&mut future).poll(cx) {
+                    Poll::Ready(output) => done.push(output),
+                    Poll::Pending => {
+                        untracked.push(0);
+                        slots.push(Slot::Pending(future));
+                        remaining += 1;
+                        break;
+                    }
+                }
+            }
+            slots.reserve_exact(futures.size_hint().0);
+            for mut future in futures {
+                match Pin::new(&mut future).poll(cx) {
+                    Poll::Ready(output) => slots.push(Slot::Done(Some(output))),
+                    Poll::Pending => {
+                        untracked.push(slots.len());
+                        slots.push(Slot::Pending(future));
+                        remaining += 1;
+                    }
+                }
+            }
+            return if remaining == 0 {
+                Poll::Ready(std::mem::take(&mut done))
+            } else {
+                Poll::Pending
+            };
+        }
         {
             let mut parent = lock(&woken.parent);
             if !parent.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -152,31 +196,21 @@ pub(crate) async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Outpu
             let Slot::Pending(future) = &mut slots[index] else {
                 continue;
             };
-            let poll = if first {
-                Pin::new(&mut *future).poll(cx)
-            } else {
-                // It may have kept the caller's waker: poll it once more with its own,
-                // so its wake-ups are told apart from now on.
-                let waker = Waker::from(Arc::new(ChildWaker {
-                    index,
-                    woken: woken.clone(),
-                }));
-                let poll = Pin::new(&mut *future).poll(&mut Context::from_waker(&waker));
-                if poll.is_pending() {
-                    track(&mut slots[index], waker);
-                }
-                poll
-            };
+            // It may have kept the caller's waker: poll it once more with its own, so its
+            // wake-ups are told apart from now on.
+            let waker = Waker::from(Arc::new(ChildWaker {
+                index,
+                woken: woken.clone(),
+            }));
+            let poll = Pin::new(&mut *future).poll(&mut Context::from_waker(&waker));
             match poll {
                 Poll::Ready(output) => {
                     slots[index] = Slot::Done(Some(output));
                     remaining -= 1;
                 }
-                Poll::Pending if first => untracked.push(index),
-                Poll::Pending => {}
+                Poll::Pending => track(&mut slots[index], waker),
             }
         }
-        first = false;
         for &index in &ready {
             if let Slot::Tracked(future, waker) = &mut slots[index] {
                 if let Poll::Ready(output) =
@@ -189,15 +223,16 @@ pub(crate) async fn join_all<F: Future + Unpin>(futures: Vec<F>) -> Vec<F::Outpu
         }
         ready.clear();
         if remaining == 0 {
-            Poll::Ready(
-                slots
-                    .iter_mut()
+            let mut outputs = std::mem::take(&mut done);
+            outputs.extend(
+                std::mem::take(&mut slots)
+                    .into_iter()
                     .map(|slot| match slot {
-                        Slot::Done(output) => output.take().expect("each output is taken once"),
-                        _ => unreachable!("every future is done"),
-                    })
-                    .collect(),
-            )
+                        Slot::Done(Some(output)) => output,
+                        _ => unreachable!("every future is done, its output taken once"),
+                    }),
+            );
+            Poll::Ready(outputs)
         } else {
             Poll::Pending
         }
@@ -274,11 +309,11 @@ mod tests {
     async fn outputs_come_in_order_and_each_future_is_polled_a_bounded_number_of_times() {
         let polls: Vec<AtomicUsize> = (0..200).map(|_| AtomicUsize::new(0)).collect();
         // Even indices finish at once, odd ones after distinct delays (one wake-up each).
+        // Made as they are taken, from an iterator.
         let futures = polls
             .iter()
             .enumerate()
-            .map(|(i, p)| counted(p, if i % 2 == 0 { 0 } else { i as u64 }, i))
-            .collect();
+            .map(|(i, p)| counted(p, if i % 2 == 0 { 0 } else { i as u64 }, i));
         let outputs = join_all(futures).await;
         assert_eq!(outputs, (0..200).collect::<Vec<_>>());
         for (i, p) in polls.iter().enumerate() {
