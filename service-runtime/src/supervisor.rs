@@ -117,23 +117,34 @@ struct Shared {
 #[derive(Clone, Default)]
 struct ServiceList {
     services: Vec<ErasedService>,
-    /// Indices into `services`, by name (equal names in the order added). Kept as
-    /// services are added, so a health aggregation makes its futures in the order of its
-    /// report's map, whose build then finds its input sorted: sorting a thousand reports
-    /// by name cost a fifth of an aggregation of a thousand instant checks.
-    by_name: Vec<usize>,
+    /// Indices into `services`, by name (equal names in the order added), made by the
+    /// first health aggregation after a service was added: an aggregation makes its
+    /// futures in the order of its report's map, whose build then finds its input
+    /// sorted (sorting a thousand reports by name cost a fifth of an aggregation of a
+    /// thousand instant checks). Not kept up by `push`: an insertion in the middle per
+    /// service added made adding N services quadratic.
+    by_name: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl ServiceList {
     fn push(&mut self, service: ErasedService) {
-        let name = service.0.name_str();
-        // After every equal name: a later duplicate wins in the map, as it did when the
-        // map sorted the reports itself (a stable sort, the last of equal keys kept).
-        let at = self
-            .by_name
-            .partition_point(|&i| self.services[i].0.name_str() <= name);
-        self.by_name.insert(at, self.services.len());
+        self.by_name = std::sync::OnceLock::new();
         self.services.push(service);
+    }
+
+    /// See [`ServiceList::by_name`]: a stable sort, so that a later duplicate wins in the
+    /// map, as it did when the map sorted the reports itself.
+    fn name_order(&self) -> &[usize] {
+        self.by_name.get_or_init(|| {
+            let mut order: Vec<usize> = (0..self.services.len()).collect();
+            order.sort_by(|&a, &b| {
+                self.services[a]
+                    .0
+                    .name_str()
+                    .cmp(self.services[b].0.name_str())
+            });
+            order
+        })
     }
 
     fn iter(&self) -> std::slice::Iter<'_, ErasedService> {
@@ -147,7 +158,7 @@ impl ServiceList {
         &'a self,
         mut make: impl FnMut(&'a ErasedService) -> T + 'a,
     ) -> impl ExactSizeIterator<Item = T> + 'a {
-        self.by_name
+        self.name_order()
             .iter()
             .copied()
             .map(move |i| make(&self.services[i]))
@@ -1543,7 +1554,7 @@ impl SupervisorHandle {
             .iter()
             .map(|s| (s.0.name().clone(), Duration::ZERO))
             .collect();
-        for (&i, (_, latency)) in services.by_name.iter().zip(&results) {
+        for (&i, (_, latency)) in services.name_order().iter().zip(&results) {
             latencies[i].1 = *latency;
         }
         let reports = results.into_iter().map(|(report, _)| keyed(report));
