@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::DropFlag;
+use common::{DropFlag, block_on_without_tokio};
 use service_runtime::{Managed, Service, ServiceStatus, Shutdown, lifecycle};
 
 #[derive(Service, Default)]
@@ -70,6 +70,23 @@ fn multi_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Starts and stops each of `services` in turn, from a task on one of the runtime's
+/// workers.
+fn cycle_one_by_one_on_a_worker<S: Service>(
+    runtime: &tokio::runtime::Runtime,
+    services: &[Managed<S>],
+) {
+    let all = services.to_vec();
+    runtime
+        .block_on(runtime.spawn(async move {
+            for service in &all {
+                service.start().await.unwrap();
+                service.stop().await.unwrap();
+            }
+        }))
+        .unwrap();
+}
+
 /// Polls `stop` once and drops it: nobody waits for the stop any more.
 fn poll_once_and_drop<F: std::future::Future>(stop: F) {
     let mut stop = std::pin::pin!(stop);
@@ -94,16 +111,8 @@ fn run_stop_deadlines_are_listed_removed_and_kept() {
     // Stops that end as their loops return remove their entries, one by one and all at
     // once, from a worker and from `block_on`'s thread.
     let services: Vec<_> = (0..200).map(|_| Managed::new(Looper::default())).collect();
+    cycle_one_by_one_on_a_worker(&runtime, &services);
     runtime.block_on(async {
-        let all = services.clone();
-        tokio::spawn(async move {
-            for service in &all {
-                service.start().await.unwrap();
-                service.stop().await.unwrap();
-            }
-        })
-        .await
-        .unwrap();
         for service in &services {
             service.start().await.unwrap();
         }
@@ -145,7 +154,7 @@ fn run_stop_deadlines_are_listed_removed_and_kept() {
     // ends the stop at its deadline too, without a thread of its own.
     runtime.block_on(service.start()).unwrap();
     let began = Instant::now();
-    let error = futures_executor_block_on(service.stop()).unwrap_err();
+    let error = block_on_without_tokio(service.stop()).unwrap_err();
     assert!(began.elapsed() >= Duration::from_millis(50));
     assert_eq!(
         error.to_string(),
@@ -164,17 +173,7 @@ fn run_stop_deadlines_are_listed_removed_and_kept() {
             })
         })
         .collect();
-    runtime.block_on(async {
-        let all = services.clone();
-        tokio::spawn(async move {
-            for service in &all {
-                service.start().await.unwrap();
-                service.stop().await.unwrap();
-            }
-        })
-        .await
-        .unwrap();
-    });
+    cycle_one_by_one_on_a_worker(&runtime, &services);
     assert_eq!(cleanups.load(Ordering::SeqCst), 100);
     assert_eq!(service_runtime::__private::pending_deadlines(), 0);
     let service = Managed::new(CleanLooper {
@@ -238,24 +237,5 @@ impl QuickCleanLooper {
     #[cleanup]
     async fn close(&mut self) -> Result<(), std::io::Error> {
         Ok(())
-    }
-}
-
-/// A minimal `block_on` without tokio: parks the thread until woken.
-fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }

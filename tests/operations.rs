@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use common::DropFlag;
+use common::{DropFlag, block_on_without_tokio};
 use service_runtime::Service;
 use service_runtime::{Managed, ServiceError, ServiceStatus, lifecycle};
 
@@ -873,26 +873,6 @@ async fn a_loop_aborted_at_the_deadline_does_not_disturb_the_next_one() {
     assert!(service.read().await.dropped.load(Ordering::SeqCst));
     assert_eq!(service.status(), ServiceStatus::Running);
     assert_eq!(service.last_error().unwrap().to_string(), TIMED_OUT);
-}
-
-/// Runs `future` to its end on this thread without any tokio runtime (as
-/// `futures::executor::block_on` would).
-fn block_on_without_tokio<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 #[test]

@@ -91,100 +91,75 @@ fn wanted(label: &str) -> bool {
     std::env::var("HEALTH_CASE").map_or(true, |only| only == label)
 }
 
+/// The case `label`, unless excluded: `Managed::health` of one `service` against a bare
+/// `join_all` of `checks` futures (10 ms each when `slow`).
+async fn one_service<S: Service>(
+    label: &str,
+    service: S,
+    iterations: usize,
+    checks: usize,
+    slow: bool,
+) {
+    if !wanted(label) {
+        return;
+    }
+    let service = Managed::new(service);
+    service.start().await.expect("start");
+    let (ours, base) = compare(
+        iterations,
+        || async {
+            let health = service.health().await;
+            assert_eq!(health.status, HealthStatus::Healthy);
+            health.dependencies.len()
+        },
+        || bare(checks, slow),
+    )
+    .await;
+    report(label, &[("ours", ours), ("base", base)]);
+    service.stop().await.expect("stop");
+}
+
+/// The case `label`, unless excluded: `SupervisorHandle::health` of `services` against a
+/// bare `join_all` of `checks` futures (10 ms each when `slow`).
+async fn through_supervisor<S: Service>(
+    label: &str,
+    services: impl Iterator<Item = Managed<S>>,
+    iterations: usize,
+    checks: usize,
+    slow: bool,
+) {
+    if !wanted(label) {
+        return;
+    }
+    let (ours, base) = with_supervisor(services, async |handle: SupervisorHandle| {
+        compare(
+            iterations,
+            || async { supervisor_checks(&handle.health().await) },
+            || bare(checks, slow),
+        )
+        .await
+    })
+    .await;
+    report(label, &[("ours", ours), ("base", base)]);
+}
+
 pub fn child(quick: bool) {
-    let slow_iterations = if quick { 5 } else { 21 };
-    let instant_iterations = if quick { 101 } else { 1001 };
+    let slow = if quick { 5 } else { 21 };
+    let instant = if quick { 101 } else { 1001 };
     let rt = crate::runtime("ct");
     rt.block_on(async {
-        // 100 checks of 10 ms in one service.
-        if wanted("slow100_one_service") {
-            let service = Managed::new(Slow100);
-            service.start().await.expect("start");
-            let (ours, base) = compare(
-                slow_iterations,
-                || async {
-                    let health = service.health().await;
-                    assert_eq!(health.status, HealthStatus::Healthy);
-                    health.dependencies.len()
-                },
-                || bare(100, true),
-            )
-            .await;
-            report("slow100_one_service", &[("ours", ours), ("base", base)]);
-            service.stop().await.expect("stop");
-        }
-
-        // 100 services of one 10 ms check, through the supervisor.
-        if wanted("slow100_supervisor") {
-            let (ours, base) = with_supervisor(
-                (0..100).map(|i| named(OneSlowCheck, format!("slow{i}"))),
-                async |handle: SupervisorHandle| {
-                    compare(
-                        slow_iterations,
-                        || async { supervisor_checks(&handle.health().await) },
-                        || bare(100, true),
-                    )
-                    .await
-                },
-            )
-            .await;
-            report("slow100_supervisor", &[("ours", ours), ("base", base)]);
-        }
-
+        // 100 checks of 10 ms: in one service, and in 100 services through the supervisor.
+        one_service("slow100_one_service", Slow100, slow, 100, true).await;
+        let services = (0..100).map(|i| named(OneSlowCheck, format!("slow{i}")));
+        through_supervisor("slow100_supervisor", services, slow, 100, true).await;
         // 100 instant checks in one service.
-        if wanted("instant100_one_service") {
-            let service = Managed::new(Instant100);
-            service.start().await.expect("start");
-            let (ours, base) = compare(
-                instant_iterations,
-                || async {
-                    let health = service.health().await;
-                    assert_eq!(health.status, HealthStatus::Healthy);
-                    health.dependencies.len()
-                },
-                || bare(100, false),
-            )
-            .await;
-            report("instant100_one_service", &[("ours", ours), ("base", base)]);
-            service.stop().await.expect("stop");
-        }
-
-        // 1,000 instant checks: 10 services of 100 checks, through the supervisor.
-        if wanted("instant1000_10_services") {
-            let (ours, base) = with_supervisor(
-                (0..10).map(|i| named(Instant100, format!("hundred{i}"))),
-                async |handle: SupervisorHandle| {
-                    compare(
-                        instant_iterations,
-                        || async { supervisor_checks(&handle.health().await) },
-                        || bare(1_000, false),
-                    )
-                    .await
-                },
-            )
-            .await;
-            report("instant1000_10_services", &[("ours", ours), ("base", base)]);
-        }
-
-        // 1,000 instant checks: 1,000 services of one check, through the supervisor.
-        if wanted("instant1000_1000_services") {
-            let (ours, base) = with_supervisor(
-                (0..1_000).map(|i| named(OneCheck, format!("one{i}"))),
-                async |handle: SupervisorHandle| {
-                    compare(
-                        instant_iterations,
-                        || async { supervisor_checks(&handle.health().await) },
-                        || bare(1_000, false),
-                    )
-                    .await
-                },
-            )
-            .await;
-            report(
-                "instant1000_1000_services",
-                &[("ours", ours), ("base", base)],
-            );
-        }
+        one_service("instant100_one_service", Instant100, instant, 100, false).await;
+        // 1,000 instant checks through the supervisor: 10 services of 100 checks, and
+        // 1,000 services of one.
+        let services = (0..10).map(|i| named(Instant100, format!("hundred{i}")));
+        through_supervisor("instant1000_10_services", services, instant, 1_000, false).await;
+        let services = (0..1_000).map(|i| named(OneCheck, format!("one{i}")));
+        through_supervisor("instant1000_1000_services", services, instant, 1_000, false).await;
 
         if !quick {
             // The reference the issue quotes: the same 100 checks one after another.
