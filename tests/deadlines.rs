@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::{DropFlag, block_on_without_tokio};
+use common::{DropFlag, block_on_without_tokio, start_then_stop_in_a_task};
 use service_runtime::{Managed, Service, ServiceStatus, Shutdown, lifecycle};
 
 #[derive(Service, Default)]
@@ -204,14 +204,7 @@ fn run_stop_deadlines_are_listed_removed_and_kept() {
     // reported as the timeout it is, every time (a race the first version lost often).
     for _ in 0..40 {
         let service = Managed::new(QuickCleanLooper);
-        let error = runtime.block_on(async {
-            service.start().await.unwrap();
-            let stopper = service.clone();
-            tokio::spawn(async move { stopper.stop().await })
-                .await
-                .unwrap()
-                .unwrap_err()
-        });
+        let error = runtime.block_on(start_then_stop_in_a_task(&service));
         assert!(error.is_timeout(), "{error}");
         assert_eq!(
             error.to_string(),

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{DropFlag, block_on_without_tokio};
+use common::{DropFlag, block_on_without_tokio, start_then_stop_in_a_task};
 use service_runtime::Service;
 use service_runtime::{Managed, ServiceError, ServiceStatus, lifecycle};
 
@@ -401,12 +401,7 @@ fn stop_a_blocked_loop<S: Service>(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        service.start().await.unwrap();
-        let stopper = service.clone();
-        tokio::spawn(async move { stopper.stop().await })
-            .await
-            .unwrap()
-            .unwrap_err()
+        start_then_stop_in_a_task(&service).await
     });
     done.store(true, Ordering::SeqCst);
     assert!(

@@ -127,3 +127,16 @@ pub fn block_on_without_tokio<F: std::future::Future>(future: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// Starts `service`, then stops it from a spawned task (on a multi-thread runtime, a
+/// worker: not `block_on`'s own thread) and returns the stop's error.
+pub async fn start_then_stop_in_a_task<S: Service>(
+    service: &Managed<S>,
+) -> service_runtime::ServiceError {
+    service.start().await.unwrap();
+    let stopper = service.clone();
+    tokio::spawn(async move { stopper.stop().await })
+        .await
+        .unwrap()
+        .expect_err("the stop fails")
+}
