@@ -114,7 +114,7 @@ struct Shared {
 }
 
 /// The services of a supervisor, in the order added, and that order sorted by name.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct ServiceList {
     services: Vec<ErasedService>,
     /// Indices into `services`, by name (equal names in the order added), made by the
@@ -123,19 +123,30 @@ struct ServiceList {
     /// sorted (sorting a thousand reports by name cost a fifth of an aggregation of a
     /// thousand instant checks). Not kept up by `push`: an insertion in the middle per
     /// service added made adding N services quadratic.
-    by_name: std::sync::OnceLock<Vec<usize>>,
+    name_order_cache: std::sync::OnceLock<Vec<usize>>,
+}
+
+impl Clone for ServiceList {
+    /// Without the cached order: a copy is made to be added to (`Arc::make_mut` in
+    /// `Supervisor::add`), which would throw it away.
+    fn clone(&self) -> Self {
+        ServiceList {
+            services: self.services.clone(),
+            name_order_cache: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl ServiceList {
     fn push(&mut self, service: ErasedService) {
-        self.by_name = std::sync::OnceLock::new();
+        self.name_order_cache = std::sync::OnceLock::new();
         self.services.push(service);
     }
 
-    /// See [`ServiceList::by_name`]: a stable sort, so that a later duplicate wins in the
-    /// map, as it did when the map sorted the reports itself.
+    /// See [`ServiceList::name_order_cache`]: a stable sort, so that a later duplicate
+    /// wins in the map, as it did when the map sorted the reports itself.
     fn name_order(&self) -> &[usize] {
-        self.by_name.get_or_init(|| {
+        self.name_order_cache.get_or_init(|| {
             let mut order: Vec<usize> = (0..self.services.len()).collect();
             order.sort_by(|&a, &b| {
                 self.services[a]
@@ -151,17 +162,17 @@ impl ServiceList {
         self.services.iter()
     }
 
-    /// `make` of each service, in the order of their names. (The closure takes an index:
-    /// one that took a `&ErasedService` would make the aggregation's future fail to prove
-    /// itself `Send` for every lifetime.)
+    /// `make` of each service and its index in the order added, in the order of their
+    /// names. (The closure's borrow is the list's own lifetime `'a`: one generic over
+    /// every lifetime would make the aggregation's future fail to prove itself `Send`.)
     fn by_name<'a, T>(
         &'a self,
-        mut make: impl FnMut(&'a ErasedService) -> T + 'a,
+        mut make: impl FnMut(usize, &'a ErasedService) -> T + 'a,
     ) -> impl ExactSizeIterator<Item = T> + 'a {
         self.name_order()
             .iter()
             .copied()
-            .map(move |i| make(&self.services[i]))
+            .map(move |i| make(i, &self.services[i]))
     }
 }
 
@@ -1530,7 +1541,7 @@ impl SupervisorHandle {
     pub async fn health(&self) -> SupervisorHealth {
         let services = self.services();
         // Made in the order of the map, each report keyed as it finishes.
-        let checks = services.by_name(|s| Keyed(s.0.health()));
+        let checks = services.by_name(|_, s| Keyed(s.0.health()));
         let reports = join_all(checks).await;
         self.aggregate(reports)
     }
@@ -1541,23 +1552,23 @@ impl SupervisorHandle {
         &self,
     ) -> (SupervisorHealth, Vec<(Arc<str>, Duration)>) {
         let services = self.services();
-        let timed = services.by_name(|s| -> BoxFuture<'_, (HealthReport, Duration)> {
+        let timed = services.by_name(|i, s| -> BoxFuture<'_, (usize, HealthReport, Duration)> {
             Box::pin(async move {
                 let began = Instant::now();
                 let report = s.0.health().await;
-                (report, began.elapsed())
+                (i, report, began.elapsed())
             })
         });
         let results = join_all(timed).await;
-        // Back in the order added.
+        // Back in the order added, each by the index its future carried.
         let mut latencies: Vec<_> = services
             .iter()
             .map(|s| (s.0.name().clone(), Duration::ZERO))
             .collect();
-        for (&i, (_, latency)) in services.name_order().iter().zip(&results) {
-            latencies[i].1 = *latency;
+        for (i, _, latency) in &results {
+            latencies[*i].1 = *latency;
         }
-        let reports = results.into_iter().map(|(report, _)| keyed(report));
+        let reports = results.into_iter().map(|(_, report, _)| keyed(report));
         let health = self.aggregate(reports.collect());
         (health, latencies)
     }

@@ -155,22 +155,14 @@ where
     std::future::poll_fn(move |cx| {
         if let Some(mut futures) = futures.take() {
             done.reserve_exact(futures.size_hint().0);
-            for mut future in futures.by_ref() {
+            while let Some(mut future) = futures.next() {
                 match Pin::new(&mut future).poll(cx) {
-                    Poll::Ready(output) => done.push(output),
-                    Poll::Pending => {
-                        untracked.push(0);
-                        slots.push(Slot::Pending(future));
-                        remaining += 1;
-                        break;
-                    }
-                }
-            }
-            slots.reserve_exact(futures.size_hint().0);
-            for mut future in futures {
-                match Pin::new(&mut future).poll(cx) {
+                    Poll::Ready(output) if slots.is_empty() => done.push(output),
                     Poll::Ready(output) => slots.push(Slot::Done(Some(output))),
                     Poll::Pending => {
+                        if slots.is_empty() {
+                            slots.reserve_exact(futures.size_hint().0 + 1);
+                        }
                         untracked.push(slots.len());
                         slots.push(Slot::Pending(future));
                         remaining += 1;
