@@ -455,7 +455,16 @@ impl Op {
                     .expect("a start or stop has its shared state from its beginning"),
             ),
             OpKind::RunStop => OpWait::RunStop {
-                progress: RunStopProgress::new(self.id, deadline, false, self.deadline.is_some()),
+                progress: RunStopProgress::new(
+                    self.id,
+                    deadline,
+                    false,
+                    if self.deadline.is_some() {
+                        RunStopStage::Listed
+                    } else {
+                        RunStopStage::First
+                    },
+                ),
                 shared: self
                     .shared
                     .get_or_insert_with(OpShared::ended_elsewhere)
@@ -536,16 +545,14 @@ pub(crate) struct RunStopProgress {
 }
 
 impl RunStopProgress {
-    /// `listed`: the stop has an entry in the deadline list ([`Op::deadline`]).
-    fn new(id: u64, deadline: Instant, beginner: bool, listed: bool) -> Self {
+    /// `stage`: [`RunStopStage::First`], or what the caller already knows: the stop has
+    /// an entry in the deadline list ([`RunStopStage::Listed`]), or it runs on a
+    /// current-thread runtime ([`RunStopStage::OneTurn`]).
+    fn new(id: u64, deadline: Instant, beginner: bool, stage: RunStopStage) -> Self {
         RunStopProgress {
             id,
             deadline,
-            stage: if listed {
-                RunStopStage::Listed
-            } else {
-                RunStopStage::First
-            },
+            stage,
             armed: true,
             beginner,
         }
@@ -555,6 +562,9 @@ impl RunStopProgress {
 enum RunStopStage {
     /// Not polled yet.
     First,
+    /// Not polled yet, on a current-thread runtime (the call that began the stop found
+    /// out, so the first poll need not ask again).
+    OneTurn,
     /// Gave the loop one turn of the scheduler (current-thread runtime).
     Yielded,
     /// Waiting with the deadline armed (boxed: a timer would enlarge every stop).
@@ -602,17 +612,20 @@ impl<S: Service> Inner<S> {
                 progress.armed = false;
                 return Poll::Ready(result);
             }
+            // Most loops return as soon as they see the request, so most stops never arm
+            // their timer: on a current-thread runtime, give the loop one turn of the
+            // scheduler first. Not on a multi-thread runtime: there the self-woken task
+            // waits in this worker's queue behind the loop (in the LIFO slot), and other
+            // workers steal from that queue only once their own is empty; a loop that
+            // blocks this thread while they are busy would hold back this task and the
+            // deadline with it (`tests/operations.rs`,
+            // `a_stop_with_busy_workers_returns_after_its_timeout_...`). A timer armed now
+            // fires on whichever worker next looks at the clock.
+            if matches!(progress.stage, RunStopStage::First) && on_current_thread_runtime() {
+                progress.stage = RunStopStage::OneTurn;
+            }
             match &mut progress.stage {
-                // Most loops return as soon as they see the request, so most stops never
-                // arm their timer: on a current-thread runtime, give the loop one turn of
-                // the scheduler first. Not on a multi-thread runtime: there the self-woken
-                // task waits in this worker's queue behind the loop (in the LIFO slot),
-                // and other workers steal from that queue only once their own is empty;
-                // a loop that blocks this thread while they are busy would hold back this
-                // task and the deadline with it (`tests/operations.rs`,
-                // `a_stop_with_busy_workers_returns_after_its_timeout_...`). A timer
-                // armed now fires on whichever worker next looks at the clock.
-                RunStopStage::First if on_current_thread_runtime() => {
+                RunStopStage::OneTurn => {
                     progress.stage = RunStopStage::Yielded;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -712,9 +725,7 @@ impl<S: Service> Inner<S> {
         let target: Weak<dyn deadline::Expire> = self.this.clone();
         deadline::register(deadline.into_std(), target, id)
     }
-}
 
-impl<S: Service> Inner<S> {
     /// For the start or stop in flight (whose work calls this) waiting for its run loop
     /// to return: except on a current-thread runtime (see [`Inner::begin_run_stop`]), an
     /// entry in the deadline list that aborts the loop through `abort` at `deadline`.
@@ -1597,12 +1608,16 @@ impl<S: Service> Inner<S> {
         let id = ctl.next_op;
         ctl.next_op += 1;
         let deadline = run_stop_deadline(ctl, self);
-        let listed = if on_current_thread_runtime() {
-            None
+        let (listed, stage) = if on_current_thread_runtime() {
+            (None, RunStopStage::OneTurn)
         } else {
-            self.list_deadline(id, deadline)
+            match self.list_deadline(id, deadline) {
+                Some(key) => (Some(key), RunStopStage::Listed),
+                // No thread for the list: the waiters arm tokio timers.
+                None => (None, RunStopStage::First),
+            }
         };
-        let progress = RunStopProgress::new(id, deadline, true, listed.is_some());
+        let progress = RunStopProgress::new(id, deadline, true, stage);
         ctl.op = Some(Op {
             kind: OpKind::RunStop,
             id,
