@@ -11,16 +11,26 @@ use std::task::{Context, Poll, Wake, Waker};
 /// The wakers of the futures waiting for one event (an operation's result, a shutdown
 /// request), each in a slot of its own. A plain list rather than a `tokio::sync::Notify`:
 /// a waiting future then holds a slot number, where a `Notified` takes 64 bytes. The
-/// first slot is inline (most events have one waiter); an emptied slot is reused, so the
-/// list never outgrows the number of futures that waited at once. Kept under its owner's
-/// lock; the wakers it gives back are dropped or woken once that lock is released (a
-/// waker runs the executor's code).
+/// first slot is inline (most events have one waiter); the others, with the list of the
+/// emptied ones, in one box made for a second waiter. An emptied slot is reused, found in
+/// constant time (thousands of tasks that each wait anew in a loop on one signal must
+/// not each scan the slots), so the list never outgrows the number of futures that
+/// waited at once. Kept under its owner's lock; the wakers it gives back are dropped or
+/// woken once that lock is released (a waker runs the executor's code).
 #[derive(Default)]
 pub(crate) struct WakerSlots {
     /// Slot 0.
     first: Option<Waker>,
     /// Slots 1 and up.
-    rest: Vec<Option<Waker>>,
+    more: Option<Box<MoreSlots>>,
+}
+
+#[derive(Default)]
+struct MoreSlots {
+    /// Slot `n` at `slots[n - 1]`.
+    slots: Vec<Option<Waker>>,
+    /// The emptied ones among `slots` (their index there).
+    vacant: Vec<usize>,
 }
 
 impl WakerSlots {
@@ -36,7 +46,11 @@ impl WakerSlots {
 
     /// Empties `slot` (its future went away before the event); returns its waker.
     pub(crate) fn vacate(&mut self, slot: usize) -> Option<Waker> {
-        self.slot(slot).take()
+        let waker = self.slot(slot).take();
+        if let (Some(more), 1..) = (&mut self.more, slot) {
+            more.vacant.push(slot - 1);
+        }
+        waker
     }
 
     /// Takes every waker: the event happened, and every slot number is void from now on.
@@ -49,21 +63,22 @@ impl WakerSlots {
         if let Some(waker) = self.first {
             waker.wake();
         }
-        if !self.rest.is_empty() {
-            self.rest.into_iter().flatten().for_each(Waker::wake);
+        if let Some(more) = self.more {
+            more.slots.into_iter().flatten().for_each(Waker::wake);
         }
     }
 
     /// How many slots live on the heap (tests: the list does not grow).
     #[cfg(test)]
     pub(crate) fn allocated(&self) -> usize {
-        self.rest.len()
+        self.more.as_ref().map_or(0, |more| more.slots.len())
     }
 
     fn slot(&mut self, slot: usize) -> &mut Option<Waker> {
-        match slot {
-            0 => &mut self.first,
-            n => &mut self.rest[n - 1],
+        match (slot, &mut self.more) {
+            (0, _) => &mut self.first,
+            (n, Some(more)) => &mut more.slots[n - 1],
+            (_, None) => unreachable!("slot numbers past 0 come from `more`"),
         }
     }
 
@@ -71,11 +86,12 @@ impl WakerSlots {
         if self.first.is_none() {
             return 0;
         }
-        match self.rest.iter().position(Option::is_none) {
+        let more = self.more.get_or_insert_default();
+        match more.vacant.pop() {
             Some(at) => at + 1,
             None => {
-                self.rest.push(None);
-                self.rest.len()
+                more.slots.push(None);
+                more.slots.len()
             }
         }
     }
@@ -282,6 +298,40 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn waker_slots_reuse_emptied_slots_and_wake_the_rest() {
+        let waker = Waker::noop();
+        let mut slots = WakerSlots::default();
+        let mut numbers: Vec<Option<usize>> = vec![None; 1_000];
+        for number in &mut numbers {
+            assert!(slots.register(number, waker).is_none());
+        }
+        assert_eq!(slots.allocated(), 999, "slot 0 inline");
+        // Futures gone from the middle, the inline slot among them: their slots come back
+        // to the next futures, and the list does not grow.
+        for at in [0, 10, 500, 999] {
+            slots.vacate(numbers[at].unwrap());
+        }
+        let again: Vec<usize> = (0..4)
+            .map(|_| {
+                let mut number = None;
+                slots.register(&mut number, waker);
+                number.unwrap()
+            })
+            .collect();
+        let mut reused = again.clone();
+        reused.sort_unstable();
+        assert_eq!(reused, [0, 10, 500, 999]);
+        assert_eq!(slots.allocated(), 999);
+        // One more than ever waited at once: a new slot.
+        let mut number = None;
+        slots.register(&mut number, waker);
+        assert_eq!(number, Some(1_000));
+        let taken = slots.take_all();
+        assert_eq!(slots.allocated(), 0);
+        taken.wake_all();
+    }
 
     type Boxed<'a> = Pin<Box<dyn Future<Output = usize> + Send + 'a>>;
 
