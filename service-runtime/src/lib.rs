@@ -51,7 +51,7 @@
 //! # }).unwrap();
 //! ```
 #![deny(missing_docs)]
-#![deny(unsafe_code)] // allowed in `local` alone, for the `?Send` opt-out
+#![forbid(unsafe_code)]
 
 #[doc(hidden)]
 pub mod __private;

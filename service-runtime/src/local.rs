@@ -1,19 +1,18 @@
 //! The `#[lifecycle(?Send)]` opt-out: hook futures that are not `Send`, made movable
-//! between tasks by checking at run time that they are only ever touched on the thread
-//! that created them (the technique of the `send_wrapper` crate).
+//! between tasks by [`send_wrapper`], which checks at run time that they are only ever
+//! touched on the thread that created them.
 //!
 //! On a current-thread runtime every task runs on one thread, so such hooks just work.
 //! On the multi-thread runtime a task may move to another worker between two polls (a
 //! `LocalSet` does not prevent that: `Managed` runs its hooks on tasks of its own); the
 //! hook then fails with an error that says so, instead of touching a non-`Send` value
 //! from the wrong thread.
-#![allow(unsafe_code)] // the one unsafe impl of the crate; see `SAFETY` below
 
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::thread::{self, ThreadId};
+
+use send_wrapper::SendWrapper;
 
 use crate::__private::HookResult;
 use crate::health::HealthDetail;
@@ -41,29 +40,23 @@ impl Misplaced for HealthDetail {
 
 /// A non-`Send` future that may be moved across threads but is polled and dropped only
 /// on the thread that created it.
+///
+/// Written out rather than `SendWrapper`'s own `Future` impl for two behaviours: a poll
+/// on another thread resolves to an error naming the fix (where `SendWrapper` panics),
+/// and a drop there leaks the future (where `SendWrapper` panics, possibly while
+/// unwinding, which aborts the process).
 pub(crate) struct LocalFuture<F> {
-    future: ManuallyDrop<Pin<Box<F>>>,
-    owner: ThreadId,
+    /// `None` once dropped or finished.
+    future: Option<SendWrapper<Pin<Box<F>>>>,
 }
 
 impl<F> LocalFuture<F> {
     pub(crate) fn new(future: F) -> Self {
         LocalFuture {
-            future: ManuallyDrop::new(Box::pin(future)),
-            owner: thread::current().id(),
+            future: Some(SendWrapper::new(Box::pin(future))),
         }
     }
-
-    fn on_owner_thread(&self) -> bool {
-        thread::current().id() == self.owner
-    }
 }
-
-// SAFETY: the inner future is only polled (`poll`) and dropped (`Drop`) after checking
-// that the current thread is the one that created it; on any other thread it is neither
-// touched nor dropped (it is leaked instead). Moving the `LocalFuture` itself only moves
-// the box pointer, which is sound for any `F`.
-unsafe impl<F> Send for LocalFuture<F> {}
 
 impl<F> Future for LocalFuture<F>
 where
@@ -73,21 +66,28 @@ where
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if !self.on_owner_thread() {
-            return Poll::Ready(F::Output::misplaced());
+        match &mut self.future {
+            Some(future) if future.valid() => {
+                let polled = (**future).as_mut().poll(cx);
+                if polled.is_ready() {
+                    self.future = None;
+                }
+                polled
+            }
+            _ => Poll::Ready(F::Output::misplaced()),
         }
-        self.future.as_mut().poll(cx)
     }
 }
 
 impl<F> Drop for LocalFuture<F> {
     fn drop(&mut self) {
-        if self.on_owner_thread() {
-            // SAFETY: dropped exactly once, here, on the owner thread.
-            unsafe { ManuallyDrop::drop(&mut self.future) }
+        if let Some(future) = self.future.take()
+            && !future.valid()
+        {
+            // Running its destructor off its thread could touch a non-`Send` value (an
+            // `Rc` count) concurrently with its owner.
+            std::mem::forget(future);
         }
-        // Elsewhere the future is leaked: running its destructor off its thread could
-        // touch a non-`Send` value (an `Rc` count) concurrently with its owner.
     }
 }
 

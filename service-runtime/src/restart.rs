@@ -141,30 +141,6 @@ impl RestartPolicy {
     }
 }
 
-/// A small, seedable random source for jitter (splitmix64): jitter needs spread, not
-/// cryptographic quality, and this avoids a dependency.
-pub(crate) struct Jitter(u64);
-
-impl Jitter {
-    pub(crate) fn seeded() -> Self {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let address = &time as *const u64 as u64;
-        Jitter(time ^ address.rotate_left(32))
-    }
-
-    /// A uniform sample in `[0, 1)`.
-    pub(crate) fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,9 +152,8 @@ mod tests {
         let delays: Vec<_> = (0..6).map(|n| policy.delay(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(policy.delay(u32::MAX), Duration::from_secs(1));
-        let mut jitter = Jitter::seeded();
         for _ in 0..1000 {
-            let unit = jitter.next_unit();
+            let unit = fastrand::f64();
             assert!((0.0..1.0).contains(&unit));
             let delay = policy.jittered_delay(1, unit);
             assert!(

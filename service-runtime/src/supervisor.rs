@@ -23,7 +23,7 @@ use crate::managed::{
     Begun, DynService, EntryChange, ErasedService, IntoManaged, StatusChange, StatusChanges,
     StatusTally, Subscriber,
 };
-use crate::restart::{Jitter, Restart, RestartPolicy};
+use crate::restart::{Restart, RestartPolicy};
 use crate::status::ServiceStatus;
 use crate::util::join_all;
 use crate::{ServiceError, Shutdown};
@@ -486,7 +486,6 @@ impl Supervisor {
             report: Report::default(),
             pending: Vec::new(),
             to_stop: Vec::new(),
-            jitter: Jitter::seeded(),
             poke,
         };
         run.execute(&mut trigger).await;
@@ -937,7 +936,6 @@ struct Run {
     pending: Vec<PendingRestart>,
     /// Failed services that will not be restarted: stopped at once to release what they hold.
     to_stop: Vec<usize>,
-    jitter: Jitter,
     /// Wakes a `run_until` caller that polls its future in its own task.
     poke: Option<Arc<Notify>>,
     #[cfg(all(unix, feature = "systemd"))]
@@ -1146,7 +1144,7 @@ impl Run {
             self.report.errors.push(SupervisorError::Restarted(error));
         }
         let state = &mut self.states[i];
-        let delay = policy.jittered_delay(state.attempt, self.jitter.next_unit());
+        let delay = policy.jittered_delay(state.attempt, fastrand::f64());
         state.attempt = state.attempt.saturating_add(1);
         state.running_since = None;
         let group = self.plan.rest_for_one(i);
