@@ -1,0 +1,262 @@
+//! A service's health report: every check and component report run concurrently in the
+//! caller's task, each under its timeout and span, panics caught.
+
+use super::*;
+
+impl<S: Service> Inner<S> {
+    pub(super) async fn health(&self) -> HealthReport {
+        let started;
+        let uptime;
+        let components: Vec<(&'static str, bool, ErasedService)> = {
+            let ctl = self.lock();
+            // Read under the lock, so `since` below is the start of this status.
+            let status = self.status();
+            if status != ServiceStatus::Running {
+                let reason = match (ctl.last_error.as_deref(), status) {
+                    (Some(error), ServiceStatus::Error) => {
+                        format!("Service status: {status}: {error}")
+                    }
+                    _ => format!("Service status: {status}"),
+                };
+                drop(ctl);
+                return self.unhealthy_report(0, reason);
+            }
+            // One clock read for the uptime and the checks' deadlines.
+            started = Instant::now();
+            uptime = started.saturating_duration_since(ctl.since).as_secs();
+            if ctl.components.is_empty() {
+                // Most services: skips the collection's call, a measurable share of an
+                // instant check's aggregation.
+                Vec::new()
+            } else {
+                ctl.components
+                    .iter()
+                    .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
+                    .collect()
+            }
+        };
+        let limit = self.settings.get().health_timeout;
+        // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
+        let (service, started) = match self.service.try_read() {
+            Ok(service) => (service, started),
+            // Boxed: a rare wait, kept out of every aggregation's future.
+            Err(_) => match Box::pin(tokio::time::timeout(limit, self.service.read())).await {
+                // The checks' deadlines count from the end of the wait.
+                Ok(service) => (service, Instant::now()),
+                Err(_) => {
+                    let reason = format!("Service status: {}", self.status());
+                    return self.unhealthy_report(uptime, reason);
+                }
+            },
+        };
+        // A service of one check (or component) keeps it in place: no list to allocate.
+        let (mut single, mut many) = (None, Vec::new());
+        {
+            // In a block of its own, as everything the future does not need across the
+            // wait for the checks: a smaller future is cheaper to box and to move.
+            let parent = self.span();
+            let mut all = S::__HOOKS
+                .health
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| Check {
+                    work: CheckWork::Hook(service.__health(index)),
+                    timeout: Some(spec.timeout.unwrap_or(limit)),
+                    timer: None,
+                    span: tracing::info_span!(parent: &parent, "hook", kind = HookKind::Health.as_str(), hook = spec.name),
+                    result: None,
+                })
+                .chain(components.iter().map(|(_, _, handle)| Check {
+                    work: CheckWork::Component(handle.0.health()),
+                    timeout: None,
+                    timer: None,
+                    span: tracing::Span::none(),
+                    result: None,
+                }));
+            if S::__HOOKS.health.len() + components.len() == 1 {
+                single = all.next();
+            } else {
+                many.extend(all);
+            }
+        }
+        let checks: &mut [Check<'_>] = match &mut single {
+            Some(check) => std::slice::from_mut(check),
+            None => &mut many,
+        };
+        run_checks(checks, started).await;
+        let checks_len = checks.len();
+
+        let names = S::__HOOKS
+            .health
+            .iter()
+            .map(|spec| (spec.name, spec.critical))
+            .chain(
+                components
+                    .iter()
+                    .map(|(field, critical, _)| (*field, *critical)),
+            );
+        let all_healthy = checks.iter().all(|check| {
+            check
+                .result
+                .as_ref()
+                .is_some_and(|detail| detail.status == HealthStatus::Healthy)
+        });
+        let (status, reason) = if all_healthy {
+            // What `aggregate` would say, without walking the names to say it.
+            (HealthStatus::Healthy, None)
+        } else {
+            aggregate(
+                names
+                    .clone()
+                    .zip(&*checks)
+                    .map(|((name, critical), check)| {
+                        let detail = check.result.as_ref().expect("every check finished");
+                        (name, critical, detail)
+                    }),
+            )
+        };
+        // Names are `&'static str` (hook names, component fields): borrowed, not copied.
+        let entries = names.zip(checks).map(|((name, _), check)| {
+            let detail = check.result.take().expect("every check finished");
+            (std::borrow::Cow::Borrowed(name), detail)
+        });
+        let mut dependencies = BTreeMap::new();
+        let mut details = BTreeMap::new();
+        if checks_len <= SMALL_REPORT {
+            // A few checks fit one B-tree leaf: inserted in place, without the list the
+            // bulk build below sorts.
+            for (name, detail) in entries {
+                if let Some(reason) = detail.reason {
+                    details.insert(name.clone(), reason);
+                }
+                dependencies.insert(name, detail.status);
+            }
+        } else {
+            // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list
+            // is cheaper than one insertion (and rebalancing) per check.
+            let mut listed = Vec::with_capacity(checks_len);
+            let mut failures = Vec::new();
+            for (name, detail) in entries {
+                if let Some(reason) = detail.reason {
+                    failures.push((name.clone(), reason));
+                }
+                listed.push((name, detail.status));
+            }
+            dependencies = listed.into_iter().collect();
+            details = failures.into_iter().collect();
+        }
+        // The checks borrow the service: ended before its lock is released.
+        drop((single, many));
+        drop(service);
+        HealthReport {
+            status,
+            uptime,
+            // Borrowed when configured from literals (the derive's name and version).
+            service_name: self.name.clone(),
+            version: self.settings.get().version.clone(),
+            dependencies,
+            reason,
+            details,
+        }
+    }
+
+    /// The report of a service that is not running (or whose checks could not run): no
+    /// dependencies, and `reason`.
+    pub(super) fn unhealthy_report(&self, uptime: u64, reason: String) -> HealthReport {
+        HealthReport {
+            status: HealthStatus::Unhealthy,
+            uptime,
+            service_name: self.name.clone(),
+            version: self.settings.get().version.clone(),
+            dependencies: BTreeMap::new(),
+            reason: Some(reason),
+            details: BTreeMap::new(),
+        }
+    }
+}
+
+/// Up to this many checks, a report's maps are built by insertion: they fit one B-tree
+/// leaf (11 entries), so an insertion is a short shift within it.
+pub(super) const SMALL_REPORT: usize = 11;
+
+/// One health check (or a component's report) of an aggregation in progress.
+pub(super) struct Check<'a> {
+    pub(super) work: CheckWork<'a>,
+    /// `None` for a component: its own checks carry their timeouts.
+    pub(super) timeout: Option<Duration>,
+    /// Armed only when the check did not finish at its first poll.
+    pub(super) timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    pub(super) span: tracing::Span,
+    pub(super) result: Option<HealthDetail>,
+}
+
+pub(super) enum CheckWork<'a> {
+    Hook(crate::__private::CheckFuture<'a>),
+    Component(BoxFuture<'a, HealthReport>),
+    Done,
+}
+
+/// Runs every check concurrently in the calling task, each under its timeout and span,
+/// catching panics. Rather than a `join_all` of wrapped futures, the checks are polled
+/// in place: a check that is ready at its first poll (the common case) costs no timer,
+/// no clock read and no allocation beyond its own future. Timeouts count from `started`
+/// (the caller's clock read).
+pub(super) async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for check in checks.iter_mut() {
+            if check.result.is_some() {
+                continue;
+            }
+            let _entered = check.span.enter();
+            let polled = match &mut check.work {
+                CheckWork::Hook(future) => {
+                    catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))).unwrap_or_else(
+                        |panic| {
+                            Poll::Ready(HealthDetail::unhealthy(format!(
+                                "check panicked: {}",
+                                panic_message(&*panic)
+                            )))
+                        },
+                    )
+                }
+                CheckWork::Component(future) => {
+                    future.as_mut().poll(cx).map(|child| HealthDetail {
+                        status: child.status,
+                        reason: child.reason,
+                    })
+                }
+                CheckWork::Done => unreachable!("a finished check has its result"),
+            };
+            let detail = match polled {
+                Poll::Ready(detail) => detail,
+                Poll::Pending => match check.timeout {
+                    None => {
+                        pending = true;
+                        continue;
+                    }
+                    Some(timeout) => {
+                        let timer = check.timer.get_or_insert_with(|| {
+                            Box::pin(tokio::time::sleep_until(started + timeout))
+                        });
+                        if timer.as_mut().poll(cx).is_pending() {
+                            pending = true;
+                            continue;
+                        }
+                        HealthDetail::unhealthy(format!("check timed out after {timeout:?}"))
+                    }
+                },
+            };
+            // Drop the check's future (and timer) as soon as it is decided.
+            check.work = CheckWork::Done;
+            check.timer = None;
+            check.result = Some(detail);
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+}

@@ -1,0 +1,420 @@
+//! [`Managed`]: a service together with its state machine, its hooks' execution and its
+//! observers.
+
+mod call;
+mod control;
+mod erased;
+mod health;
+mod hooks;
+mod observers;
+mod operation;
+mod run_loop;
+mod run_stop;
+mod start;
+mod stop;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{RwLock, RwLockReadGuard, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::__private::{ComponentEntry, HookFuture};
+use crate::Shutdown;
+use crate::deadline;
+use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
+use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
+use crate::op::{OpShared, ResultWait};
+use crate::service::{Lifecycle, Service, ServiceConfig};
+use crate::status::ServiceStatus;
+use crate::util::{catch_unwind_future, panic_message};
+
+use self::call::*;
+use self::control::*;
+pub use self::erased::ErasedService;
+pub(crate) use self::erased::*;
+use self::hooks::*;
+pub(crate) use self::observers::*;
+use self::operation::*;
+use self::run_loop::*;
+use self::run_stop::*;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A service under management: the handle a program starts, stops, checks and watches.
+///
+/// `Managed<S>` is a cheap, cloneable handle (an `Arc`); every clone controls the same
+/// service. A start or stop runs in the task of the caller that began it, as it polls
+/// the `start()` or `stop()` future; if that future is dropped half-way, or another call
+/// waits for the same operation, the operation moves to a spawned task. So an operation
+/// always runs to its end (a dropped future never leaves the state machine stuck, a later
+/// call sees its outcome) without paying for a task when nobody needs one.
+///
+/// When the last handle is dropped (a [`Supervisor`](crate::Supervisor) or a parent
+/// service holds one too), nothing can stop the service any more: its run loop is told
+/// to shut down and its task is aborted, and the service is freed. No cleanup hook runs:
+/// call [`stop`](Self::stop) first for an orderly end.
+///
+/// ```
+/// use service_runtime::{lifecycle, Managed, Service, ServiceStatus};
+///
+/// #[derive(Service)]
+/// struct Cache { entries: usize }
+///
+/// #[lifecycle]
+/// impl Cache {
+///     #[init]
+///     async fn warm(&mut self) -> Result<(), std::io::Error> {
+///         self.entries = 128;
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cache = Managed::new(Cache { entries: 0 });
+/// cache.start().await?;
+/// assert_eq!(cache.status(), ServiceStatus::Running);
+/// assert_eq!(cache.read().await.entries, 128);
+/// cache.stop().await?;
+/// # Ok::<(), service_runtime::ServiceError>(())
+/// # }).unwrap();
+/// ```
+pub struct Managed<S: Service> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Service> Clone for Managed<S> {
+    fn clone(&self) -> Self {
+        Managed::counted(self.inner.clone())
+    }
+}
+
+impl<S: Service> Drop for Managed<S> {
+    fn drop(&mut self) {
+        self.inner.release_handle();
+    }
+}
+
+impl<S: Service> fmt::Debug for Managed<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Managed")
+            .field("name", &self.name())
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One status change of a service, as delivered to [`Managed::subscribe`] receivers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StatusChange {
+    /// The service's name.
+    pub service: Arc<str>,
+    /// The status left.
+    pub from: ServiceStatus,
+    /// The status entered.
+    pub to: ServiceStatus,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+    /// Time spent in `from` (for `starting → running`, how long the start took).
+    pub duration: Duration,
+    /// The error that caused a change to `error`.
+    pub error: Option<ServiceError>,
+}
+
+/// The stream of a service's status changes, from [`Managed::subscribe`].
+///
+/// Unbounded, so a slow subscriber never slows the service nor loses a change; a
+/// dropped subscriber is forgotten at the next change.
+#[derive(Debug)]
+pub struct StatusChanges {
+    receiver: mpsc::UnboundedReceiver<StatusChange>,
+}
+
+impl StatusChanges {
+    pub(crate) fn from_receiver(receiver: mpsc::UnboundedReceiver<StatusChange>) -> Self {
+        StatusChanges { receiver }
+    }
+
+    /// The next change; `None` once the service is freed and every change was read.
+    ///
+    /// A service is freed once its last [`Managed`] handle is dropped and, for a service
+    /// with a run loop, once its task has ended (the loop is aborted then: at its next
+    /// `.await`).
+    pub async fn recv(&mut self) -> Option<StatusChange> {
+        self.receiver.recv().await
+    }
+
+    /// The next change if one is waiting.
+    pub fn try_recv(&mut self) -> Option<StatusChange> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl<S: Service> Managed<S> {
+    /// Manages `service` with the configuration of its `#[service(...)]` attribute.
+    pub fn new(service: S) -> Self {
+        let shared = S::__shared_config();
+        Self::with_settings(service, shared.name.clone(), Settings::Shared(shared))
+    }
+
+    /// Manages `service` with a configuration chosen at run time.
+    ///
+    /// ```
+    /// # use service_runtime::{lifecycle, Managed, Service};
+    /// # use std::time::Duration;
+    /// # #[derive(Service)] struct Worker;
+    /// # #[lifecycle] impl Worker {}
+    /// let worker = Managed::with_config(
+    ///     Worker,
+    ///     Worker::config().name("worker-7").stop_timeout(Duration::from_secs(3)),
+    /// );
+    /// assert_eq!(worker.name(), "worker-7");
+    /// ```
+    pub fn with_config(service: S, mut config: ServiceConfig) -> Self {
+        let name = std::mem::take(&mut config.name);
+        let shared = S::__shared_config();
+        let settings = if config.same_but_name(shared) {
+            Settings::Shared(shared)
+        } else {
+            Settings::Own(Box::new(config))
+        };
+        Self::with_settings(service, name, settings)
+    }
+
+    fn with_settings(service: S, name: Cow<'static, str>, settings: Settings) -> Self {
+        Managed {
+            inner: Arc::new_cyclic(|this| Inner {
+                this: this.clone(),
+                shared_name: std::sync::OnceLock::new(),
+                status: AtomicU8::new(ServiceStatus::Stopped as u8),
+                ctl: Mutex::new(Control {
+                    op: None,
+                    next_op: 0,
+                    since: Instant::now(),
+                    cleanup_owed: false,
+                    components: Vec::new(),
+                    run: None,
+                    early_run_exit: None,
+                    last_error: None,
+                    subscribers: Subscribers::default(),
+                    run_stop_outcome: None,
+                    more_run_stop_outcomes: None,
+                }),
+                watch: std::sync::OnceLock::new(),
+                handles: AtomicUsize::new(1),
+                service: RwLock::new(service),
+                name,
+                settings,
+            }),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The service's version.
+    pub fn version(&self) -> &str {
+        &self.inner.settings.get().version
+    }
+
+    /// A copy of the configuration the service runs with.
+    ///
+    /// A copy because a service does not keep one of its own: every instance that keeps
+    /// its type's configuration (all but a run-time name) shares it.
+    pub fn config(&self) -> ServiceConfig {
+        ServiceConfig {
+            name: self.inner.name.clone(),
+            ..self.inner.settings.get().clone()
+        }
+    }
+
+    /// How a supervisor restarts the service, from its configuration.
+    pub(crate) fn restart_policy(&self) -> crate::RestartPolicy {
+        self.inner.settings.get().restart
+    }
+
+    /// The current status: one atomic load, never waits for a hook.
+    pub fn status(&self) -> ServiceStatus {
+        self.inner.status()
+    }
+
+    /// Time since the service last became `running`; zero when it is not running.
+    pub fn uptime(&self) -> Duration {
+        self.inner.uptime()
+    }
+
+    /// The error of the last transition to `error`, kept until the next one.
+    pub fn last_error(&self) -> Option<ServiceError> {
+        self.inner.lock().last_error.as_deref().cloned()
+    }
+
+    /// Every status change from now on, in order, with time and cause.
+    pub fn subscribe(&self) -> StatusChanges {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner
+            .lock()
+            .subscribers
+            .push(Subscriber::Public(sender));
+        StatusChanges::from_receiver(receiver)
+    }
+
+    /// A watch of the current status: a new receiver sees the current status at once,
+    /// then the latest one (intermediate statuses may be skipped; use
+    /// [`subscribe`](Self::subscribe) for every change).
+    pub fn watch(&self) -> watch::Receiver<ServiceStatus> {
+        let _ctl = self.inner.lock();
+        self.inner
+            .watch
+            .get_or_init(|| watch::Sender::new(self.inner.status()))
+            .subscribe()
+    }
+
+    /// Shared access to the service's fields.
+    ///
+    /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout). While
+    /// a start or stop holds the service (its init or cleanup hooks run), this waits for
+    /// it; an operation whose caller stopped polling it is moved to a task first, so it
+    /// still finishes.
+    pub async fn read(&self) -> RwLockReadGuard<'_, S> {
+        if let Ok(guard) = self.inner.service.try_read() {
+            return guard;
+        }
+        // An operation in flight may hold the lock while its caller does not poll it
+        // (a `start()` future kept aside): hand it to a task so the lock is released.
+        let op = self
+            .inner
+            .lock()
+            .op
+            .as_ref()
+            .and_then(|op| op.shared.clone());
+        if let Some(op) = op {
+            op.hand_over();
+        }
+        self.inner.service.read().await
+    }
+
+    /// Starts the service: init hooks in source order, then components in field order,
+    /// then the run loop; then `running`.
+    ///
+    /// Any failure (an `Err`, a panic, a timeout) ends in `error` with the started
+    /// components stopped in reverse; when every init hook had completed, the cleanup
+    /// hooks run too, so a failed start leaves nothing behind. Cleanup hooks never run
+    /// after a failed init hook.
+    ///
+    /// Idempotent: starting a running service returns `Ok` at once; concurrent calls
+    /// share one start and its result. From `error`, starts again (a restart), first
+    /// running any cleanup still owed.
+    pub fn start(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
+        Call::<S, START> {
+            managed: self,
+            state: CallState::Decide,
+        }
+    }
+
+    /// Stops the service: the run loop is told to shut down and awaited (up to the stop
+    /// timeout), components stop in reverse field order, cleanup hooks run in reverse
+    /// source order. Every cleanup runs even if one fails; all errors are returned
+    /// together and the service ends in `error`, otherwise in `stopped`.
+    ///
+    /// Idempotent: stopping a stopped service does nothing; concurrent calls share one
+    /// stop. Stopping a service that is starting cancels the start: `running` is never
+    /// reported, and cleanup runs only if every init hook had completed.
+    pub fn stop(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
+        Call::<S, STOP> {
+            managed: self,
+            state: CallState::Decide,
+        }
+    }
+
+    /// The service's health report.
+    ///
+    /// A service that is not `running` is `unhealthy` with the reason
+    /// `"Service status: <status>"`, answered at once. Otherwise every health check and
+    /// component report runs concurrently, each under its timeout; a check that fails,
+    /// panics or hangs counts as unhealthy for itself alone. A critical failure makes the
+    /// service unhealthy, an optional one at most degraded.
+    pub async fn health(&self) -> HealthReport {
+        self.inner.health().await
+    }
+
+    pub(crate) fn erased(&self) -> ErasedService {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        ErasedService(self.inner.clone())
+    }
+
+    /// A handle from one of the runtime's own references: counted as a handle.
+    fn counted(inner: Arc<Inner<S>>) -> Self {
+        // Relaxed, as `Arc::clone`: a new handle is made from a live one (or from the
+        // runtime's reference, below), and the count only matters when it reaches zero.
+        inner.handles.fetch_add(1, Ordering::Relaxed);
+        Managed { inner }
+    }
+}
+
+impl<S: Service> From<S> for Managed<S> {
+    fn from(service: S) -> Self {
+        Managed::new(service)
+    }
+}
+
+/// A service, or a handle to one, that a [`Supervisor`](crate::Supervisor) can manage:
+/// a `#[derive(Service)]` value (wrapped with [`Managed::new`]) or a [`Managed`] handle
+/// (so the program keeps a clone to call the service directly).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither a service nor a `Managed` service",
+    label = "expected a `#[derive(Service)]` value or a `Managed<S>`"
+)]
+pub trait IntoManaged {
+    /// The service type.
+    type Service: Service;
+
+    /// Wraps the value, or returns the handle itself.
+    fn into_managed(self) -> Managed<Self::Service>;
+}
+
+impl<S: Service> IntoManaged for S {
+    type Service = S;
+
+    fn into_managed(self) -> Managed<S> {
+        Managed::new(self)
+    }
+}
+
+impl<S: Service> IntoManaged for Managed<S> {
+    type Service = S;
+
+    fn into_managed(self) -> Managed<S> {
+        self
+    }
+}
+
+/// A field type that can be a `#[service(component)]`: a child service started after
+/// the parent's init hooks and stopped before its cleanup hooks.
+#[diagnostic::on_unimplemented(
+    message = "`#[service(component)]` fields must be `Managed<S>`, not `{Self}`",
+    label = "not a managed service",
+    note = "wrap the child service: `Managed::new(child)`"
+)]
+pub trait Component {
+    #[doc(hidden)]
+    fn __erased(&self) -> ErasedService;
+}
+
+impl<S: Service> Component for Managed<S> {
+    fn __erased(&self) -> ErasedService {
+        self.erased()
+    }
+}
