@@ -85,7 +85,7 @@ pub struct Supervisor {
     #[cfg(all(unix, feature = "systemd"))]
     systemd: Arc<crate::systemd::SystemdNotifier>,
     #[cfg(feature = "http")]
-    probes: Option<crate::http::ProbeConfig>,
+    probes: Option<crate::probes::http::ProbeConfig>,
 }
 
 struct Entry {
@@ -322,10 +322,10 @@ impl Supervisor {
         let cache_ttl = self
             .probes
             .as_ref()
-            .map_or(crate::http::DEFAULT_HEALTH_CACHE_TTL, |probes| {
+            .map_or(crate::probes::http::DEFAULT_HEALTH_CACHE_TTL, |probes| {
                 probes.cache_ttl
             });
-        self.probes = Some(crate::http::ProbeConfig {
+        self.probes = Some(crate::probes::http::ProbeConfig {
             address: address.into(),
             cache_ttl,
         });
@@ -340,7 +340,7 @@ impl Supervisor {
         match &mut self.probes {
             Some(probes) => probes.cache_ttl = ttl,
             None => {
-                self.probes = Some(crate::http::ProbeConfig {
+                self.probes = Some(crate::probes::http::ProbeConfig {
                     address: String::new(),
                     cache_ttl: ttl,
                 });
@@ -457,7 +457,7 @@ impl Supervisor {
             .as_ref()
             .filter(|probes| !probes.address.is_empty())
         {
-            Some(probes) => match crate::http::serve(probes, self.handle()).await {
+            Some(probes) => match crate::probes::http::serve(probes, self.handle()).await {
                 Ok((server, address)) => {
                     *lock(&self.shared.probe_address) = Some(address);
                     Some(server)
