@@ -5,12 +5,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -165,7 +163,7 @@ impl SupervisorHandle {
     pub async fn health(&self) -> SupervisorHealth {
         let services = self.services();
         // Made in the order of the map, each report keyed as it finishes.
-        let checks = services.by_name(|_, s| Keyed(s.0.health()));
+        let checks = services.by_name(|_, s| s.0.health().map(keyed));
         let reports = join_all(checks).await;
         self.aggregate(reports)
     }
@@ -245,17 +243,6 @@ impl SupervisorHandle {
             }
         }
         (!reason.is_empty()).then_some(reason)
-    }
-}
-
-/// A service's health report, keyed as it finishes.
-struct Keyed<'a>(BoxFuture<'a, HealthReport>);
-
-impl Future for Keyed<'_> {
-    type Output = (Cow<'static, str>, HealthReport);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(keyed)
     }
 }
 

@@ -28,8 +28,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
+use tokio::task::JoinError;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use self::handle::ServiceList;
@@ -319,10 +320,11 @@ impl Supervisor {
             Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
         };
         if on_multi_thread_runtime() {
-            AbortOnDrop(tokio::spawn(
+            // Aborted when dropped: dropping the returned future ends the supervisor.
+            let task = AbortOnDropHandle::new(tokio::spawn(
                 self.run(Trigger::Channel(signals), None).in_current_span(),
-            ))
-            .await
+            ));
+            joined(task.await)
         } else {
             self.run(Trigger::Channel(signals), None).await
         }
@@ -362,7 +364,8 @@ impl Supervisor {
             let _ = request.send(REQUEST);
         }
         let poke = Arc::new(Notify::new());
-        let mut task = AbortOnDrop(tokio::spawn(
+        // Aborted when dropped: dropping the returned future ends the supervisor.
+        let mut task = AbortOnDropHandle::new(tokio::spawn(
             self.run(Trigger::Channel(requests), Some(poke.clone()))
                 .in_current_span(),
         ));
@@ -373,7 +376,7 @@ impl Supervisor {
                     // The loop may have ended already: then its report is on its way.
                     let _ = request.send(REQUEST);
                 }
-                report = &mut task => return report,
+                result = &mut task => return joined(result),
                 () = poke.notified() => {}
             }
         }
@@ -411,26 +414,13 @@ fn on_multi_thread_runtime() -> bool {
         .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// The supervisor's own task. Aborted when dropped, so dropping the `run_until*` future
-/// ends the supervisor, as it did when it ran in the caller's task.
-struct AbortOnDrop(JoinHandle<Report>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Future for AbortOnDrop {
-    type Output = Report;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Report> {
-        match std::task::ready!(Pin::new(&mut self.0).poll(cx)) {
-            Ok(report) => Poll::Ready(report),
-            // A panic of the supervisor reaches the caller, as before.
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => panic!("the supervisor's task was cancelled: {error}"),
-        }
+/// The report of the supervisor's own task: a panic of the supervisor reaches the
+/// caller, as it would if the supervisor ran in the caller's task.
+fn joined(result: Result<Report, JoinError>) -> Report {
+    match result {
+        Ok(report) => report,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("the supervisor's task was cancelled: {error}"),
     }
 }
 

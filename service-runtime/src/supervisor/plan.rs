@@ -3,7 +3,6 @@
 //! in parallel, the levels one after another); and the group a restart takes along.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::Supervisor;
 use super::report::SupervisorError;
@@ -17,10 +16,7 @@ impl Supervisor {
             .cloned()
             .map(SupervisorError::Config)
             .collect();
-        // Hashed with a multiply-rotate rather than SipHash (about half of `plan()` for
-        // 10,000 services): the names are the program's own, not an attacker's.
-        let mut index: HashMap<&str, usize, BuildHasherDefault<NameHasher>> =
-            HashMap::with_capacity_and_hasher(self.entries.len(), BuildHasherDefault::default());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
         let mut start = 0;
         for (i, &end) in self.name_ends.iter().enumerate() {
             let name = &self.names[start..end];
@@ -212,41 +208,5 @@ impl Plan {
             }
         }
         false
-    }
-}
-
-/// Hashes service names for `Supervisor::plan`: FxHash's multiply-rotate, a word at a
-/// time. Fast for short keys; not meant for keys an attacker picks (names are the
-/// program's own).
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl NameHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-        }
-        let mut rest = [0u8; 8];
-        let tail = chunks.remainder();
-        rest[..tail.len()].copy_from_slice(tail);
-        self.add(u64::from_le_bytes(rest));
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        // A product's low bits depend only on the low bits of its factors (names that
-        // share their first byte would share them); the table indexes by the low bits,
-        // so bring the well-mixed high bits down.
-        self.0.rotate_left(26)
     }
 }
