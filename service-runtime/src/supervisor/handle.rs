@@ -26,9 +26,8 @@ pub(super) struct ServiceList {
     /// Indices into `services`, by name (equal names in the order added), made by the
     /// first health aggregation after a service was added: an aggregation makes its
     /// futures in the order of its report's map, whose build then finds its input
-    /// sorted (sorting a thousand reports by name cost a fifth of an aggregation of a
-    /// thousand instant checks). Not kept up by `push`: an insertion in the middle per
-    /// service added made adding N services quadratic.
+    /// sorted. `push` drops it rather than keeping it sorted, so adding a service never
+    /// inserts in the middle of it.
     name_order_cache: std::sync::OnceLock<Vec<usize>>,
 }
 
@@ -49,8 +48,9 @@ impl ServiceList {
         self.services.push(service);
     }
 
-    /// See [`ServiceList::name_order_cache`]: a stable sort, so that a later duplicate
-    /// wins in the map, as it did when the map sorted the reports itself.
+    /// See [`ServiceList::name_order_cache`]: a stable sort, so that of two services
+    /// with one name the one added later wins in the map, as it would in a map built
+    /// from the reports in the order added.
     fn name_order(&self) -> &[usize] {
         self.name_order_cache.get_or_init(|| {
             let mut order: Vec<usize> = (0..self.services.len()).collect();

@@ -359,7 +359,7 @@ impl Supervisor {
             None => Poll::Pending,
         };
         // Polled once before the loop exists: a future complete at once means no service
-        // starts, as when the supervisor ran in this task.
+        // starts, as when the supervisor runs in the caller's task.
         if std::future::poll_fn(|cx| Poll::Ready(poll_until(cx).is_ready())).await {
             let _ = request.send(REQUEST);
         }
