@@ -59,13 +59,11 @@ mod breaker;
 mod deadline;
 mod error;
 mod health;
-#[cfg(feature = "http")]
-mod http;
 mod local;
 mod managed;
-#[cfg(feature = "metrics")]
-mod metrics;
 mod op;
+#[cfg(feature = "http")]
+mod probes;
 mod restart;
 mod service;
 mod shutdown;
@@ -78,9 +76,9 @@ mod util;
 pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
 pub use error::{BoxError, HookFailure, HookKind, ServiceError};
 pub use health::{HealthDetail, HealthReport, HealthStatus};
-#[cfg(feature = "http")]
-pub use http::DEFAULT_HEALTH_CACHE_TTL;
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
+#[cfg(feature = "http")]
+pub use probes::http::DEFAULT_HEALTH_CACHE_TTL;
 pub use restart::{Restart, RestartPolicy};
 pub use service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service,

@@ -224,7 +224,7 @@ async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<
         #[cfg(feature = "metrics")]
         "/metrics" => {
             let cached = context.cache.get(handle).await;
-            let body = crate::metrics::encode(handle, &cached.health, &cached.latencies);
+            let body = super::metrics::encode(handle, &cached.health, &cached.latencies);
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 CONTENT_TYPE,

@@ -1,0 +1,431 @@
+//! [`Supervisor`]: starts many services in dependency order, restarts the ones that fail,
+//! and stops them all in reverse order when a signal arrives.
+//!
+//! Here: the builder, the state it shares with its handles, and the `run_until*` entry
+//! points. The rest of the supervisor lives in
+//!
+//! - `plan`: the check of names and dependencies, and the start levels computed from them;
+//! - `run`: one run, from its plan to its report (startup, the running phase, the
+//!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
+//! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
+//! - `report`: [`Report`], [`SupervisorError`] and the exit codes;
+//! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request).
+
+mod handle;
+mod plan;
+mod report;
+mod run;
+mod signals;
+
+pub use handle::{ServiceStats, SupervisorHandle, SupervisorHealth};
+pub use report::{EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, SupervisorError};
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinError;
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use self::handle::ServiceList;
+use self::signals::{Trigger, signals};
+use crate::Shutdown;
+use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusTally, Subscriber};
+use crate::restart::RestartPolicy;
+
+/// Total time a shutdown may take when none is set: below Kubernetes' default 30 s
+/// grace period, so the supervisor reports what hung before the kubelet's SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Starts, watches, restarts and stops many services.
+///
+/// Services start in dependency order: each level of the dependency graph in parallel,
+/// the levels one after another (when no dependency is declared, one at a time in the
+/// order they were added, as the design note's loop does). They stop in the reverse
+/// order: dependents before what they depend on.
+///
+/// ```
+/// use service_runtime::{lifecycle, Restart, RestartPolicy, Service, Supervisor};
+///
+/// #[derive(Service)]
+/// struct Feed;
+/// #[lifecycle]
+/// impl Feed {}
+///
+/// #[derive(Service)]
+/// struct Strategy;
+/// #[lifecycle]
+/// impl Strategy {}
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let report = Supervisor::new()
+///     .add(Feed)
+///     .add(Strategy)
+///     .depends_on("feed")
+///     .restart(RestartPolicy::new(Restart::Permanent))
+///     .run_until(async { /* until the program decides to stop */ })
+///     .await;
+/// assert!(report.is_success());
+/// # });
+/// ```
+pub struct Supervisor {
+    entries: Vec<Entry>,
+    /// The services' names back to back, entry `i`'s ending at `name_ends[i]`: copied as
+    /// each service is added, so `plan` reads them from one buffer rather than following
+    /// every service's pointers to its name.
+    names: String,
+    name_ends: Vec<usize>,
+    config_errors: Vec<String>,
+    shutdown_timeout: Duration,
+    shared: Arc<Shared>,
+    #[cfg(all(unix, feature = "systemd"))]
+    systemd: Arc<crate::systemd::SystemdNotifier>,
+    #[cfg(feature = "http")]
+    probes: Option<crate::probes::http::ProbeConfig>,
+}
+
+struct Entry {
+    service: ErasedService,
+    depends_on: Vec<String>,
+    policy: RestartPolicy,
+}
+
+/// State shared between the running supervisor and its [`SupervisorHandle`]s.
+struct Shared {
+    /// Every service, in the order added. Copy-on-write: readers take the `Arc` and
+    /// release the lock at once (a health aggregation holds it across its awaits).
+    services: Mutex<Arc<ServiceList>>,
+    /// The figures of each service, indexed like `services`.
+    stats: Mutex<Vec<Figures>>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
+    /// Requested by [`SupervisorHandle::shutdown`]: behaves like a signal.
+    shutdown: Shutdown,
+    /// Set when the shutdown phase begins (readiness turns false).
+    stopping: Shutdown,
+    started_at: OnceLock<Instant>,
+    /// Kept by the services' own transitions: what readiness and the probes' cache read.
+    tally: Arc<StatusTally>,
+    #[cfg(feature = "http")]
+    probe_address: Mutex<Option<std::net::SocketAddr>>,
+}
+
+/// What the supervisor keeps of each service; see [`ServiceStats`].
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    restarts: u32,
+    last_start_duration: Option<Duration>,
+    last_stop_duration: Option<Duration>,
+}
+
+impl Drop for Shared {
+    /// The supervisor is gone (run or not): its services forget it at their next change.
+    fn drop(&mut self) {
+        self.tally.close();
+    }
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor::new()
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field(
+                "services",
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| e.service.0.name_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// An empty supervisor with the default shutdown budget.
+    pub fn new() -> Self {
+        Supervisor {
+            entries: Vec::new(),
+            names: String::new(),
+            name_ends: Vec::new(),
+            config_errors: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            #[cfg(all(unix, feature = "systemd"))]
+            systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
+            #[cfg(feature = "http")]
+            probes: None,
+            shared: Arc::new(Shared {
+                services: Mutex::new(Arc::new(ServiceList::default())),
+                stats: Mutex::new(Vec::new()),
+                subscribers: Mutex::new(Vec::new()),
+                shutdown: Shutdown::new(),
+                stopping: Shutdown::new(),
+                started_at: OnceLock::new(),
+                tally: Arc::default(),
+                #[cfg(feature = "http")]
+                probe_address: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Adds a service (a `#[derive(Service)]` value, or a [`Managed`](crate::Managed)
+    /// handle the program keeps a clone of). Its restart policy is the one of its
+    /// configuration until [`restart`](Self::restart) sets another.
+    #[must_use]
+    #[allow(clippy::should_implement_trait)] // "add a service", DESIGN.md's name; not arithmetic
+    pub fn add(mut self, service: impl IntoManaged) -> Self {
+        let managed = service.into_managed();
+        let policy = managed.restart_policy();
+        let service = managed.erased();
+        for subscriber in lock(&self.shared.subscribers).iter() {
+            service
+                .0
+                .add_subscriber(Subscriber::Public(subscriber.clone()));
+        }
+        let index = self.entries.len();
+        service.0.join(index, &self.shared.tally);
+        self.names.push_str(service.0.name_str());
+        self.name_ends.push(self.names.len());
+        Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
+        lock(&self.shared.stats).push(Figures::default());
+        self.entries.push(Entry {
+            service,
+            depends_on: Vec::new(),
+            policy,
+        });
+        self
+    }
+
+    /// Declares that the service added last depends on `service` (a name, or a
+    /// `Managed` handle): it starts after it, stops before it, and is restarted with it.
+    #[must_use]
+    pub fn depends_on(mut self, service: impl ServiceRef) -> Self {
+        let name = service.service_name();
+        match self.entries.last_mut() {
+            Some(entry) => entry.depends_on.push(name),
+            None => self.config_errors.push(format!(
+                "depends_on(\"{name}\") was called before any service was added"
+            )),
+        }
+        self
+    }
+
+    /// Sets the restart policy of the service added last.
+    #[must_use]
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        match self.entries.last_mut() {
+            Some(entry) => entry.policy = policy,
+            None => self
+                .config_errors
+                .push("restart(..) was called before any service was added".to_owned()),
+        }
+        self
+    }
+
+    /// Sets the total time the shutdown may take (default [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, budget: Duration) -> Self {
+        self.shutdown_timeout = budget;
+        self
+    }
+
+    /// Sends systemd notifications through `notifier` instead of the one `NOTIFY_SOCKET`
+    /// names (feature `systemd`).
+    #[cfg(all(unix, feature = "systemd"))]
+    #[must_use]
+    pub fn systemd(mut self, notifier: crate::systemd::SystemdNotifier) -> Self {
+        self.systemd = Arc::new(notifier);
+        self
+    }
+
+    /// Serves `/livez`, `/readyz`, `/startupz` and `/health` on `address` (for example
+    /// `"127.0.0.1:8080"`, or port 0 for any free port; see
+    /// [`SupervisorHandle::probe_address`]) from before the first service starts until
+    /// the run ends (feature `http`).
+    ///
+    /// - `/livez`: 200 while the supervisor answers; never depends on dependencies.
+    /// - `/readyz`: 200 when every service is running and none is unhealthy; 503 from the
+    ///   moment shutdown begins, before the first cleanup.
+    /// - `/startupz`: 200 once every service has started.
+    /// - `/health`: the aggregate report as JSON (`?service=name` for one service); 200
+    ///   for healthy and degraded, 503 for unhealthy.
+    ///
+    /// Health results are cached for the [`health_cache_ttl`](Self::health_cache_ttl) so a
+    /// probe storm does not hammer dependencies; concurrent probes share one computation.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn serve_health(mut self, address: impl Into<String>) -> Self {
+        let cache_ttl = self
+            .probes
+            .as_ref()
+            .map_or(crate::probes::http::DEFAULT_HEALTH_CACHE_TTL, |probes| {
+                probes.cache_ttl
+            });
+        self.probes = Some(crate::probes::http::ProbeConfig {
+            address: address.into(),
+            cache_ttl,
+        });
+        self
+    }
+
+    /// How long the probe endpoint reuses a health report (default 1 s; zero disables
+    /// the cache). Feature `http`.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn health_cache_ttl(mut self, ttl: Duration) -> Self {
+        match &mut self.probes {
+            Some(probes) => probes.cache_ttl = ttl,
+            None => {
+                self.probes = Some(crate::probes::http::ProbeConfig {
+                    address: String::new(),
+                    cache_ttl: ttl,
+                });
+            }
+        }
+        self
+    }
+
+    /// A handle to observe and stop the supervisor while it runs.
+    pub fn handle(&self) -> SupervisorHandle {
+        SupervisorHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops every service in reverse dependency
+    /// order under the shutdown budget. A signal during startup stops the startup at
+    /// once; a second signal abandons the remaining stops (exit code [`EXIT_FORCED`]).
+    ///
+    /// Returns the report of the whole run; `main` can return it as its exit status.
+    ///
+    /// On the multi-thread runtime the supervisor runs in a task of its own (so from
+    /// `#[tokio::main]` it runs on a worker, not in `block_on` on the main thread);
+    /// dropping the returned future still ends it.
+    pub async fn run_until_signal(self) -> Report {
+        let signals = match signals() {
+            Ok(signals) => signals,
+            Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
+        };
+        if on_multi_thread_runtime() {
+            // Aborted when dropped: dropping the returned future ends the supervisor.
+            let task = AbortOnDropHandle::new(tokio::spawn(
+                self.run(Trigger::Channel(signals), None).in_current_span(),
+            ));
+            joined(task.await)
+        } else {
+            self.run(Trigger::Channel(signals), None).await
+        }
+    }
+
+    /// Runs until `until` completes (or [`SupervisorHandle::shutdown`] is called), then
+    /// stops every service in reverse dependency order under the shutdown budget.
+    ///
+    /// On the multi-thread runtime the supervisor runs in a task of its own while `until`
+    /// is polled by the caller's task (it may borrow from the caller); `until` is polled
+    /// again once every service has started and after each change the supervisor acts
+    /// on. Dropping the returned future ends the supervisor (its task is aborted, so it
+    /// stops at its next `.await`; an operation of a service in flight then completes on
+    /// its own).
+    pub async fn run_until<F>(self, until: F) -> Report
+    where
+        F: Future<Output = ()> + Send,
+    {
+        if !on_multi_thread_runtime() {
+            return self.run(Trigger::Future(Some(Box::pin(until))), None).await;
+        }
+        const REQUEST: &str = "the shutdown future completed";
+        let (request, requests) = mpsc::unbounded_channel();
+        // Dropped as soon as it completes, as the caller's guards in it expect.
+        let mut until = std::pin::pin!(Some(until));
+        let mut poll_until = |cx: &mut std::task::Context<'_>| match until.as_mut().as_pin_mut() {
+            Some(future) => {
+                std::task::ready!(future.poll(cx));
+                until.set(None);
+                Poll::Ready(())
+            }
+            None => Poll::Pending,
+        };
+        // Polled once before the loop exists: a future complete at once means no service
+        // starts, as when the supervisor runs in the caller's task.
+        if std::future::poll_fn(|cx| Poll::Ready(poll_until(cx).is_ready())).await {
+            let _ = request.send(REQUEST);
+        }
+        let poke = Arc::new(Notify::new());
+        // Aborted when dropped: dropping the returned future ends the supervisor.
+        let mut task = AbortOnDropHandle::new(tokio::spawn(
+            self.run(Trigger::Channel(requests), Some(poke.clone()))
+                .in_current_span(),
+        ));
+        loop {
+            tokio::select! {
+                biased;
+                () = std::future::poll_fn(&mut poll_until) => {
+                    // The loop may have ended already: then its report is on its way.
+                    let _ = request.send(REQUEST);
+                }
+                result = &mut task => return joined(result),
+                () = poke.notified() => {}
+            }
+        }
+    }
+}
+
+/// Something that names a service in [`Supervisor::depends_on`]: its name, or its handle.
+pub trait ServiceRef {
+    /// The name of the service referred to.
+    fn service_name(&self) -> String;
+}
+
+impl ServiceRef for &str {
+    fn service_name(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl ServiceRef for String {
+    fn service_name(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<S: crate::Service> ServiceRef for &crate::Managed<S> {
+    fn service_name(&self) -> String {
+        self.name().to_owned()
+    }
+}
+
+/// Whether the caller runs on the multi-thread runtime, where the supervisor gets a task
+/// of its own (on a worker) rather than running in the caller's (perhaps `block_on`).
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// The report of the supervisor's own task: a panic of the supervisor reaches the
+/// caller, as it would if the supervisor ran in the caller's task.
+fn joined(result: Result<Report, JoinError>) -> Report {
+    match result {
+        Ok(report) => report,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("the supervisor's task was cancelled: {error}"),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

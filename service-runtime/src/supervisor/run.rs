@@ -1,0 +1,534 @@
+//! One run of a supervisor, from its plan to its report: the startup (level by level),
+//! the running phase (failures and exits answered, restarts carried out; the answers
+//! themselves are in [`restarts`]), and the shutdown (the levels in reverse, under the
+//! budget).
+//!
+//! [`Run`] holds everything a run changes; [`Observer`] takes the services' status
+//! changes from the tally's mailbox, keeps their figures, and queues the changes the
+//! running phase acts on.
+//!
+//! # Invariants
+//!
+//! 1. One task owns the run. `Supervisor::run` consumes the supervisor and keeps the
+//!    `Run`, its `Observer`, the entries' states and the pending restarts in its own
+//!    future, driven through `&mut self` only: by the caller's task, or by the task that
+//!    `run_until_signal` and `run_until` spawn on the multi-thread runtime. Other tasks
+//!    reach only `Shared` (through `SupervisorHandle`s: the caller's, the probe
+//!    endpoint's, the systemd watchdog's) and the services themselves.
+//!
+//! 2. Every change is observed, and each phase acts on its own kind. The services post
+//!    their changes, tagged with their entry index, to the tally's mailbox from
+//!    `StatusTally::observe` (before the probes are served) until the `Observer` is
+//!    dropped (`StatusTally::close`). `Observer::absorb` notes every one of them in the
+//!    figures, whatever the phase, and queues for the running phase only those
+//!    `Phase::acts_on` picks:
+//!    - `Phase::Startup`: a failure (`to == error`) or an exit (`stopping -> stopped`),
+//!      acted on once every service has started; dropped unanswered if the startup
+//!      fails or is interrupted (the shutdown stops everything anyway);
+//!    - `Phase::Running`: those, and `to == running` (the running time that resets the
+//!      backoff); queued while restart work runs, acted on in order once it is done;
+//!    - `Phase::Shutdown`: none.
+//!
+//! 3. A queued change is acted on only if it still holds. `Run::on_change` ignores the
+//!    changes of an entry the supervisor does not want running (`Desired::Stopped`: it is
+//!    stopped for a pending restart, finished, or given up on), and a failure or an exit whose
+//!    service has moved on since: so the supervisor's own stop before a restart, observed
+//!    after the service was started again, is not taken for an exit.
+//!
+//! 4. `Shared` is protected by its own locks, and the run writes little of it:
+//!    - `stats` (a `Mutex`): written by the run only (`Observer::absorb`, and the restart
+//!      counts in `Run::restart_work`), read by `SupervisorHandle::stats`; its length is
+//!      fixed before the run, as `Supervisor::add` takes the supervisor by value;
+//!    - `services` and `subscribers` (`Mutex`es): never locked by the run's own code,
+//!      which reads its own `entries`; only through the handles it gives the probe
+//!      endpoint and the systemd session, as any handle does;
+//!    - `started_at` (a `OnceLock`) is set once every service has started; `stopping` and
+//!      `shutdown` are one-way `Shutdown` signals; `probe_address` is set once, when the
+//!      endpoint is bound;
+//!    - `tally`: its counts are atomics kept by the services' transitions, under each
+//!      service's control lock; its mailbox is a `Mutex` held for one push (a service
+//!      posting) or one swap (the run taking a batch, `StatusTally::take`).
+//!
+//! # Deadlock safety
+//!
+//! - No lock is held across an `.await`: every `lock(..)` here is taken and released in
+//!   a synchronous stretch (`Observer::absorb`, `Run::restart_work`, the probe address,
+//!   and the shutdown's list of stop errors, locked for one push once a level's stops
+//!   are done).
+//! - The run never holds two locks at once: `StatusTally::take` releases the mailbox
+//!   before `Observer::absorb` locks `stats`, and nothing is called on a service under
+//!   either. A service locks its control state, then the mailbox, never the reverse.
+//! - The services never wait for the run: a transition posts its change, notifies, and
+//!   goes on. A change posted while the run does not wait on `StatusTally::arrived` is
+//!   not lost: `Notify::notify_one` keeps the permit, and `observing` takes the mailbox
+//!   after every poll of the startup's and the shutdown's work, which do not wait on it.
+//! - The run never waits for a `run_until` caller that polls its future in its own
+//!   task: it reads the caller's request from a channel and wakes it with
+//!   `Notify::notify_one` (`Run::poke`).
+//! - Every wait on the services is raced (a `biased` `select!`) against the trigger and,
+//!   until the shutdown, the handle's request: a start or a restart that never completes
+//!   cannot keep the run from its shutdown, whose stops are bounded by the budget and
+//!   abandoned at the trigger's next request.
+
+mod restarts;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use self::restarts::{EntryState, PendingRestart, perform};
+use super::plan::Plan;
+use super::report::{Report, SupervisorError};
+use super::signals::Trigger;
+use super::{Entry, Figures, Shared, Supervisor, lock};
+use crate::ServiceError;
+use crate::managed::{Begun, DynService, EntryChange};
+use crate::status::ServiceStatus;
+use crate::util::join_all;
+
+impl Supervisor {
+    /// Checks the plan, serves the probes, then starts, supervises and stops every
+    /// service; the report says how it went.
+    pub(super) async fn run(self, mut trigger: Trigger<'_>, poke: Option<Arc<Notify>>) -> Report {
+        let plan = match self.plan() {
+            Ok(plan) => plan,
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!(error = %error, "invalid supervisor");
+                }
+                return Report { errors };
+            }
+        };
+        // Observed before the probes are served, so every change they could see is
+        // observed. (Each service joined the supervisor, with its index, when added.)
+        self.shared.tally.observe();
+        // Made at once: its drop closes the mailbox however the run ends (a probe address
+        // that cannot be bound, a `run` future dropped while the probes start).
+        let observer = Observer {
+            inbox: Vec::new(),
+            deferred: VecDeque::new(),
+            shared: self.shared.clone(),
+        };
+        #[cfg(feature = "http")]
+        let _probes = match self
+            .probes
+            .as_ref()
+            .filter(|probes| !probes.address.is_empty())
+        {
+            Some(probes) => match crate::probes::http::serve(probes, self.handle()).await {
+                Ok((server, address)) => {
+                    *lock(&self.shared.probe_address) = Some(address);
+                    Some(server)
+                }
+                Err(error) => {
+                    tracing::error!(address = %probes.address, %error, "could not serve the probe endpoint");
+                    return Report::single(SupervisorError::Probe {
+                        address: probes.address.clone(),
+                        error: Arc::new(error),
+                    });
+                }
+            },
+            None => None,
+        };
+        #[cfg(all(unix, feature = "systemd"))]
+        let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
+        let mut run = Run {
+            #[cfg(all(unix, feature = "systemd"))]
+            systemd,
+            states: self.entries.iter().map(|_| EntryState::default()).collect(),
+            entries: self.entries,
+            plan,
+            shared: self.shared,
+            shutdown_timeout: self.shutdown_timeout,
+            observer,
+            report: Report::default(),
+            pending: Vec::new(),
+            to_stop: Vec::new(),
+            poke,
+        };
+        run.execute(&mut trigger).await;
+        run.report
+    }
+}
+
+/// The phase a change is observed in, which decides whether the running phase must act
+/// on it later.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Starting the services: failures and exits are acted on once all started (their
+    /// running time is reset then anyway).
+    Startup,
+    /// Running, during a restart: every change the running phase acts on is kept.
+    Running,
+    /// Stopping every service: nothing is acted on.
+    Shutdown,
+}
+
+impl Phase {
+    fn acts_on(self, change: &EntryChange) -> bool {
+        let failed_or_exited = change.to == ServiceStatus::Error
+            || (change.from, change.to) == (ServiceStatus::Stopping, ServiceStatus::Stopped);
+        match self {
+            Phase::Startup => failed_or_exited,
+            Phase::Running => failed_or_exited || change.to == ServiceStatus::Running,
+            Phase::Shutdown => false,
+        }
+    }
+}
+
+/// Receives the status changes of the supervisor's services in every phase: keeps their
+/// figures (readiness and the probes' cache read the services' own tally instead), and
+/// queues the changes the running phase acts on when it cannot act at once. Each change
+/// carries the index of its entry (each service joined with it in `Supervisor::add`), so
+/// nothing is looked up.
+struct Observer {
+    /// The batch taken from the mailbox (`StatusTally::take`), kept for its capacity.
+    inbox: Vec<EntryChange>,
+    /// Changes observed but not acted on yet, in order.
+    deferred: VecDeque<EntryChange>,
+    shared: Arc<Shared>,
+}
+
+impl Observer {
+    /// Records one change in its entry's figures.
+    fn note(stats: &mut [Figures], change: &EntryChange) {
+        let Some(figures) = stats.get_mut(change.index) else {
+            return;
+        };
+        match (change.from, change.to) {
+            (ServiceStatus::Starting, ServiceStatus::Running) => {
+                figures.last_start_duration = Some(change.duration());
+            }
+            (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
+                figures.last_stop_duration = Some(change.duration());
+            }
+            _ => {}
+        }
+    }
+
+    /// Observes every change posted so far, in one lock of the figures; queues the ones
+    /// the running phase will act on.
+    fn absorb(&mut self, phase: Phase) {
+        self.shared.tally.take(&mut self.inbox);
+        if self.inbox.is_empty() {
+            return;
+        }
+        let mut stats = lock(&self.shared.stats);
+        for change in self.inbox.drain(..) {
+            Self::note(&mut stats, &change);
+            if phase.acts_on(&change) {
+                self.deferred.push_back(change);
+            }
+        }
+    }
+}
+
+impl Drop for Observer {
+    /// The run is over: the services stop posting changes and forget the supervisor.
+    fn drop(&mut self) {
+        self.shared.tally.close();
+    }
+}
+
+struct Run {
+    entries: Vec<Entry>,
+    plan: Plan,
+    shared: Arc<Shared>,
+    shutdown_timeout: Duration,
+    observer: Observer,
+    report: Report,
+    states: Vec<EntryState>,
+    pending: Vec<PendingRestart>,
+    /// Failed services that will not be restarted: stopped at once to release what they hold.
+    to_stop: Vec<usize>,
+    /// Wakes a `run_until` caller that polls its future in its own task.
+    poke: Option<Arc<Notify>>,
+    #[cfg(all(unix, feature = "systemd"))]
+    systemd: Option<crate::systemd::Session>,
+}
+
+/// What the running phase decided while handling one status change.
+enum Step {
+    Continue,
+    Escalate,
+}
+
+impl Run {
+    fn name(&self, i: usize) -> &Arc<str> {
+        self.entries[i].service.0.name()
+    }
+
+    async fn execute(&mut self, trigger: &mut Trigger<'_>) {
+        tracing::info!(
+            services = self.entries.len(),
+            levels = self.plan.level_ends.len(),
+            "supervisor starting"
+        );
+        let shutdown = self.shared.shutdown.clone();
+        let started = tokio::select! {
+            biased;
+            reason = trigger.next() => {
+                tracing::warn!(reason, "shutdown requested during startup");
+                false
+            }
+            () = shutdown.requested() => {
+                tracing::warn!("shutdown requested during startup");
+                false
+            }
+            ok = start_levels(&self.entries, &self.plan, &mut self.report, &mut self.observer) => ok,
+        };
+        if started {
+            let now = Instant::now();
+            let _ = self.shared.started_at.set(now);
+            for state in &mut self.states {
+                state.running_since = Some(now);
+            }
+            tracing::info!("all services running");
+            #[cfg(all(unix, feature = "systemd"))]
+            if let Some(systemd) = &mut self.systemd {
+                let handle = super::SupervisorHandle {
+                    shared: self.shared.clone(),
+                };
+                systemd.ready(&handle, self.entries.len());
+            }
+            self.poke();
+            self.supervise(trigger).await;
+        }
+        self.shutdown(trigger).await;
+    }
+
+    /// The running phase: act on failures and exits until a shutdown request.
+    async fn supervise(&mut self, trigger: &mut Trigger<'_>) {
+        let shutdown = self.shared.shutdown.clone();
+        let tally = self.shared.tally.clone();
+        loop {
+            let next_due = self.pending.iter().map(|p| p.due).min();
+            let step = tokio::select! {
+                biased;
+                reason = trigger.next() => {
+                    tracing::info!(reason, "shutdown requested");
+                    return;
+                }
+                () = shutdown.requested() => {
+                    tracing::info!("shutdown requested through the handle");
+                    return;
+                }
+                // Changes observed while a restart or the startup ran, in order.
+                () = std::future::ready(()), if !self.observer.deferred.is_empty() => {
+                    match self.observer.deferred.pop_front() {
+                        Some(change) => self.on_change(change),
+                        None => Step::Continue,
+                    }
+                }
+                // Observed, then acted on in order through `deferred` above.
+                () = tally.arrived() => {
+                    self.observer.absorb(Phase::Running);
+                    Step::Continue
+                }
+                () = sleep_until_opt(next_due), if next_due.is_some() => {
+                    Step::Continue
+                }
+            };
+            #[cfg(all(unix, feature = "systemd"))]
+            if let Some(systemd) = &mut self.systemd {
+                systemd.flush();
+            }
+            self.poke();
+            if let Step::Escalate = step {
+                return;
+            }
+            // Restarts and their preparation run here, raced against shutdown requests:
+            // a request abandons them at once (the shutdown stops whatever they began).
+            // Changes meanwhile are observed, and acted on once the work is done.
+            let work = self.restart_work();
+            if work.is_empty() {
+                continue;
+            }
+            let observer = &mut self.observer;
+            let mut work =
+                std::pin::pin!(perform(&self.entries, &self.plan, &mut self.states, work));
+            let done = loop {
+                tokio::select! {
+                    biased;
+                    reason = trigger.next() => {
+                        tracing::info!(reason, "shutdown requested during a restart");
+                        return;
+                    }
+                    () = shutdown.requested() => return,
+                    errors = &mut work => break errors,
+                    () = tally.arrived() => observer.absorb(Phase::Running),
+                }
+            };
+            self.report.errors.extend(done);
+        }
+    }
+
+    /// Wakes a `run_until` caller polling its future in its own task, so it polls it
+    /// again (as it is polled with the supervisor when they share a task).
+    fn poke(&self) {
+        if let Some(poke) = &self.poke {
+            poke.notify_one();
+        }
+    }
+
+    /// Stops every service in reverse levels (each level in parallel) under the budget;
+    /// a second shutdown request abandons what is left.
+    async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
+        self.shared.stopping.request();
+        #[cfg(all(unix, feature = "systemd"))]
+        if let Some(systemd) = &mut self.systemd {
+            systemd.stopping();
+        }
+        self.pending.clear();
+        tracing::info!(budget = ?self.shutdown_timeout, "stopping every service");
+        let errors = Mutex::new(Vec::new());
+        let outcome = {
+            let (entries, plan, errors) = (&self.entries, &self.plan, &errors);
+            let stop_all = async move {
+                for level in plan.levels().rev() {
+                    for error in stop_level(entries, level).await {
+                        lock(errors).push(SupervisorError::Stop(error));
+                    }
+                }
+            };
+            let stop = tokio::time::timeout(self.shutdown_timeout, stop_all);
+            // Changes are observed as the services stop (for the figures and the probes).
+            tokio::select! {
+                biased;
+                reason = trigger.next() => Some((reason, true)),
+                finished = observing(&mut self.observer, Phase::Shutdown, stop) => {
+                    finished.err().map(|_| ("the shutdown budget ran out", false))
+                }
+            }
+        };
+        self.report.errors.extend(
+            errors
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.observer.absorb(Phase::Shutdown);
+        if let Some((reason, forced)) = outcome {
+            let abandoned: Vec<String> = self
+                .plan
+                .order
+                .iter()
+                .rev()
+                .filter(|&&i| {
+                    !matches!(
+                        self.entries[i].service.0.status(),
+                        ServiceStatus::Stopped | ServiceStatus::Error
+                    )
+                })
+                .map(|&i| self.name(i).to_string())
+                .collect();
+            tracing::error!(
+                reason,
+                ?abandoned,
+                "shutdown abandoned with services still stopping"
+            );
+            self.report.errors.push(if forced {
+                SupervisorError::Forced { abandoned }
+            } else {
+                SupervisorError::ShutdownTimeout {
+                    budget: self.shutdown_timeout,
+                    abandoned,
+                }
+            });
+        } else {
+            tracing::info!("every service stopped");
+        }
+    }
+}
+
+async fn sleep_until_opt(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts each level in parallel, the levels in order, observing the changes as they
+/// come. On a failure, stops nothing itself (the shutdown phase stops everything in
+/// reverse) and records every error.
+async fn start_levels(
+    entries: &[Entry],
+    plan: &Plan,
+    report: &mut Report,
+    observer: &mut Observer,
+) -> bool {
+    for level in plan.levels() {
+        // The level's changes are observed whenever the start makes progress (without a
+        // wake-up of its own per change), and all of them once it is done: before the next
+        // level starts and before `has_started`, so they never pile up.
+        let errors = observing(observer, Phase::Startup, start_level(entries, level)).await;
+        if !errors.is_empty() {
+            for error in errors {
+                tracing::warn!(service = %error.service(), "start failed; stopping what started");
+                report.errors.push(SupervisorError::Start(error));
+            }
+            return false;
+        }
+    }
+    true
+}
+
+/// Polls `work`, and after each poll observes every change waiting. Observing on the
+/// work's own wake-ups (rather than waking for each change) keeps a level of many
+/// services from being polled again for every change of each of them.
+async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        let poll = work.as_mut().poll(cx);
+        observer.absorb(phase);
+        poll
+    })
+    .await
+}
+
+/// Starts one level's services concurrently; returns their errors.
+async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
+    on_level(entries, level, |service| service.start_now()).await
+}
+
+/// Stops one level's services concurrently; returns their errors.
+async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
+    on_level(entries, level, |service| service.stop_now()).await
+}
+
+/// Begins the operation `begin` on each of a level's services in order and awaits the
+/// ones that did not finish at once, concurrently; returns their errors, in level order.
+async fn on_level<'a>(
+    entries: &'a [Entry],
+    level: &[usize],
+    begin: impl Fn(&'a dyn DynService) -> Begun<'a>,
+) -> Vec<ServiceError> {
+    if let [i] = *level {
+        // One service (every level when nothing depends): no list, no join.
+        let outcome = match begin(&*entries[i].service.0) {
+            Ok(outcome) => outcome,
+            Err(rest) => rest.await,
+        };
+        return outcome.err().into_iter().collect();
+    }
+    let ops = level.iter().map(|&i| begin(&*entries[i].service.0));
+    let mut outcomes = Vec::new();
+    let mut waiting = Vec::new();
+    for op in ops {
+        outcomes.push(match op {
+            Ok(outcome) => Some(outcome),
+            Err(rest) => {
+                waiting.push(rest);
+                None
+            }
+        });
+    }
+    let mut waited = join_all(waiting).await.into_iter();
+    outcomes
+        .into_iter()
+        .filter_map(|outcome| outcome.or_else(|| waited.next())?.err())
+        .collect()
+}
