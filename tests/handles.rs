@@ -118,9 +118,10 @@ async fn a_handed_over_stop_still_drains_the_loop_after_the_last_handle() {
     assert!(freed.load(Ordering::SeqCst));
 }
 
-/// A run stop (no cleanup) whose caller and last handle go: the service is freed.
+/// A run stop (no cleanup) whose caller and last handle go: the stop still lets the loop
+/// drain, as one with a cleanup hook does (above), then the service is freed.
 #[tokio::test(start_paused = true)]
-async fn a_run_stop_abandoned_with_the_last_handle_frees_the_service() {
+async fn a_run_stop_whose_caller_and_last_handle_go_drains_then_frees_the_service() {
     let (loop_dropped, freed) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -152,6 +153,8 @@ async fn a_run_stop_abandoned_with_the_last_handle_frees_the_service() {
     }
     drop(service);
     tokio::time::sleep(MS).await;
+    assert!(!freed.load(Ordering::SeqCst), "the loop still drains");
+    tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(loop_dropped.load(Ordering::SeqCst));
     assert!(freed.load(Ordering::SeqCst));
 }

@@ -1,5 +1,5 @@
-//! How a start or stop runs: in the caller's task while it polls, handed over to a
-//! spawned task when that caller goes away or another call waits, abandoned (ending in
+//! How a start or stop runs: in the caller's task up to its first wait, then in a task of
+//! its own (so it runs to its end whatever its caller does), abandoned (ending in
 //! `error`) only when its runtime shuts down.
 
 mod common;
@@ -178,8 +178,11 @@ fn a_start_handed_over_to_a_task_ends_in_error_when_its_runtime_shuts_down() {
     );
 }
 
+/// A start polled once, then kept aside unpolled: it went on in a task of its runtime,
+/// so that runtime's end abandons it (the caller's future, dropped later outside any
+/// runtime, has nothing left to do).
 #[test]
-fn a_start_dropped_outside_any_runtime_ends_in_error_and_can_start_again() {
+fn a_start_kept_aside_ends_in_error_with_its_runtime_and_can_start_again() {
     let runtime = current_thread();
     let service = Managed::new(slow(10, 0));
     let mut start = Box::pin(service.start());
@@ -187,10 +190,10 @@ fn a_start_dropped_outside_any_runtime_ends_in_error_and_can_start_again() {
         assert!(start.as_mut().poll(cx).is_pending());
         Poll::Ready(())
     }));
-    drop(runtime);
     assert_eq!(service.status(), ServiceStatus::Starting);
-    drop(start); // no runtime to hand the work over to
+    drop(runtime);
     assert_eq!(service.status(), ServiceStatus::Error);
+    drop(start);
     assert!(matches!(
         service.last_error(),
         Some(ServiceError::Abandoned {

@@ -256,9 +256,3 @@ pub fn missing_hook<'a>(kind: &'static str, index: usize) -> HookFuture<'a> {
 pub fn missing_check<'a>(index: usize) -> CheckFuture<'a> {
     Box::pin(async move { HealthDetail::unhealthy(format!("no health check number {index}")) })
 }
-
-/// How many run stops have an entry in the process's deadline list (for the tests that
-/// check every ended stop removed its entry).
-pub fn pending_deadlines() -> usize {
-    crate::deadline::pending()
-}

@@ -56,12 +56,10 @@
 #[doc(hidden)]
 pub mod __private;
 mod breaker;
-mod deadline;
 mod error;
 mod health;
 mod local;
 mod managed;
-mod op;
 #[cfg(feature = "http")]
 mod probes;
 mod restart;

@@ -1,10 +1,19 @@
-//! Type-erased services: the handle a parent keeps on a component and a supervisor on
+//! Type-erased services: the handle a parent keeps on each component and a supervisor on
 //! each of its services ([`ErasedService`]), and the object-safe trait behind it.
 
-use super::*;
+use std::sync::Arc;
+
+use super::BoxFuture;
+use super::control::Inner;
+use super::decide::Request;
+use super::observers::{StatusTally, Subscriber};
+use crate::error::ServiceError;
+use crate::health::HealthReport;
+use crate::service::Service;
+use crate::status::ServiceStatus;
 
 /// A type-erased managed service (a component, or an entry of a supervisor): a handle,
-/// as a [`Managed`] is.
+/// as a [`Managed`](super::Managed) is.
 #[doc(hidden)]
 pub struct ErasedService(pub(crate) Arc<dyn DynService>);
 
@@ -22,78 +31,9 @@ impl Drop for ErasedService {
 }
 
 /// What a start or stop of a type-erased service gives when it begins: its outcome when
-/// it needed no waiting, or the rest of it.
-pub(crate) type Begun<'a> = Result<Result<(), ServiceError>, Rest<'a>>;
-
-/// The rest of a type-erased start or stop: the wait for a run stop it began, inline
-/// (the stop of most services with a run loop), or any other wait, boxed.
-pub(crate) enum Rest<'a> {
-    RunStop {
-        service: &'a dyn DynService,
-        progress: RunStopProgress,
-    },
-    Boxed(BoxFuture<'a, Result<(), ServiceError>>),
-}
-
-impl Future for Rest<'_> {
-    type Output = Result<(), ServiceError>;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Result<(), ServiceError>> {
-        // Every field is `Unpin`.
-        match self.get_mut() {
-            Rest::RunStop { service, progress } => service.poll_run_stop(progress, cx),
-            Rest::Boxed(rest) => rest.as_mut().poll(cx),
-        }
-    }
-}
-
-impl Drop for Rest<'_> {
-    fn drop(&mut self) {
-        if let Rest::RunStop { service, progress } = self {
-            service.run_stop_wait_dropped(progress);
-        }
-    }
-}
-
-/// The future of a type-erased start or stop: one that needs no waiting (most do)
-/// completes at its first poll without allocating; only one that must await something
-/// other than its own run stop is boxed.
-pub(crate) struct ErasedOp<'a> {
-    pub(super) service: &'a dyn DynService,
-    /// A start (`true`) or a stop.
-    pub(super) start: bool,
-    pub(super) rest: Option<Rest<'a>>,
-}
-
-impl Future for ErasedOp<'_> {
-    type Output = Result<(), ServiceError>;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Result<(), ServiceError>> {
-        let this = self.get_mut();
-        let rest = match &mut this.rest {
-            Some(rest) => rest,
-            // Begun at the first poll, as a lazy future would.
-            None => {
-                let begun = if this.start {
-                    this.service.start_now()
-                } else {
-                    this.service.stop_now()
-                };
-                match begun {
-                    Ok(outcome) => return Poll::Ready(outcome),
-                    Err(rest) => this.rest.insert(rest),
-                }
-            }
-        };
-        Pin::new(rest).poll(cx)
-    }
-}
+/// it needed no waiting (most do, and allocate nothing), or the rest of it.
+pub(crate) type Begun<'a> =
+    Result<Result<(), ServiceError>, BoxFuture<'a, Result<(), ServiceError>>>;
 
 pub(crate) trait DynService: Send + Sync {
     /// The name, shared (made on first use).
@@ -101,18 +41,10 @@ pub(crate) trait DynService: Send + Sync {
     /// The name, without making it shared.
     fn name_str(&self) -> &str;
     fn status(&self) -> ServiceStatus;
-    /// What [`Managed::start`] does up to its first wait.
+    /// What [`Managed::start`](super::Managed::start) does up to its first wait.
     fn start_now(&self) -> Begun<'_>;
-    /// What [`Managed::stop`] does up to its first wait.
+    /// What [`Managed::stop`](super::Managed::stop) does up to its first wait.
     fn stop_now(&self) -> Begun<'_>;
-    /// Polls the wait for a run stop that [`stop_now`](Self::stop_now) began.
-    fn poll_run_stop(
-        &self,
-        progress: &mut RunStopProgress,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Result<(), ServiceError>>;
-    /// The wait for a run stop that [`stop_now`](Self::stop_now) began is dropped.
-    fn run_stop_wait_dropped(&self, progress: &RunStopProgress);
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
@@ -120,38 +52,41 @@ pub(crate) trait DynService: Send + Sync {
     fn join(&self, index: usize, tally: &Arc<StatusTally>);
     /// One more handle ([`ErasedService::clone`]).
     fn add_handle(&self);
-    /// One handle less (see [`Inner::release_handle`]).
+    /// One handle less.
     fn release_handle(&self);
 }
 
 impl dyn DynService + '_ {
-    /// Starts the service as [`Managed::start`] does.
-    pub(crate) fn start(&self) -> ErasedOp<'_> {
-        ErasedOp {
-            service: self,
-            start: true,
-            rest: None,
+    /// Starts the service as [`Managed::start`](super::Managed::start) does.
+    pub(crate) async fn start(&self) -> Result<(), ServiceError> {
+        match self.start_now() {
+            Ok(outcome) => outcome,
+            Err(rest) => rest.await,
         }
     }
 
-    /// Stops the service as [`Managed::stop`] does.
-    pub(crate) fn stop(&self) -> ErasedOp<'_> {
-        ErasedOp {
-            service: self,
-            start: false,
-            rest: None,
+    /// Stops the service as [`Managed::stop`](super::Managed::stop) does.
+    pub(crate) async fn stop(&self) -> Result<(), ServiceError> {
+        match self.stop_now() {
+            Ok(outcome) => outcome,
+            Err(rest) => rest.await,
         }
     }
 }
 
 impl<S: Service> Inner<S> {
-    /// A handle on this service (for the type-erased calls, which only have `&self`).
-    pub(super) fn managed(&self) -> Managed<S> {
-        Managed::counted(
-            self.this
-                .upgrade()
-                .expect("an `Inner` is only reached through a live `Arc`"),
-        )
+    /// Decides a call at once; the rest, if any, boxed.
+    fn begin_call(&self, request: Request) -> Begun<'_> {
+        let inner = self
+            .this
+            .upgrade()
+            .expect("an `Inner` is only reached through a live `Arc`");
+        match inner.decide(request) {
+            super::call::Step::Finished(outcome) => Ok(outcome),
+            step => Err(Box::pin(
+                async move { inner.finish_call(request, step).await },
+            )),
+        }
     }
 }
 
@@ -169,37 +104,11 @@ impl<S: Service> DynService for Inner<S> {
     }
 
     fn start_now(&self) -> Begun<'_> {
-        let managed = self.managed();
-        managed.start_now().map_err(|wait| {
-            Rest::Boxed(Box::pin(
-                async move { managed.awaiting::<START>(wait).await },
-            ))
-        })
+        self.begin_call(Request::Start)
     }
 
     fn stop_now(&self) -> Begun<'_> {
-        let managed = self.managed();
-        managed.stop_now().map_err(|wait| match wait {
-            Wait::RunStop(progress) => Rest::RunStop {
-                service: self,
-                progress,
-            },
-            wait => Rest::Boxed(Box::pin(
-                async move { managed.awaiting::<STOP>(wait).await },
-            )),
-        })
-    }
-
-    fn poll_run_stop(
-        &self,
-        progress: &mut RunStopProgress,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Result<(), ServiceError>> {
-        Inner::poll_run_stop(self, progress, None, cx)
-    }
-
-    fn run_stop_wait_dropped(&self, progress: &RunStopProgress) {
-        Inner::run_stop_wait_dropped(self, progress);
+        self.begin_call(Request::Stop)
     }
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {
@@ -211,7 +120,8 @@ impl<S: Service> DynService for Inner<S> {
     }
 
     fn add_handle(&self) {
-        self.handles.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn release_handle(&self) {
@@ -221,10 +131,7 @@ impl<S: Service> DynService for Inner<S> {
     fn join(&self, index: usize, tally: &Arc<StatusTally>) {
         let mut ctl = self.lock();
         // Under the lock that orders transitions: counted once, from its current status.
-        if Inner::status(self) != ServiceStatus::Running {
-            tally.not_running.fetch_add(1, Ordering::AcqRel);
-        }
-        // Most services have this one subscriber: room for it alone.
+        tally.join(Inner::status(self));
         ctl.subscribers.push(Subscriber::Supervisor {
             index,
             tally: tally.clone(),

@@ -1,7 +1,23 @@
 //! A service's health report: every check and component report run concurrently in the
 //! caller's task, each under its timeout and span, panics caught.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::BoxFuture;
+use super::control::Inner;
+use super::erased::ErasedService;
+use super::hooks::panic_message;
+use crate::error::HookKind;
+use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
+use crate::service::Service;
+use crate::status::ServiceStatus;
 
 impl<S: Service> Inner<S> {
     pub(super) async fn health(&self) -> HealthReport {
@@ -35,7 +51,7 @@ impl<S: Service> Inner<S> {
                     .collect()
             }
         };
-        let limit = self.settings.get().health_timeout;
+        let limit = self.config().health_timeout;
         // Bounded: a stop waiting for the write lock would otherwise queue us behind it.
         let (service, started) = match self.service.try_read() {
             Ok(service) => (service, started),
@@ -153,7 +169,7 @@ impl<S: Service> Inner<S> {
             uptime,
             // Borrowed when configured from literals (the derive's name and version).
             service_name: self.name.clone(),
-            version: self.settings.get().version.clone(),
+            version: self.config().version.clone(),
             dependencies,
             reason,
             details,
@@ -167,7 +183,7 @@ impl<S: Service> Inner<S> {
             status: HealthStatus::Unhealthy,
             uptime,
             service_name: self.name.clone(),
-            version: self.settings.get().version.clone(),
+            version: self.config().version.clone(),
             dependencies: BTreeMap::new(),
             reason: Some(reason),
             details: BTreeMap::new(),

@@ -1,10 +1,26 @@
 //! Running one hook: its span, its timeout, cancellation by `stop()`, a caught panic, and
 //! the error that names the service and the hook.
 
-use super::*;
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::control::Inner;
+use crate::__private::HookFuture;
+use crate::error::{HookFailure, HookKind, ServiceError};
+use crate::service::Service;
 
 /// How one hook call ended.
-pub(super) enum Outcome {
+pub(super) enum HookOutcome {
     Done,
     Failed(HookFailure),
     Cancelled,
@@ -18,59 +34,47 @@ impl<S: Service> Inner<S> {
         hook: &'static str,
         future: HookFuture<'_>,
         timeout: Duration,
-        cancel: Option<&Shutdown>,
-    ) -> Outcome {
+        cancel: Option<&CancellationToken>,
+    ) -> HookOutcome {
         let span = self.hook_span(kind, hook);
         let started = Instant::now();
-        if cancel.is_some_and(Shutdown::is_requested) {
+        if cancel.is_some_and(CancellationToken::is_cancelled) {
             tracing::info!(parent: &span, elapsed = ?Duration::ZERO, "hook cancelled by stop()");
-            return Outcome::Cancelled;
+            return HookOutcome::Cancelled;
         }
-        let mut future = catch_unwind_future(future);
-        // A hook that finishes at its first poll (most do) needs no timer and no watch
-        // for cancellation: poll it once before setting them up.
+        // A panic ends the hook; its service ends in `error` and the report names the
+        // panic, so no broken invariant of the user's state goes unnoticed.
+        let mut future = AssertUnwindSafe(future).catch_unwind();
+        // A hook that finishes at its first poll (most do) needs no timer.
         let first = {
             let _entered = span.enter();
             poll_now(&mut future).await
         };
         let result = match first {
             Some(result) => Ok(result),
-            // Boxed: the timer and the cancellation watch would otherwise make every
-            // operation's future larger, hooks that finish at once included.
             None => {
                 let guarded =
                     tokio::time::timeout_at(started + timeout, future).instrument(span.clone());
                 let waited = match cancel {
-                    Some(cancel) => {
-                        Box::pin(async {
-                            tokio::select! {
-                                biased;
-                                () = cancel.requested() => None,
-                                result = guarded => Some(result),
-                            }
-                        })
-                        .await
-                    }
-                    None => Some(Box::pin(guarded).await),
+                    Some(cancel) => cancel.run_until_cancelled(guarded).await,
+                    None => Some(guarded.await),
                 };
-                match waited {
-                    Some(result) => result,
-                    None => {
-                        tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
-                        return Outcome::Cancelled;
-                    }
-                }
+                let Some(result) = waited else {
+                    tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");
+                    return HookOutcome::Cancelled;
+                };
+                result
             }
         };
         let outcome = match result {
-            Ok(Ok(Ok(()))) => Outcome::Done,
-            Ok(Ok(Err(error))) => Outcome::Failed(HookFailure::Error(Arc::from(error))),
-            Ok(Err(panic)) => Outcome::Failed(HookFailure::Panic(panic)),
-            Err(_) => Outcome::Failed(HookFailure::Timeout(timeout)),
+            Ok(Ok(Ok(()))) => HookOutcome::Done,
+            Ok(Ok(Err(error))) => HookOutcome::Failed(HookFailure::Error(Arc::from(error))),
+            Ok(Err(panic)) => HookOutcome::Failed(HookFailure::Panic(panic_message(&*panic))),
+            Err(_) => HookOutcome::Failed(HookFailure::Timeout(timeout)),
         };
         let elapsed = started.elapsed();
         match &outcome {
-            Outcome::Failed(failure) => {
+            HookOutcome::Failed(failure) => {
                 let error = self.hook_error(kind, hook, failure.clone());
                 tracing::error!(parent: &span, ?elapsed, %error, "hook failed");
             }
@@ -83,7 +87,7 @@ impl<S: Service> Inner<S> {
     pub(super) fn logged(&self, error: ServiceError) -> ServiceError {
         match error.hook() {
             Some((kind, hook)) => {
-                tracing::error!(parent: &self.hook_span(kind, hook), %error, "hook failed")
+                tracing::error!(parent: &self.hook_span(kind, hook), %error, "hook failed");
             }
             None => tracing::error!(parent: &self.span(), %error, "failed"),
         }
@@ -110,5 +114,16 @@ pub(super) async fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Out
     match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
+    }
+}
+
+/// The message of a panic payload (`&str` or `String`), or a placeholder.
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
     }
 }

@@ -3,62 +3,46 @@
 
 mod call;
 mod control;
+mod decide;
 mod erased;
 mod health;
 mod hooks;
 mod observers;
 mod operation;
 mod run_loop;
-mod run_stop;
 mod start;
 mod stop;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{RwLock, RwLockReadGuard, mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tracing::Instrument;
+use tokio::sync::{RwLockReadGuard, mpsc, watch};
 
-use crate::__private::{ComponentEntry, HookFuture};
-use crate::Shutdown;
-use crate::deadline;
-use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
-use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
-use crate::op::{OpShared, ResultWait};
-use crate::service::{Lifecycle, Service, ServiceConfig};
-use crate::status::ServiceStatus;
-use crate::util::{catch_unwind_future, panic_message};
-
-use self::call::*;
-use self::control::*;
+use self::control::{Inner, Settings};
+use self::decide::Request;
 pub use self::erased::ErasedService;
-pub(crate) use self::erased::*;
-use self::hooks::*;
-pub(crate) use self::observers::*;
-use self::operation::*;
-use self::run_loop::*;
-use self::run_stop::*;
+pub(crate) use self::erased::{Begun, DynService};
+pub(crate) use self::observers::{EntryChange, StatusTally, Subscriber};
+use crate::error::ServiceError;
+use crate::health::HealthReport;
+use crate::service::{Service, ServiceConfig};
+use crate::status::ServiceStatus;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A service under management: the handle a program starts, stops, checks and watches.
 ///
 /// `Managed<S>` is a cheap, cloneable handle (an `Arc`); every clone controls the same
-/// service. A start or stop runs in the task of the caller that began it, as it polls
-/// the `start()` or `stop()` future; if that future is dropped half-way, or another call
-/// waits for the same operation, the operation moves to a spawned task. So an operation
-/// always runs to its end (a dropped future never leaves the state machine stuck, a later
-/// call sees its outcome) without paying for a task when nobody needs one.
+/// service. A start or stop runs in the caller's task up to its first wait (a service
+/// whose hooks finish at once starts and stops without a task); from there it goes on in
+/// a task of its own. So an operation always runs to its end, whether its caller keeps
+/// polling, drops the future or keeps it aside, and every call waiting for it gets its
+/// outcome.
 ///
 /// When the last handle is dropped (a [`Supervisor`](crate::Supervisor) or a parent
 /// service holds one too), nothing can stop the service any more: its run loop is told
@@ -194,29 +178,7 @@ impl<S: Service> Managed<S> {
 
     fn with_settings(service: S, name: Cow<'static, str>, settings: Settings) -> Self {
         Managed {
-            inner: Arc::new_cyclic(|this| Inner {
-                this: this.clone(),
-                shared_name: std::sync::OnceLock::new(),
-                status: AtomicU8::new(ServiceStatus::Stopped as u8),
-                ctl: Mutex::new(Control {
-                    op: None,
-                    next_op: 0,
-                    since: Instant::now(),
-                    cleanup_owed: false,
-                    components: Vec::new(),
-                    run: None,
-                    early_run_exit: None,
-                    last_error: None,
-                    subscribers: Subscribers::default(),
-                    run_stop_outcome: None,
-                    more_run_stop_outcomes: None,
-                }),
-                watch: std::sync::OnceLock::new(),
-                handles: AtomicUsize::new(1),
-                service: RwLock::new(service),
-                name,
-                settings,
-            }),
+            inner: Inner::new(service, name, settings),
         }
     }
 
@@ -227,7 +189,7 @@ impl<S: Service> Managed<S> {
 
     /// The service's version.
     pub fn version(&self) -> &str {
-        &self.inner.settings.get().version
+        &self.inner.config().version
     }
 
     /// A copy of the configuration the service runs with.
@@ -237,13 +199,13 @@ impl<S: Service> Managed<S> {
     pub fn config(&self) -> ServiceConfig {
         ServiceConfig {
             name: self.inner.name.clone(),
-            ..self.inner.settings.get().clone()
+            ..self.inner.config().clone()
         }
     }
 
     /// How a supervisor restarts the service, from its configuration.
     pub(crate) fn restart_policy(&self) -> crate::RestartPolicy {
-        self.inner.settings.get().restart
+        self.inner.config().restart
     }
 
     /// The current status: one atomic load, never waits for a hook.
@@ -286,23 +248,8 @@ impl<S: Service> Managed<S> {
     ///
     /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout). While
     /// a start or stop holds the service (its init or cleanup hooks run), this waits for
-    /// it; an operation whose caller stopped polling it is moved to a task first, so it
-    /// still finishes.
+    /// it.
     pub async fn read(&self) -> RwLockReadGuard<'_, S> {
-        if let Ok(guard) = self.inner.service.try_read() {
-            return guard;
-        }
-        // An operation in flight may hold the lock while its caller does not poll it
-        // (a `start()` future kept aside): hand it to a task so the lock is released.
-        let op = self
-            .inner
-            .lock()
-            .op
-            .as_ref()
-            .and_then(|op| op.shared.clone());
-        if let Some(op) = op {
-            op.hand_over();
-        }
         self.inner.service.read().await
     }
 
@@ -317,11 +264,9 @@ impl<S: Service> Managed<S> {
     /// Idempotent: starting a running service returns `Ok` at once; concurrent calls
     /// share one start and its result. From `error`, starts again (a restart), first
     /// running any cleanup still owed.
+    #[expect(clippy::manual_async_fn, reason = "the signature shows the future is `Send`")]
     pub fn start(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
-        Call::<S, START> {
-            managed: self,
-            state: CallState::Decide,
-        }
+        async move { self.inner.call(Request::Start).await }
     }
 
     /// Stops the service: the run loop is told to shut down and awaited (up to the stop
@@ -332,11 +277,9 @@ impl<S: Service> Managed<S> {
     /// Idempotent: stopping a stopped service does nothing; concurrent calls share one
     /// stop. Stopping a service that is starting cancels the start: `running` is never
     /// reported, and cleanup runs only if every init hook had completed.
+    #[expect(clippy::manual_async_fn, reason = "the signature shows the future is `Send`")]
     pub fn stop(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
-        Call::<S, STOP> {
-            managed: self,
-            state: CallState::Decide,
-        }
+        async move { self.inner.call(Request::Stop).await }
     }
 
     /// The service's health report.

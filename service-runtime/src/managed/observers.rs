@@ -1,66 +1,87 @@
-//! Where status changes go: public [`StatusChanges`](super::StatusChanges) streams, and
-//! the supervisors a service was added to (a tally of statuses kept by the transitions
-//! themselves, and a mailbox of compact changes).
+//! Where status changes go: the public [`StatusChanges`](super::StatusChanges) streams,
+//! and the supervisors a service was added to (a tally of statuses kept by the
+//! transitions themselves, and a mailbox of compact changes).
 
-use super::*;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::StatusChange;
+use crate::error::ServiceError;
+use crate::status::ServiceStatus;
 
 /// Where a transition sends its change.
 pub(crate) enum Subscriber {
-    /// A [`Managed::subscribe`] stream (also a supervisor handle's): every field.
+    /// A [`Managed::subscribe`](super::Managed::subscribe) stream (also a supervisor
+    /// handle's): every field.
     Public(mpsc::UnboundedSender<StatusChange>),
     /// A supervisor the service was added to, which knows it by its entry index. Every
     /// transition keeps the supervisor's tally; while the supervisor runs, it also posts
-    /// a compact change tagged with the index to the tally's mailbox, so the supervisor
-    /// needs no name or address lookup, and no wall-clock read or name clone is paid for
-    /// it. Forgotten once the supervisor's run is over.
+    /// a compact change tagged with the index, so the supervisor needs no name lookup.
+    /// Forgotten once the supervisor's run is over.
     Supervisor {
         index: usize,
         tally: Arc<StatusTally>,
     },
 }
 
-/// A service's subscribers, in order. Most services have one, their supervisor: kept
-/// inline, it costs no allocation.
+/// A service's subscribers, in the order they subscribed.
 #[derive(Default)]
-pub(super) struct Subscribers {
-    pub(super) first: Option<Subscriber>,
-    pub(super) rest: Vec<Subscriber>,
-}
+pub(super) struct Subscribers(Vec<Subscriber>);
 
 impl Subscribers {
     pub(super) fn push(&mut self, subscriber: Subscriber) {
-        match self.first {
-            None => self.first = Some(subscriber),
-            Some(_) => self.rest.push(subscriber),
-        }
+        self.0.push(subscriber);
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Subscriber> {
-        self.first.iter().chain(&self.rest)
-    }
-
-    /// Keeps the subscribers changes still reach, in order.
-    pub(super) fn retain_open(&mut self) {
-        self.rest.retain(Subscriber::is_open);
-        if !self.first.as_ref().is_some_and(Subscriber::is_open) {
-            self.first = (!self.rest.is_empty()).then(|| self.rest.remove(0));
-        }
-    }
-}
-
-impl Subscriber {
-    /// Whether changes still reach someone.
-    pub(super) fn is_open(&self) -> bool {
-        match self {
-            Subscriber::Public(sender) => !sender.is_closed(),
-            Subscriber::Supervisor { tally, .. } => {
-                tally.state.load(Ordering::Acquire) != StatusTally::DONE
+    /// Tells every subscriber of the change `from → to` (`from` entered at `entered`, `to`
+    /// at `now`), and forgets those no longer listening. `name` is called once, for the
+    /// first public subscriber: a supervisor needs neither the name nor the wall clock.
+    pub(super) fn deliver(
+        &mut self,
+        name: impl FnOnce() -> Arc<str>,
+        from: ServiceStatus,
+        to: ServiceStatus,
+        entered: Instant,
+        now: Instant,
+        error: Option<&ServiceError>,
+    ) {
+        let mut name = Some(name);
+        let mut change: Option<StatusChange> = None;
+        self.0.retain(|subscriber| match subscriber {
+            Subscriber::Public(sender) => {
+                let change = change.get_or_insert_with(|| StatusChange {
+                    service: (name.take().expect("made once"))(),
+                    from,
+                    to,
+                    at: SystemTime::now(),
+                    duration: now - entered,
+                    error: error.cloned(),
+                });
+                sender.send(change.clone()).is_ok()
             }
-        }
+            Subscriber::Supervisor { index, tally } => {
+                tally.count(from, to);
+                match tally.state.load(Ordering::Acquire) {
+                    StatusTally::IDLE => true,
+                    StatusTally::OBSERVED => {
+                        tally.post(EntryChange {
+                            index: *index,
+                            from,
+                            to,
+                            entered,
+                            at: now,
+                            error: error.cloned().map(Box::new),
+                        });
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        });
     }
 }
 
@@ -72,7 +93,7 @@ pub(crate) struct EntryChange {
     pub(crate) from: ServiceStatus,
     pub(crate) to: ServiceStatus,
     /// When `from` was entered, and when `to` was: the time spent in `from` is
-    /// subtracted only by a reader that needs it (see [`Inner::transition_at`]).
+    /// subtracted only by a reader that needs it.
     pub(crate) entered: Instant,
     pub(crate) at: Instant,
     // Boxed: rare, and it keeps every change (a slot of the channel) small.
@@ -91,25 +112,24 @@ impl EntryChange {
 /// lag a status (as a count kept from the change notifications would).
 #[derive(Debug, Default)]
 pub(crate) struct StatusTally {
-    pub(super) not_running: std::sync::atomic::AtomicUsize,
-    pub(super) changes: std::sync::atomic::AtomicU64,
+    not_running: AtomicUsize,
+    changes: AtomicU64,
     /// [`IDLE`](Self::IDLE), [`OBSERVED`](Self::OBSERVED) or [`DONE`](Self::DONE).
-    pub(super) state: AtomicU8,
+    state: AtomicU8,
     /// The changes posted while the supervisor observes, in order, until it takes them:
-    /// one lock per change and one per batch taken, cheaper than a channel's per-item
-    /// bookkeeping (a supervisor takes them in batches anyway).
-    pub(super) mailbox: Mutex<Vec<EntryChange>>,
+    /// a supervisor takes them in batches.
+    mailbox: Mutex<Vec<EntryChange>>,
     /// Notified when a change lands in an empty mailbox.
-    pub(super) arrived: tokio::sync::Notify,
+    arrived: Notify,
 }
 
 impl StatusTally {
     /// Before the run: changes are counted, not posted (nobody would read them).
-    pub(super) const IDLE: u8 = 0;
+    const IDLE: u8 = 0;
     /// During the run: changes are posted.
-    pub(super) const OBSERVED: u8 = 1;
+    const OBSERVED: u8 = 1;
     /// After the run: the services forget the supervisor at their next change.
-    pub(super) const DONE: u8 = 2;
+    const DONE: u8 = 2;
 
     /// From now on, the services post their changes to the mailbox.
     pub(crate) fn observe(&self) {
@@ -134,7 +154,7 @@ impl StatusTally {
         self.arrived.notified().await;
     }
 
-    pub(super) fn post(&self, change: EntryChange) {
+    fn post(&self, change: EntryChange) {
         let mut mailbox = self.lock_mailbox();
         let first = mailbox.is_empty();
         mailbox.push(change);
@@ -144,11 +164,30 @@ impl StatusTally {
         }
     }
 
-    pub(super) fn lock_mailbox(&self) -> MutexGuard<'_, Vec<EntryChange>> {
+    fn lock_mailbox(&self) -> MutexGuard<'_, Vec<EntryChange>> {
         // Only pushes and swaps happen under it: a poisoned mailbox is still consistent.
         self.mailbox
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A service joins the group with `status`: counted from it, under the service's
+    /// lock (so no transition is missed or counted twice).
+    pub(super) fn join(&self, status: ServiceStatus) {
+        if status != ServiceStatus::Running {
+            self.not_running.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts a transition of one of the services, before it is posted: whoever reads
+    /// the change sees the count include it.
+    fn count(&self, from: ServiceStatus, to: ServiceStatus) {
+        if from == ServiceStatus::Running {
+            self.not_running.fetch_add(1, Ordering::AcqRel);
+        } else if to == ServiceStatus::Running {
+            self.not_running.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// How many of the services are not `running`.

@@ -1,165 +1,225 @@
-//! The start or stop in flight (`Op`) and its work: built around the operation's
-//! sequence, with a guard that ends an operation dropped before its end in `error`.
+//! An operation (a start or a stop) in flight, and how its outcome reaches every call
+//! that waits for it.
+//!
+//! The call that begins an operation polls its work once, in its own task: most starts
+//! and stops of services whose hooks finish at once end there, without a task. Work that
+//! has to wait goes on in a task of its own, so it always runs to its end, whether the
+//! call that began it keeps polling, goes away, or is kept aside unpolled. Outside any
+//! runtime (a stop awaited with `futures::executor::block_on`, say) it runs on the
+//! runtime of the service's run loop, or, with none, in the caller's task.
+//!
+//! Every call waiting for the operation holds its [`Outcome`], a shared one-shot result.
+//! The work's guard publishes it after the final transition, or, when the work is
+//! dropped before its end (its runtime shut down, a panic outside the hooks), ends the
+//! operation in `error` and publishes that, so no caller ever waits for an end that will
+//! not come.
 
-use super::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
+use futures_util::FutureExt;
+use futures_util::future::Shared;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::control::{Control, Inner};
+use super::decide::OpKind;
+use crate::error::ServiceError;
+use crate::service::Service;
+use crate::status::ServiceStatus;
+
+/// What an operation, and every call of `start()` or `stop()`, ends with.
+pub(super) type OpResult = Result<(), ServiceError>;
+
+/// Where an operation's result reaches the calls that wait for it.
+pub(super) type Outcome = Shared<oneshot::Receiver<OpResult>>;
+
+type Work = Pin<Box<dyn Future<Output = OpResult> + Send>>;
+
+/// The start or stop in flight, as the control keeps it.
 pub(super) struct Op {
     pub(super) kind: OpKind,
-    /// Tells the op apart from later ones (its abandonment guard checks it).
     pub(super) id: u64,
-    /// Where the result reaches the calls that wait for it. A start or stop has one from
-    /// its beginning (its work lives there). A [`OpKind::RunStop`] gets one only when
-    /// another call joins it: the call that began it waits through `beginner` and
-    /// [`Control::run_stop_outcome`], so a stop of a run-loop service allocates nothing.
-    pub(super) shared: Option<Arc<OpShared>>,
-    /// [`OpKind::RunStop`] only: the call that began the stop still waits for it (with its
-    /// waker once it polled); `None` once that call went away.
-    pub(super) beginner: Option<Option<Waker>>,
-    /// Requested by `stop()` to cancel a start in flight; starts only.
-    pub(super) cancel: Option<Shutdown>,
-    /// [`OpKind::RunStop`] only: its entry in the process's deadline list
-    /// ([`crate::deadline`]), which ends the stop at its deadline whoever waits; `None`
-    /// where its waiters arm tokio timers instead (a current-thread runtime).
-    pub(super) deadline: Option<deadline::Key>,
-    /// A start or stop whose work waits for a run loop to return with an entry in the
-    /// deadline list ([`Inner::join_listed`]). Boxed: only that wait needs it.
-    pub(super) run_join: Option<Box<RunJoin>>,
+    pub(super) outcome: Outcome,
+    /// A start's cancellation, requested by `stop()`.
+    pub(super) cancel: Option<CancellationToken>,
 }
 
-/// See [`Op::run_join`].
-pub(super) struct RunJoin {
-    /// The list entry's id, drawn from the op ids: an entry that fires late (its `cancel`
-    /// lost the race with the list's thread) finds a later join of the same operation
-    /// (a failed start's second cleanup) under another id and leaves it alone.
-    pub(super) id: u64,
-    pub(super) state: RunJoinState,
+/// An operation just begun, for its caller to run. Dropped before it runs (a supervisor
+/// that began a level's starts and went away), it hands its work to a task as `run`
+/// would.
+pub(super) struct Operation {
+    /// `None` once handed over. Behind a lock only so that the futures of `start()` and
+    /// `stop()` are `Sync` (a hook's future need not be); one task at a time polls it.
+    work: Mutex<Option<Work>>,
+    outcome: Outcome,
+    /// Where the work goes on when it has to wait and its caller is outside any runtime.
+    runtime: Option<Handle>,
 }
 
-pub(super) enum RunJoinState {
-    /// The loop to abort at the deadline, and the waker of the work waiting for it.
-    Waiting {
-        abort: tokio::task::AbortHandle,
-        waker: Option<Waker>,
-    },
-    /// The deadline passed: the loop was aborted, the work stops waiting for it.
-    Expired,
-}
+impl<S: Service> Inner<S> {
+    /// Records an operation of `kind` in `ctl` (whose status its caller has just moved
+    /// to `starting` or `stopping`) and builds its work around `sequence`, which ends
+    /// with the operation's final transition.
+    pub(super) fn begin<F, Fut>(
+        self: &Arc<Self>,
+        ctl: &mut Control,
+        kind: OpKind,
+        cancel: Option<CancellationToken>,
+        runtime: Option<Handle>,
+        sequence: F,
+    ) -> Operation
+    where
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = OpResult> + Send + 'static,
+    {
+        let id = ctl.next_id();
+        let (sender, receiver) = oneshot::channel();
+        let outcome = receiver.shared();
+        // Made outside the work, so that it also runs if the work is dropped unpolled.
+        let mut guard = OpGuard {
+            inner: self.clone(),
+            id,
+            kind,
+            sender: Some(sender),
+        };
+        let sequence = sequence(self.clone()).instrument(self.span());
+        let work = Box::pin(async move {
+            // The span covers the sequence only: should its exit panic (a subscriber's
+            // code), the guard is still armed and ends the operation for its waiters.
+            let result = sequence.await;
+            guard.finish(result.clone());
+            result
+        });
+        ctl.op = Some(Op {
+            kind,
+            id,
+            outcome: outcome.clone(),
+            cancel,
+        });
+        Operation {
+            work: Mutex::new(Some(work)),
+            outcome,
+            runtime,
+        }
+    }
 
-impl Op {
-    /// How another call waits for this operation (`deadline`: see [`run_stop_deadline`]).
-    pub(super) fn waiter(&mut self, deadline: Instant) -> OpWait {
-        match self.kind {
-            OpKind::Start | OpKind::Stop => OpWait::Op(
-                self.shared
-                    .clone()
-                    .expect("a start or stop has its shared state from its beginning"),
-            ),
-            OpKind::RunStop => OpWait::RunStop {
-                progress: RunStopProgress::new(
-                    self.id,
-                    deadline,
-                    false,
-                    if self.deadline.is_some() {
-                        RunStopStage::Listed
-                    } else {
-                        RunStopStage::First
-                    },
-                ),
-                shared: self
-                    .shared
-                    .get_or_insert_with(OpShared::ended_elsewhere)
-                    .clone(),
+    /// The outcome of an operation another call runs.
+    pub(super) async fn outcome_of(&self, kind: OpKind, outcome: Outcome) -> OpResult {
+        // The guard always publishes; a closed channel would mean it was leaked.
+        outcome.await.unwrap_or_else(|_| Err(self.abandoned(kind)))
+    }
+
+    /// The error of an operation that could not finish.
+    pub(super) fn abandoned(&self, kind: OpKind) -> ServiceError {
+        ServiceError::Abandoned {
+            service: self.name().clone(),
+            operation: match kind {
+                OpKind::Start => "start",
+                OpKind::Stop => "stop",
             },
         }
     }
 }
 
-/// Inside an operation's work: if the work is dropped before its end (its runtime shut
-/// down, or it panicked outside a hook), the operation ends in `error` rather than
-/// leaving `starting`/`stopping` behind, and its waiters get an error.
-pub(super) struct OpGuard<S: Service> {
-    pub(super) inner: Arc<Inner<S>>,
-    pub(super) id: u64,
-    pub(super) finished: bool,
+impl Operation {
+    /// Runs the operation to its end (see the module's doc) and returns its outcome.
+    pub(super) async fn run(mut self) -> OpResult {
+        if let Poll::Ready(result) =
+            std::future::poll_fn(|cx| Poll::Ready(self.poll_work(cx))).await
+        {
+            return result;
+        }
+        if self.hand_over() {
+            // The guard publishes whatever happens to the work (its task dropped with its
+            // runtime included).
+            let outcome = self.outcome.clone();
+            return outcome
+                .await
+                .unwrap_or_else(|_| unreachable!("the guard publishes"));
+        }
+        std::future::poll_fn(|cx| self.poll_work(cx)).await
+    }
+
+    fn poll_work(&mut self, cx: &mut std::task::Context<'_>) -> Poll<OpResult> {
+        let work = self.work.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let poll = work
+            .as_mut()
+            .expect("polled until its end")
+            .as_mut()
+            .poll(cx);
+        if poll.is_ready() {
+            *work = None;
+        }
+        poll
+    }
+
+    /// Moves the work to a task of the current runtime, or else of the run loop's;
+    /// `false` when there is none.
+    fn hand_over(&mut self) -> bool {
+        let Some(runtime) = Handle::try_current().ok().or_else(|| self.runtime.clone()) else {
+            return false;
+        };
+        let work = self.work.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(work) = work.take() {
+            drop(runtime.spawn(work));
+        }
+        true
+    }
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        // Without a runtime the work is dropped here, and its guard ends it in `error`.
+        self.hand_over();
+    }
+}
+
+/// Inside an operation's work: publishes its result, or, if the work is dropped before
+/// its end, ends the operation in `error` (rather than leaving `starting`/`stopping`
+/// behind) and publishes that.
+struct OpGuard<S: Service> {
+    inner: Arc<Inner<S>>,
+    id: u64,
+    kind: OpKind,
+    /// `None` once published.
+    sender: Option<oneshot::Sender<OpResult>>,
 }
 
 impl<S: Service> OpGuard<S> {
-    /// The work's final transition has happened: clear the op. A caller that sees the op
-    /// in between joins it and gets its result, so the order is safe.
-    pub(super) fn finish(mut self) {
-        self.finished = true;
+    /// The work's final transition is made: the operation leaves the control, then its
+    /// waiters get the result (a call that sees the operation in between joins it and
+    /// gets the same result).
+    fn finish(&mut self, result: OpResult) {
         let id = self.id;
         self.inner.lock().op.take_if(|op| op.id == id);
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(result);
+        }
     }
 }
 
 impl<S: Service> Drop for OpGuard<S> {
     fn drop(&mut self) {
-        if self.finished {
+        let Some(sender) = self.sender.take() else {
             return;
-        }
+        };
+        let error = self.inner.abandoned(self.kind);
         let mut ctl = self.inner.lock();
-        let Some(op) = ctl.op.take_if(|op| op.id == self.id) else {
-            return;
-        };
-        let error = ServiceError::Abandoned {
-            service: self.inner.name().clone(),
-            operation: match op.kind {
-                OpKind::Start => "start",
-                OpKind::Stop | OpKind::RunStop => "stop",
-            },
-        };
-        self.inner
-            .transition(&mut ctl, ServiceStatus::Error, Some(error.clone()));
-        drop(ctl);
-        if let Some(shared) = op.shared {
-            shared.complete(Err(error));
+        if ctl.op.take_if(|op| op.id == self.id).is_some() {
+            self.inner.transition(
+                &mut ctl,
+                ServiceStatus::Error,
+                Some(error.clone()),
+                Instant::now(),
+            );
         }
-    }
-}
-
-impl<S: Service> Inner<S> {
-    /// Builds an operation's work around `sequence` (which ends with the final
-    /// transition) and records the operation in `ctl`.
-    pub(super) fn begin<F, Fut>(
-        self: Arc<Self>,
-        ctl: &mut Control,
-        kind: OpKind,
-        cancel: Option<Shutdown>,
-        sequence: F,
-    ) -> Arc<OpShared>
-    where
-        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
-    {
-        let id = ctl.next_op;
-        ctl.next_op += 1;
-        let span = self.span();
-        // Created outside the work so that it also runs if the work is dropped unpolled.
-        let guard = OpGuard {
-            inner: self,
-            id,
-            finished: false,
-        };
-        // The span wraps the sequence only: its exit (a subscriber's code) runs before
-        // `finish`, so a panic there still finds the guard armed and ends the operation
-        // with an error for its waiters, rather than leaving them waiting for a result
-        // that the unwound work can no longer publish.
-        let shared = OpShared::new(Box::pin(async move {
-            let guard = guard;
-            let result = sequence(guard.inner.clone()).instrument(span).await;
-            guard.finish();
-            result
-        }));
-        ctl.op = Some(Op {
-            kind,
-            id,
-            shared: Some(shared.clone()),
-            beginner: None,
-            cancel,
-            deadline: None,
-            run_join: None,
-        });
-        shared
+        drop(ctl);
+        let _ = sender.send(Err(error));
     }
 }

@@ -1,133 +1,156 @@
-//! The `#[run]` hook's task: spawned at the end of a start, told to return through its
-//! [`Shutdown`], and reporting its exit (an error moves the service to `error`, `Ok`
-//! stops it, and a stop waiting for it ends).
+//! The `#[run]` hook's task: spawned once the service is `running`, told to return
+//! through its [`Shutdown`], and awaited by the stop that took it, up to the stop timeout.
+//! A loop that returns on its own reports it: an error moves the service to `error`,
+//! `Ok` asks for a stop.
 
-use super::*;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use futures_util::FutureExt;
+use tokio::runtime::Handle;
+use tokio::sync::RwLockReadGuard;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Managed;
+use super::control::{Control, Inner, run_hook_name};
+use super::hooks::panic_message;
+use crate::__private::HookResult;
+use crate::Shutdown;
+use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
+use crate::service::{Lifecycle, Service};
+use crate::status::ServiceStatus;
+
+/// The run loop of a `running` service.
 pub(super) struct RunLoop {
-    pub(super) shutdown: Shutdown,
-    pub(super) handle: JoinHandle<Option<ServiceError>>,
+    /// Tells this loop from an earlier one that returns late (aborted at a stop's
+    /// deadline while it blocked its thread).
+    id: u64,
+    shutdown: Shutdown,
+    /// Its output is the loop's error, for the stop that awaits it.
+    task: JoinHandle<Option<ServiceError>>,
+    /// The runtime the loop runs on: a stop awaited outside any runtime keeps its
+    /// deadline on this runtime's clock, and goes on in a task there.
+    pub(super) runtime: Handle,
 }
 
-/// Inside a run task: holds the service for the loop, and reports the task dropped
-/// before its loop returned.
-pub(super) struct RunExitGuard<S: Service> {
-    /// A reference of the runtime's own, not a handle: dropping the last [`Managed`]
-    /// still ends the loop ([`Inner::last_handle_gone`]).
-    pub(super) inner: Arc<Inner<S>>,
-    /// The loop returned and reported it.
-    pub(super) reported: bool,
-    /// The loop's own signal: tells this loop apart from a later one.
-    pub(super) signal: Shutdown,
-}
-
-impl<S: Service> RunExitGuard<S> {
-    /// The loop returned with `outcome`: reports it (see [`Inner::on_run_exit`]); the
-    /// task's output is the error left for a stop in flight.
-    pub(super) fn finish(
-        &mut self,
-        outcome: Result<crate::__private::HookResult, String>,
-    ) -> Option<ServiceError> {
-        let error = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
-            Err(panic) => Some(HookFailure::Panic(panic)),
-        };
-        self.reported = true;
-        self.inner
-            .clone()
-            .on_run_exit(run_hook_name::<S>(), error, &self.signal)
-    }
-}
-
-/// The service's read guard for its run loop.
-pub(super) async fn read_for_run<S: Service>(inner: &Inner<S>) -> RwLockReadGuard<'_, S> {
-    let service = &inner.service;
-    match service.try_read() {
-        Ok(guard) => guard,
-        // Boxed: rare (a `read()` guard held elsewhere at the loop's start).
-        Err(_) => Box::pin(service.read()).await,
-    }
-}
-
-/// The largest run future kept in place in its task (see `Inner::spawn_run_loop`).
-pub(super) const MAX_INLINE_RUN_FUTURE: usize = 1024;
+/// Futures up to this size are held in place in the loop's task; larger ones (a buffer
+/// held across an `.await`) are boxed, so the task is not built on the stack of the
+/// `start()` that spawns it.
+const MAX_INLINE_RUN_FUTURE: usize = 1024;
 
 /// The size of the future `S::__run` returns, without making one.
-pub(super) fn run_future_size<S: Lifecycle>() -> usize {
+fn run_future_size<S: Lifecycle>() -> usize {
     fn size_of_output<'a, S: 'a, F>(_: fn(&'a S, Shutdown) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     size_of_output(S::__run)
 }
 
-impl<S: Service> Drop for RunExitGuard<S> {
+/// Inside a loop's task: reports the loop's exit, or the task dropped before it.
+struct RunTaskGuard<S: Service> {
+    /// A reference of the runtime's own, not a handle: dropping the last
+    /// [`Managed`] still ends the loop.
+    inner: Arc<Inner<S>>,
+    id: u64,
+    reported: bool,
+}
+
+impl<S: Service> RunTaskGuard<S> {
+    fn finish(&mut self, outcome: Result<HookResult, String>) -> Option<ServiceError> {
+        self.reported = true;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
+            Err(panic) => Some(HookFailure::Panic(panic)),
+        };
+        self.inner.clone().on_run_exit(self.id, failure)
+    }
+}
+
+impl<S: Service> Drop for RunTaskGuard<S> {
     fn drop(&mut self) {
         if !self.reported {
-            self.inner.run_task_dropped(&self.signal);
+            self.inner.run_task_dropped(self.id);
         }
     }
 }
 
-/// Whether the loop of `signal` is the one `ctl` keeps (not one that an earlier stop
-/// took, or aborted at its deadline).
-pub(super) fn is_current_loop(ctl: &Control, signal: &Shutdown) -> bool {
-    ctl.run
-        .as_ref()
-        .is_some_and(|run| run.shutdown.is_same(signal))
+/// The service's read guard for its run loop.
+async fn read_for_run<S: Service>(inner: &Inner<S>) -> RwLockReadGuard<'_, S> {
+    match inner.service.try_read() {
+        Ok(guard) => guard,
+        Err(_) => inner.service.read().await,
+    }
 }
 
 impl<S: Service> Inner<S> {
-    pub(super) fn spawn_run_loop(self: &Arc<Self>) -> RunLoop {
+    /// Spawns the run loop of a service that has one (on the current runtime: this
+    /// panics outside one, as `tokio::spawn` does).
+    pub(super) fn spawn_run_loop(self: &Arc<Self>, ctl: &mut Control) -> Option<RunLoop> {
+        S::__HOOKS.run?;
+        let id = ctl.next_id();
+        let runtime = Handle::current();
         let shutdown = Shutdown::new();
         // Moved into the task, so that it also reports a task dropped before its first poll.
-        let exit = RunExitGuard {
+        let guard = RunTaskGuard {
             inner: self.clone(),
+            id,
             reported: false,
-            signal: shutdown.clone(),
         };
-        // A task's future is built here, on the stack of the `start()` that spawns it:
-        // a large run future (a buffer held across an `.await`) is boxed inside the
-        // task instead, each way in a function of its own so that neither frame holds
-        // the other's future.
-        let handle = if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE {
-            self.spawn_run_task_inline(exit)
+        let task = if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE {
+            self.spawn_run_task_inline(guard, shutdown.clone())
         } else {
-            self.spawn_run_task_boxed(exit)
+            self.spawn_run_task_boxed(guard, shutdown.clone())
         };
-        RunLoop { shutdown, handle }
+        Some(RunLoop {
+            id,
+            shutdown,
+            task,
+            runtime,
+        })
     }
 
+    // Each way in a function of its own, so that neither stack frame holds the other's
+    // future.
     #[inline(never)]
-    pub(super) fn spawn_run_task_inline(
+    fn spawn_run_task_inline(
         &self,
-        mut exit: RunExitGuard<S>,
+        mut guard: RunTaskGuard<S>,
+        shutdown: Shutdown,
     ) -> JoinHandle<Option<ServiceError>> {
         self.spawn_run_task(async move {
             let outcome = {
-                let guard = read_for_run(&exit.inner).await;
-                let run = std::pin::pin!(guard.__run(exit.signal.clone()));
-                catch_unwind_future(run).await
+                let service = read_for_run(&guard.inner).await;
+                AssertUnwindSafe(service.__run(shutdown))
+                    .catch_unwind()
+                    .await
             };
-            exit.finish(outcome)
+            guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
         })
     }
 
     #[inline(never)]
-    pub(super) fn spawn_run_task_boxed(
+    fn spawn_run_task_boxed(
         &self,
-        mut exit: RunExitGuard<S>,
+        mut guard: RunTaskGuard<S>,
+        shutdown: Shutdown,
     ) -> JoinHandle<Option<ServiceError>> {
         self.spawn_run_task(async move {
             let outcome = {
-                let guard = read_for_run(&exit.inner).await;
-                catch_unwind_future(Box::pin(guard.__run(exit.signal.clone()))).await
+                let service = read_for_run(&guard.inner).await;
+                AssertUnwindSafe(Box::pin(service.__run(shutdown)))
+                    .catch_unwind()
+                    .await
             };
-            exit.finish(outcome)
+            guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
         })
     }
 
-    pub(super) fn spawn_run_task<F>(&self, task: F) -> JoinHandle<Option<ServiceError>>
+    fn spawn_run_task<F>(&self, task: F) -> JoinHandle<Option<ServiceError>>
     where
         F: Future<Output = Option<ServiceError>> + Send + 'static,
     {
@@ -141,90 +164,97 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// The run loop ended. While `running`, an error moves the service to `error`
-    /// (cleanup stays owed until `stop()`), and `Ok` stops the service. A [`OpKind::RunStop`]
-    /// ends here. While starting or stopping otherwise, the operation in flight reports
-    /// it; the returned error is for it.
-    ///
-    /// `signal` tells the loop apart: a loop aborted by an earlier stop's timeout may
-    /// report late, when another loop already runs; only the loop in `ctl.run` counts.
-    pub(super) fn on_run_exit(
-        self: Arc<Self>,
-        hook: &'static str,
-        failure: Option<HookFailure>,
-        signal: &Shutdown,
-    ) -> Option<ServiceError> {
+    /// Tells the loop `run` (taken out of the control by a stop) to return and waits for
+    /// it, up to the stop timeout; then aborts it. Returns its error, if any.
+    pub(super) async fn stop_run_loop(&self, run: RunLoop) -> Option<ServiceError> {
+        let RunLoop {
+            shutdown,
+            mut task,
+            runtime,
+            ..
+        } = run;
+        shutdown.request();
+        let limit = self.config().stop_timeout;
+        let deadline = match Handle::try_current() {
+            Ok(_) => tokio::time::sleep(limit),
+            // Awaited outside any runtime: on the clock of the loop's.
+            Err(_) => {
+                let _entered = runtime.enter();
+                tokio::time::sleep(limit)
+            }
+        };
+        let joined = tokio::select! {
+            biased;
+            joined = &mut task => Some(joined),
+            () = deadline => None,
+        };
+        let failure = match joined {
+            Some(Ok(error)) => return error,
+            Some(Err(error)) if error.is_cancelled() => {
+                return Some(self.abandoned(super::decide::OpKind::Stop));
+            }
+            Some(Err(error)) => HookFailure::Panic(error.to_string()),
+            None => {
+                // A loop that blocks its thread ends later, unawaited; its report then
+                // concerns a loop that is no longer current.
+                task.abort();
+                HookFailure::Timeout(limit)
+            }
+        };
+        Some(self.logged(self.hook_error(HookKind::Run, run_hook_name::<S>(), failure)))
+    }
+
+    /// The loop `id` returned. While it is the service's current loop (`running`), an
+    /// error moves the service to `error` (cleanup stays owed until `stop()`) and `Ok`
+    /// stops it. A loop a stop took returns its error to that stop, through its task.
+    fn on_run_exit(self: Arc<Self>, id: u64, failure: Option<HookFailure>) -> Option<ServiceError> {
+        let hook = run_hook_name::<S>();
         let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
         if let Some(error) = &error {
             tracing::error!(parent: &self.hook_span(HookKind::Run, hook), %error, "hook failed");
         }
         let mut ctl = self.lock();
-        let current = is_current_loop(&ctl, signal);
-        match self.status() {
-            ServiceStatus::Running if !current => error,
-            ServiceStatus::Running => {
-                // The loop is no longer owed: a stop from now on must not wait for it.
-                ctl.run = None;
-                match error {
-                    Some(error) => self.transition(&mut ctl, ServiceStatus::Error, Some(error)),
-                    None => {
-                        drop(ctl);
-                        tracing::info!(parent: &self.span(), hook, "run hook returned; stopping the service");
-                        self.stop_after_run_returned();
-                    }
-                }
-                None
-            }
-            // A loop of an earlier run (aborted at a stop's deadline while it blocked its
-            // thread) had its shutdown requested; the loop this start spawned has not.
-            ServiceStatus::Starting if signal.is_requested() => error,
-            ServiceStatus::Starting => {
-                ctl.early_run_exit = Some(error.map(Box::new));
-                None
-            }
-            ServiceStatus::Stopping => {
-                match ctl.op.take_if(|op| current && op.kind == OpKind::RunStop) {
-                    Some(op) => {
-                        self.end_run_stop(ctl, op, error);
-                        None
-                    }
-                    None => error,
-                }
-            }
-            _ => error,
+        if ctl.run.as_ref().is_none_or(|run| run.id != id) {
+            return error;
         }
+        ctl.run = None;
+        match error {
+            Some(error) => {
+                self.transition(&mut ctl, ServiceStatus::Error, Some(error), Instant::now());
+            }
+            None => {
+                drop(ctl);
+                tracing::info!(parent: &self.span(), hook, "run hook returned; stopping the service");
+                tokio::spawn(async move {
+                    let _ = Managed::counted(self).stop().await;
+                });
+            }
+        }
+        None
     }
 
-    /// The run task was dropped before its loop returned (its runtime shut down). A
-    /// [`OpKind::RunStop`] waiting for it ends in `error` now rather than at its deadline; a
-    /// `running` service moves to `error`, its loop no longer owed to a stop.
-    pub(super) fn run_task_dropped(&self, signal: &Shutdown) {
+    /// The loop `id`'s task was dropped before the loop returned (its runtime shut
+    /// down). A `running` service moves to `error`, its loop no longer owed to a stop; a
+    /// stop awaiting the loop sees its task cancelled.
+    fn run_task_dropped(&self, id: u64) {
         let mut ctl = self.lock();
-        if !is_current_loop(&ctl, signal) {
+        if ctl.run.as_ref().is_none_or(|run| run.id != id) {
             return;
         }
-        if let Some(op) = ctl.op.take_if(|op| op.kind == OpKind::RunStop) {
-            let error = ServiceError::Abandoned {
-                service: self.name().clone(),
-                operation: "stop",
-            };
-            self.end_run_stop(ctl, op, Some(error));
-        } else if self.status() == ServiceStatus::Running {
-            ctl.run = None;
-            // Not logged as a failure: it happens at every program exit that leaves a
-            // service running; the transition records it (at info level).
-            let error = self.hook_error(
-                HookKind::Run,
-                run_hook_name::<S>(),
-                HookFailure::Error(Arc::from(BoxError::from(
-                    "its task was dropped before it returned (its tokio runtime shut down)",
-                ))),
-            );
-            self.transition(&mut ctl, ServiceStatus::Error, Some(error));
-        }
+        ctl.run = None;
+        // Not logged as a failure: it happens at every program exit that leaves a
+        // service running; the transition records it (at info level).
+        let error = self.hook_error(
+            HookKind::Run,
+            run_hook_name::<S>(),
+            HookFailure::Error(Arc::from(BoxError::from(
+                "its task was dropped before it returned (its tokio runtime shut down)",
+            ))),
+        );
+        self.transition(&mut ctl, ServiceStatus::Error, Some(error), Instant::now());
     }
 
-    /// One handle less: the last one ends the run loop (see [`Inner::handles`]).
+    /// One handle less: the last one ends the run loop.
     pub(super) fn release_handle(&self) {
         // AcqRel, as `Arc`'s drop: every use through the other handles happens before
         // the loop is ended.
@@ -233,23 +263,16 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// Nothing can stop the run loop any more: request its shutdown and abort its task,
-    /// which holds the service (a loop that returned, or none, leaves nothing to do).
-    /// A loop spawned later by a start still finishing in a task of its own is ended
-    /// when that start ends (the check at the end of [`Inner::start_sequence`]).
+    /// Nothing can stop the run loop any more: tell it to return and abort its task,
+    /// which holds the service. A loop spawned later by a start still finishing in a
+    /// task of its own is ended when that start ends.
     pub(super) fn last_handle_gone(&self) {
         let run = self.lock().run.take();
         if let Some(run) = run {
             run.shutdown.request();
             // After the lock is released: the abort may drop the task in this very
             // call, and its guard takes the lock.
-            run.handle.abort();
+            run.task.abort();
         }
-    }
-
-    pub(super) fn stop_after_run_returned(self: Arc<Self>) {
-        tokio::spawn(async move {
-            let _ = Managed::counted(self).stop().await;
-        });
     }
 }
