@@ -56,6 +56,7 @@
 #[doc(hidden)]
 pub mod __private;
 mod breaker;
+mod deadline;
 mod error;
 mod health;
 mod local;

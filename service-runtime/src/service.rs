@@ -40,8 +40,7 @@ pub struct ServiceConfig {
     /// multi-thread runtime, or when a stop is awaited outside tokio, it is kept by one
     /// thread of the process (`service-deadlines`, started by the first such stop) that
     /// sleeps until the earliest deadline: a tokio timer there would wake an idle worker
-    /// at every stop. A stop that times out there is logged from that thread (seen by
-    /// the global subscriber, not by one set for another thread with `set_default`).
+    /// at every stop.
     pub stop_timeout: Duration,
     /// How long each health check may take before it counts as unhealthy.
     pub health_timeout: Duration,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::control::Inner;
-use super::decide::{OpKind, Plan, Request, decide};
-use super::operation::{OpResult, Operation, Outcome};
+use super::decide::{Plan, Request, decide};
+use super::operation::{OpResult, Waiting};
 use crate::service::Service;
 use crate::status::ServiceStatus;
 
@@ -16,12 +16,12 @@ use crate::status::ServiceStatus;
 pub(super) enum Step {
     /// The call's outcome: nothing to await.
     Finished(OpResult),
-    /// Run the operation this call began.
-    Run(Operation),
-    /// Await the operation in flight, and take its outcome.
-    Join(OpKind, Outcome),
+    /// Await an operation (this call's, or the one in flight) and take its outcome.
+    Await(Waiting),
     /// Let the operation in flight end, then decide again.
-    AfterInFlight(OpKind, Outcome),
+    AfterInFlight(Waiting),
+    /// Decide again: the operation in flight was ending as this call looked.
+    Again,
 }
 
 impl<S: Service> Inner<S> {
@@ -41,13 +41,13 @@ impl<S: Service> Inner<S> {
         loop {
             match step {
                 Step::Finished(result) => return result,
-                Step::Run(begun) => return begun.run().await,
-                Step::Join(kind, outcome) => return self.outcome_of(kind, outcome).await,
-                Step::AfterInFlight(kind, outcome) => {
+                Step::Await(op) => return op.outcome().await,
+                Step::AfterInFlight(op) => {
                     // Its outcome is the other call's; this call decides anew.
-                    let _ = self.outcome_of(kind, outcome).await;
+                    let _ = op.outcome().await;
                     step = self.decide(request);
                 }
+                Step::Again => step = self.decide(request),
             }
         }
     }
@@ -62,31 +62,31 @@ impl<S: Service> Inner<S> {
         let in_flight = ctl.op.as_ref().map(|op| op.kind);
         match decide(self.status(), in_flight, request, nothing_owed) {
             Plan::Done => Step::Finished(Ok(())),
-            Plan::Inline => {
-                match request {
-                    Request::Start => self.start_inline(&mut ctl),
-                    Request::Stop => self.stop_inline(&mut ctl),
+            Plan::Inline => Step::Finished(match request {
+                Request::Start => self.start_inline(&mut ctl),
+                Request::Stop => {
+                    self.stop_inline(&mut ctl);
+                    Ok(())
                 }
-                Step::Finished(Ok(()))
-            }
+            }),
             Plan::ClearError => {
                 self.transition(&mut ctl, ServiceStatus::Stopped, None, Instant::now());
                 Step::Finished(Ok(()))
             }
-            Plan::Begin => Step::Run(match request {
+            Plan::Begin => Step::Await(match request {
                 Request::Start => self.begin_start(&mut ctl),
                 Request::Stop => self.begin_stop(&mut ctl),
             }),
             Plan::Join => {
                 let op = ctl.op.as_ref().expect("decided on the operation in flight");
-                Step::Join(op.kind, op.outcome.clone())
+                op.join().map_or(Step::Again, Step::Await)
             }
             Plan::AfterInFlight { cancel } => {
                 let op = ctl.op.as_ref().expect("decided on the operation in flight");
                 if cancel && let Some(token) = &op.cancel {
                     token.cancel();
                 }
-                Step::AfterInFlight(op.kind, op.outcome.clone())
+                op.join().map_or(Step::Again, Step::AfterInFlight)
             }
         }
     }

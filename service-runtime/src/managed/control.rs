@@ -17,9 +17,10 @@
 //!   `running` (the only status with a loop in `Control::run`): to `error` when its loop
 //!   fails; a loop that returns `Ok` asks for a stop instead, which is an operation.
 //! - **Who owns the run loop.** `Control::run` holds the loop of a `running` service. A
-//!   stop takes it out under the lock before telling it to return, so a loop's task knows
-//!   by its id whether it is still the current loop (it returned on its own) or a stop
-//!   awaits it (the stop reads its outcome from the task's `JoinHandle`).
+//!   stop moves it to `Control::stopping_loop` under the lock before telling it to
+//!   return, so a loop's task knows by its id whether it is still the current loop (it
+//!   returned on its own) or a stop waits for it (it reports its end there, and drives
+//!   the stop to its end).
 //! - **Deadlock safety.** The lock is never held across an `.await` and never while user
 //!   code runs (hooks, health checks), so nothing waits for the lock while holding what
 //!   its holder needs. Transitions send to channels under it; their wakers only schedule
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 
 use super::observers::Subscribers;
 use super::operation::Op;
-use super::run_loop::RunLoop;
+use super::run_loop::{RunLoop, StoppingLoop};
 use crate::__private::ComponentEntry;
 use crate::error::{HookKind, ServiceError};
 use crate::service::{Service, ServiceConfig};
@@ -103,6 +104,8 @@ pub(super) struct Control {
     pub(super) components: Vec<ComponentEntry>,
     /// The run loop of a `running` service.
     pub(super) run: Option<RunLoop>,
+    /// The loop a stop took from `run` and waits for.
+    pub(super) stopping_loop: Option<StoppingLoop>,
     /// The error of the last transition to `error` (boxed: rare).
     pub(super) last_error: Option<Box<ServiceError>>,
     pub(super) subscribers: Subscribers,
@@ -131,6 +134,7 @@ impl<S: Service> Inner<S> {
                 cleanup_owed: false,
                 components: Vec::new(),
                 run: None,
+                stopping_loop: None,
                 last_error: None,
                 subscribers: Subscribers::default(),
             }),
@@ -203,13 +207,14 @@ impl<S: Service> Inner<S> {
         }
         let entered = std::mem::replace(&mut ctl.since, now);
         self.status.store(to as u8, Ordering::Release);
-        let duration = now - entered;
         match &error {
             Some(error) => {
-                tracing::info!(parent: &self.span(), %from, %to, ?duration, %error, "status changed");
+                tracing::info!(parent: &self.span(), %from, %to, duration = ?(now - entered), %error, "status changed");
                 ctl.last_error = Some(Box::new(error.clone()));
             }
-            None => tracing::info!(parent: &self.span(), %from, %to, ?duration, "status changed"),
+            None => {
+                tracing::info!(parent: &self.span(), %from, %to, duration = ?(now - entered), "status changed");
+            }
         }
         ctl.subscribers.deliver(
             || self.name().clone(),

@@ -55,9 +55,10 @@ impl<S: Service> Inner<S> {
             None => {
                 let guarded =
                     tokio::time::timeout_at(started + timeout, future).instrument(span.clone());
+                // Boxed: most hooks never get here, and their futures stay small.
                 let waited = match cancel {
-                    Some(cancel) => cancel.run_until_cancelled(guarded).await,
-                    None => Some(guarded.await),
+                    Some(cancel) => Box::pin(cancel.run_until_cancelled(guarded)).await,
+                    None => Some(Box::pin(guarded).await),
                 };
                 let Some(result) = waited else {
                     tracing::info!(parent: &span, elapsed = ?started.elapsed(), "hook cancelled by stop()");

@@ -248,8 +248,15 @@ impl<S: Service> Managed<S> {
     ///
     /// Hold the guard briefly: cleanup hooks wait for it (up to the stop timeout). While
     /// a start or stop holds the service (its init or cleanup hooks run), this waits for
-    /// it.
+    /// it; an operation whose caller stopped polling it is handed to a task first, so it
+    /// still finishes.
     pub async fn read(&self) -> RwLockReadGuard<'_, S> {
+        if let Ok(guard) = self.inner.service.try_read() {
+            return guard;
+        }
+        // An operation in flight may hold the lock while its caller does not poll it
+        // (a `start()` kept aside): handed to a task, it goes on and releases it.
+        self.inner.hand_over_op();
         self.inner.service.read().await
     }
 
@@ -264,7 +271,10 @@ impl<S: Service> Managed<S> {
     /// Idempotent: starting a running service returns `Ok` at once; concurrent calls
     /// share one start and its result. From `error`, starts again (a restart), first
     /// running any cleanup still owed.
-    #[expect(clippy::manual_async_fn, reason = "the signature shows the future is `Send`")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the signature shows the future is `Send`"
+    )]
     pub fn start(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
         async move { self.inner.call(Request::Start).await }
     }
@@ -277,7 +287,10 @@ impl<S: Service> Managed<S> {
     /// Idempotent: stopping a stopped service does nothing; concurrent calls share one
     /// stop. Stopping a service that is starting cancels the start: `running` is never
     /// reported, and cleanup runs only if every init hook had completed.
-    #[expect(clippy::manual_async_fn, reason = "the signature shows the future is `Send`")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the signature shows the future is `Send`"
+    )]
     pub fn stop(&self) -> impl Future<Output = Result<(), ServiceError>> + Send + '_ {
         async move { self.inner.call(Request::Stop).await }
     }

@@ -1,28 +1,28 @@
-//! An operation (a start or a stop) in flight, and how its outcome reaches every call
-//! that waits for it.
+//! An operation (a start or a stop) in flight, and how every call waiting for it gets
+//! its outcome.
 //!
-//! The call that begins an operation polls its work once, in its own task: most starts
-//! and stops of services whose hooks finish at once end there, without a task. Work that
-//! has to wait goes on in a task of its own, so it always runs to its end, whether the
-//! call that began it keeps polling, goes away, or is kept aside unpolled. Outside any
-//! runtime (a stop awaited with `futures::executor::block_on`, say) it runs on the
-//! runtime of the service's run loop, or, with none, in the caller's task.
+//! An operation's work is one future, shared ([`futures_util::future::Shared`]) by every
+//! call that waits for it: whichever of them is polled drives it, in its own task, so an
+//! operation needs no task of its own (most starts and stops of services whose hooks
+//! finish at once end at their first poll). A call that stops waiting before the end
+//! hands the work to a spawned task (on the current runtime, else on the run loop's), so
+//! the operation still runs to its end; a loop's task that a stop waits for drives that
+//! stop once the loop has returned. Like any future, the work makes no progress while
+//! nobody polls it: a `start()` kept aside unpolled, with no other call waiting, holds its
+//! operation until it is polled again or dropped.
 //!
-//! Every call waiting for the operation holds its [`Outcome`], a shared one-shot result.
-//! The work's guard publishes it after the final transition, or, when the work is
-//! dropped before its end (its runtime shut down, a panic outside the hooks), ends the
-//! operation in `error` and publishes that, so no caller ever waits for an end that will
-//! not come.
+//! The work's guard ends an operation dropped before its end (its runtime shut down) in
+//! `error`; a panic in the work (outside the hooks, which catch their own) is caught and
+//! ends it the same way, so no caller waits for an end that will not come.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::sync::Arc;
 
 use futures_util::FutureExt;
-use futures_util::future::Shared;
+use futures_util::future::{Shared, WeakShared};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -36,36 +36,37 @@ use crate::status::ServiceStatus;
 /// What an operation, and every call of `start()` or `stop()`, ends with.
 pub(super) type OpResult = Result<(), ServiceError>;
 
-/// Where an operation's result reaches the calls that wait for it.
-pub(super) type Outcome = Shared<oneshot::Receiver<OpResult>>;
-
-type Work = Pin<Box<dyn Future<Output = OpResult> + Send>>;
+/// An operation's work, as every call waiting for it holds it.
+pub(super) type Work = Shared<Pin<Box<dyn Future<Output = OpResult> + Send>>>;
 
 /// The start or stop in flight, as the control keeps it.
 pub(super) struct Op {
     pub(super) kind: OpKind,
     pub(super) id: u64,
-    pub(super) outcome: Outcome,
+    /// Weak: the calls waiting hold the work, so that when the last of them is dropped
+    /// with no runtime to hand it to, the work is dropped and its guard ends it.
+    work: WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>,
     /// A start's cancellation, requested by `stop()`.
     pub(super) cancel: Option<CancellationToken>,
+    /// Where the work goes on when a call waiting for it goes away outside any runtime.
+    runtime: Option<Handle>,
 }
 
-/// An operation just begun, for its caller to run. Dropped before it runs (a supervisor
-/// that began a level's starts and went away), it hands its work to a task as `run`
-/// would.
-pub(super) struct Operation {
-    /// `None` once handed over. Behind a lock only so that the futures of `start()` and
-    /// `stop()` are `Sync` (a hook's future need not be); one task at a time polls it.
-    work: Mutex<Option<Work>>,
-    outcome: Outcome,
-    /// Where the work goes on when it has to wait and its caller is outside any runtime.
-    runtime: Option<Handle>,
+impl Op {
+    /// The work, for one more call to wait for; `None` if it is ending (its last holder
+    /// just dropped it).
+    pub(super) fn join(&self) -> Option<Waiting> {
+        Some(Waiting {
+            work: Some(self.work.upgrade()?),
+            runtime: self.runtime.clone(),
+        })
+    }
 }
 
 impl<S: Service> Inner<S> {
     /// Records an operation of `kind` in `ctl` (whose status its caller has just moved
     /// to `starting` or `stopping`) and builds its work around `sequence`, which ends
-    /// with the operation's final transition.
+    /// with the operation's final transition. `runtime`: see [`Op::runtime`].
     pub(super) fn begin<F, Fut>(
         self: &Arc<Self>,
         ctl: &mut Control,
@@ -73,46 +74,44 @@ impl<S: Service> Inner<S> {
         cancel: Option<CancellationToken>,
         runtime: Option<Handle>,
         sequence: F,
-    ) -> Operation
+    ) -> Waiting
     where
         F: FnOnce(Arc<Self>) -> Fut,
         Fut: Future<Output = OpResult> + Send + 'static,
     {
         let id = ctl.next_id();
-        let (sender, receiver) = oneshot::channel();
-        let outcome = receiver.shared();
         // Made outside the work, so that it also runs if the work is dropped unpolled.
         let mut guard = OpGuard {
             inner: self.clone(),
             id,
             kind,
-            sender: Some(sender),
+            armed: true,
         };
         let sequence = sequence(self.clone()).instrument(self.span());
-        let work = Box::pin(async move {
-            // The span covers the sequence only: should its exit panic (a subscriber's
-            // code), the guard is still armed and ends the operation for its waiters.
-            let result = sequence.await;
-            guard.finish(result.clone());
-            result
-        });
+        let abandoned = self.abandoned(kind);
+        let work: Pin<Box<dyn Future<Output = OpResult> + Send>> = Box::pin(
+            AssertUnwindSafe(async move {
+                // The span covers the sequence only: should its exit panic (a
+                // subscriber's code), the guard is still armed and ends the operation.
+                let result = sequence.await;
+                guard.finish();
+                result
+            })
+            .catch_unwind()
+            .map(|result| result.unwrap_or(Err(abandoned))),
+        );
+        let work = work.shared();
         ctl.op = Some(Op {
             kind,
             id,
-            outcome: outcome.clone(),
+            work: work.downgrade().expect("not polled yet"),
             cancel,
+            runtime: runtime.clone(),
         });
-        Operation {
-            work: Mutex::new(Some(work)),
-            outcome,
+        Waiting {
+            work: Some(work),
             runtime,
         }
-    }
-
-    /// The outcome of an operation another call runs.
-    pub(super) async fn outcome_of(&self, kind: OpKind, outcome: Outcome) -> OpResult {
-        // The guard always publishes; a closed channel would mean it was leaked.
-        outcome.await.unwrap_or_else(|_| Err(self.abandoned(kind)))
     }
 
     /// The error of an operation that could not finish.
@@ -125,101 +124,81 @@ impl<S: Service> Inner<S> {
             },
         }
     }
-}
 
-impl Operation {
-    /// Runs the operation to its end (see the module's doc) and returns its outcome.
-    pub(super) async fn run(mut self) -> OpResult {
-        if let Poll::Ready(result) =
-            std::future::poll_fn(|cx| Poll::Ready(self.poll_work(cx))).await
-        {
-            return result;
-        }
-        if self.hand_over() {
-            // The guard publishes whatever happens to the work (its task dropped with its
-            // runtime included).
-            let outcome = self.outcome.clone();
-            return outcome
-                .await
-                .unwrap_or_else(|_| unreachable!("the guard publishes"));
-        }
-        std::future::poll_fn(|cx| self.poll_work(cx)).await
-    }
-
-    fn poll_work(&mut self, cx: &mut std::task::Context<'_>) -> Poll<OpResult> {
-        let work = self.work.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let poll = work
-            .as_mut()
-            .expect("polled until its end")
-            .as_mut()
-            .poll(cx);
-        if poll.is_ready() {
-            *work = None;
-        }
-        poll
-    }
-
-    /// Moves the work to a task of the current runtime, or else of the run loop's;
-    /// `false` when there is none.
-    fn hand_over(&mut self) -> bool {
-        let Some(runtime) = Handle::try_current().ok().or_else(|| self.runtime.clone()) else {
-            return false;
-        };
-        let work = self.work.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(work) = work.take() {
-            drop(runtime.spawn(work));
-        }
-        true
+    /// Hands the operation in flight, if any, to a spawned task: a call about to wait
+    /// for what the operation holds (the service's lock) must not wait for a caller
+    /// that stopped polling it.
+    pub(super) fn hand_over_op(&self) {
+        let waiting = self.lock().op.as_ref().and_then(Op::join);
+        drop(waiting);
     }
 }
 
-impl Drop for Operation {
+/// A call's hold on an operation's work. Awaiting it drives the work; dropped before the
+/// end, it hands the work to a task (see the module's doc).
+pub(super) struct Waiting {
+    /// `None` once the outcome is taken (or the work given away).
+    work: Option<Work>,
+    runtime: Option<Handle>,
+}
+
+impl Waiting {
+    /// Drives the work to its end and returns its outcome.
+    pub(super) async fn outcome(mut self) -> OpResult {
+        let work = self.work.clone().expect("held until the outcome is taken");
+        let result = work.await;
+        self.work = None;
+        result
+    }
+}
+
+impl Drop for Waiting {
     fn drop(&mut self) {
-        // Without a runtime the work is dropped here, and its guard ends it in `error`.
-        self.hand_over();
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        if work.peek().is_some() {
+            return;
+        }
+        match Handle::try_current().ok().or_else(|| self.runtime.clone()) {
+            Some(runtime) => drop(runtime.spawn(work)),
+            // Nowhere to go on: dropped here (if no other call holds it, its guard ends
+            // the operation in `error`).
+            None => drop(work),
+        }
     }
 }
 
-/// Inside an operation's work: publishes its result, or, if the work is dropped before
-/// its end, ends the operation in `error` (rather than leaving `starting`/`stopping`
-/// behind) and publishes that.
+/// Inside an operation's work: the operation leaves the control after its final
+/// transition; if the work is dropped before (or unwinds), the guard ends the operation
+/// in `error`, rather than leaving `starting`/`stopping` behind.
 struct OpGuard<S: Service> {
     inner: Arc<Inner<S>>,
     id: u64,
     kind: OpKind,
-    /// `None` once published.
-    sender: Option<oneshot::Sender<OpResult>>,
+    armed: bool,
 }
 
 impl<S: Service> OpGuard<S> {
-    /// The work's final transition is made: the operation leaves the control, then its
-    /// waiters get the result (a call that sees the operation in between joins it and
-    /// gets the same result).
-    fn finish(&mut self, result: OpResult) {
+    /// The work's final transition is made: the operation leaves the control (a call
+    /// that sees it in between joins it and gets the same outcome).
+    fn finish(&mut self) {
+        self.armed = false;
         let id = self.id;
         self.inner.lock().op.take_if(|op| op.id == id);
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(result);
-        }
     }
 }
 
 impl<S: Service> Drop for OpGuard<S> {
     fn drop(&mut self) {
-        let Some(sender) = self.sender.take() else {
+        if !self.armed {
             return;
-        };
-        let error = self.inner.abandoned(self.kind);
+        }
         let mut ctl = self.inner.lock();
         if ctl.op.take_if(|op| op.id == self.id).is_some() {
-            self.inner.transition(
-                &mut ctl,
-                ServiceStatus::Error,
-                Some(error.clone()),
-                Instant::now(),
-            );
+            let error = self.inner.abandoned(self.kind);
+            self.inner
+                .transition(&mut ctl, ServiceStatus::Error, Some(error), Instant::now());
         }
-        drop(ctl);
-        let _ = sender.send(Err(error));
     }
 }

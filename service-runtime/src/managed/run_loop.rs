@@ -1,23 +1,28 @@
 //! The `#[run]` hook's task: spawned once the service is `running`, told to return
-//! through its [`Shutdown`], and awaited by the stop that took it, up to the stop timeout.
-//! A loop that returns on its own reports it: an error moves the service to `error`,
-//! `Ok` asks for a stop.
+//! through its [`Shutdown`] by the stop that takes it, and waited for up to the stop
+//! timeout (then aborted). The task reports its loop's end: to the stop waiting for it
+//! (which the task then drives to its end, so a stop nobody polls still ends), or, for a
+//! loop that returned on its own, as a transition (an error moves the service to
+//! `error`, `Ok` asks for a stop).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
 
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::RwLockReadGuard;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Managed;
 use super::control::{Control, Inner, run_hook_name};
+use super::decide::OpKind;
 use super::hooks::panic_message;
+use super::operation::{Op, Waiting};
 use crate::__private::HookResult;
 use crate::Shutdown;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
@@ -30,11 +35,19 @@ pub(super) struct RunLoop {
     /// deadline while it blocked its thread).
     id: u64,
     shutdown: Shutdown,
-    /// Its output is the loop's error, for the stop that awaits it.
-    task: JoinHandle<Option<ServiceError>>,
-    /// The runtime the loop runs on: a stop awaited outside any runtime keeps its
-    /// deadline on this runtime's clock, and goes on in a task there.
+    task: AbortHandle,
+    /// The runtime the loop runs on: a stop whose caller goes away outside any runtime
+    /// goes on in a task there.
     pub(super) runtime: Handle,
+}
+
+/// The loop a stop took and waits for (`Control::stopping_loop`).
+pub(super) struct StoppingLoop {
+    id: u64,
+    /// The loop's end, once its task reported it: its error, if any.
+    exit: Option<Option<ServiceError>>,
+    /// The stop's waker, while it waits.
+    waker: Option<Waker>,
 }
 
 /// Futures up to this size are held in place in the loop's task; larger ones (a buffer
@@ -60,7 +73,8 @@ struct RunTaskGuard<S: Service> {
 }
 
 impl<S: Service> RunTaskGuard<S> {
-    fn finish(&mut self, outcome: Result<HookResult, String>) -> Option<ServiceError> {
+    /// Reports the loop's end; returns the stop to drive, if one waits for the loop.
+    fn finish(&mut self, outcome: Result<HookResult, String>) -> Option<Waiting> {
         self.reported = true;
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -88,12 +102,24 @@ async fn read_for_run<S: Service>(inner: &Inner<S>) -> RwLockReadGuard<'_, S> {
 }
 
 impl<S: Service> Inner<S> {
-    /// Spawns the run loop of a service that has one (on the current runtime: this
-    /// panics outside one, as `tokio::spawn` does).
-    pub(super) fn spawn_run_loop(self: &Arc<Self>, ctl: &mut Control) -> Option<RunLoop> {
-        S::__HOOKS.run?;
+    /// Spawns the run loop of a service that has one, on the current runtime.
+    pub(super) fn spawn_run_loop(
+        self: &Arc<Self>,
+        ctl: &mut Control,
+    ) -> Result<Option<RunLoop>, ServiceError> {
+        if S::__HOOKS.run.is_none() {
+            return Ok(None);
+        }
+        let Ok(runtime) = Handle::try_current() else {
+            return Err(self.hook_error(
+                HookKind::Run,
+                run_hook_name::<S>(),
+                HookFailure::Error(Arc::from(BoxError::from(
+                    "there is no tokio runtime to spawn it on: start the service from within one",
+                ))),
+            ));
+        };
         let id = ctl.next_id();
-        let runtime = Handle::current();
         let shutdown = Shutdown::new();
         // Moved into the task, so that it also reports a task dropped before its first poll.
         let guard = RunTaskGuard {
@@ -106,22 +132,18 @@ impl<S: Service> Inner<S> {
         } else {
             self.spawn_run_task_boxed(guard, shutdown.clone())
         };
-        Some(RunLoop {
+        Ok(Some(RunLoop {
             id,
             shutdown,
             task,
             runtime,
-        })
+        }))
     }
 
     // Each way in a function of its own, so that neither stack frame holds the other's
     // future.
     #[inline(never)]
-    fn spawn_run_task_inline(
-        &self,
-        mut guard: RunTaskGuard<S>,
-        shutdown: Shutdown,
-    ) -> JoinHandle<Option<ServiceError>> {
+    fn spawn_run_task_inline(&self, mut guard: RunTaskGuard<S>, shutdown: Shutdown) -> AbortHandle {
         self.spawn_run_task(async move {
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
@@ -129,16 +151,14 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
+            if let Some(stop) = guard.finish(outcome.map_err(|panic| panic_message(&*panic))) {
+                let _ = stop.outcome().await;
+            }
         })
     }
 
     #[inline(never)]
-    fn spawn_run_task_boxed(
-        &self,
-        mut guard: RunTaskGuard<S>,
-        shutdown: Shutdown,
-    ) -> JoinHandle<Option<ServiceError>> {
+    fn spawn_run_task_boxed(&self, mut guard: RunTaskGuard<S>, shutdown: Shutdown) -> AbortHandle {
         self.spawn_run_task(async move {
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
@@ -146,68 +166,131 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
+            if let Some(stop) = guard.finish(outcome.map_err(|panic| panic_message(&*panic))) {
+                let _ = stop.outcome().await;
+            }
         })
     }
 
-    fn spawn_run_task<F>(&self, task: F) -> JoinHandle<Option<ServiceError>>
+    fn spawn_run_task<F>(&self, task: F) -> AbortHandle
     where
-        F: Future<Output = Option<ServiceError>> + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
     {
         let span = self.hook_span(HookKind::Run, run_hook_name::<S>());
         // A span no subscriber wanted stays disabled for good: entering it at every poll
         // would do nothing.
         if span.is_disabled() {
-            tokio::spawn(task)
+            tokio::spawn(task).abort_handle()
         } else {
-            tokio::spawn(task.instrument(span))
+            tokio::spawn(task.instrument(span)).abort_handle()
         }
     }
 
-    /// Tells the loop `run` (taken out of the control by a stop) to return and waits for
-    /// it, up to the stop timeout; then aborts it. Returns its error, if any.
+    /// Takes the loop of a `running` service for a stop, which then waits for it in
+    /// [`stop_run_loop`](Self::stop_run_loop).
+    pub(super) fn take_loop_for_stop(ctl: &mut Control) -> Option<RunLoop> {
+        let run = ctl.run.take()?;
+        ctl.stopping_loop = Some(StoppingLoop {
+            id: run.id,
+            exit: None,
+            waker: None,
+        });
+        Some(run)
+    }
+
+    /// Tells the loop `run` (see [`take_loop_for_stop`](Self::take_loop_for_stop)) to
+    /// return and waits for its end, up to the stop timeout; then aborts it. Returns its
+    /// error, if any.
     pub(super) async fn stop_run_loop(&self, run: RunLoop) -> Option<ServiceError> {
         let RunLoop {
-            shutdown,
-            mut task,
-            runtime,
-            ..
+            id, shutdown, task, ..
         } = run;
         shutdown.request();
         let limit = self.config().stop_timeout;
-        let deadline = match Handle::try_current() {
-            Ok(_) => tokio::time::sleep(limit),
-            // Awaited outside any runtime: on the clock of the loop's.
-            Err(_) => {
-                let _entered = runtime.enter();
-                tokio::time::sleep(limit)
-            }
-        };
-        let joined = tokio::select! {
+        let deadline = crate::deadline::sleep(limit);
+        let exited = tokio::select! {
             biased;
-            joined = &mut task => Some(joined),
-            () = deadline => None,
-        };
-        let failure = match joined {
-            Some(Ok(error)) => return error,
-            Some(Err(error)) if error.is_cancelled() => {
-                return Some(self.abandoned(super::decide::OpKind::Stop));
+            exit = std::future::poll_fn(|cx| self.poll_loop_exit(id, cx)) => exit,
+            () = deadline => {
+                // The loop's task may have reported its end as the deadline passed.
+                let mut ctl = self.lock();
+                let late = ctl.stopping_loop.take().and_then(|stopping| stopping.exit);
+                drop(ctl);
+                match late {
+                    Some(exit) => exit,
+                    None => {
+                        // A loop that blocks its thread ends later, unwaited; its report
+                        // then finds no stop waiting for it.
+                        task.abort();
+                        Some(self.logged(self.hook_error(
+                            HookKind::Run,
+                            run_hook_name::<S>(),
+                            HookFailure::Timeout(limit),
+                        )))
+                    }
+                }
             }
-            Some(Err(error)) => HookFailure::Panic(error.to_string()),
-            None => {
-                // A loop that blocks its thread ends later, unawaited; its report then
-                // concerns a loop that is no longer current.
-                task.abort();
-                HookFailure::Timeout(limit)
-            }
         };
-        Some(self.logged(self.hook_error(HookKind::Run, run_hook_name::<S>(), failure)))
+        exited
+    }
+
+    /// The end of the loop `id` that a stop waits for, once its task reported it.
+    fn poll_loop_exit(
+        &self,
+        id: u64,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<ServiceError>> {
+        let mut ctl = self.lock();
+        let Some(stopping) = ctl
+            .stopping_loop
+            .as_mut()
+            .filter(|stopping| stopping.id == id)
+        else {
+            // Unreachable: only this stop clears it, once it has its end.
+            debug_assert!(false, "the loop a stop waits for is gone");
+            return Poll::Ready(Some(self.abandoned(OpKind::Stop)));
+        };
+        if let Some(exit) = stopping.exit.take() {
+            ctl.stopping_loop = None;
+            return Poll::Ready(exit);
+        }
+        let replaced = match &stopping.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            _ => stopping.waker.replace(cx.waker().clone()),
+        };
+        drop(ctl);
+        // A waker's drop may run the executor's code: not under the control lock.
+        drop(replaced);
+        Poll::Pending
+    }
+
+    /// Reports the end of the loop `id` to the stop waiting for it, if one does; with
+    /// `drive`, returns that stop's work, for the loop's task to drive.
+    fn report_to_stop(&self, id: u64, exit: Option<ServiceError>, drive: bool) -> Option<Waiting> {
+        let mut ctl = self.lock();
+        let stopping = ctl
+            .stopping_loop
+            .as_mut()
+            .filter(|stopping| stopping.id == id)?;
+        stopping.exit = Some(exit);
+        let waker = stopping.waker.take();
+        let stop = if drive {
+            ctl.op.as_ref().and_then(Op::join)
+        } else {
+            None
+        };
+        drop(ctl);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        stop
     }
 
     /// The loop `id` returned. While it is the service's current loop (`running`), an
     /// error moves the service to `error` (cleanup stays owed until `stop()`) and `Ok`
-    /// stops it. A loop a stop took returns its error to that stop, through its task.
-    fn on_run_exit(self: Arc<Self>, id: u64, failure: Option<HookFailure>) -> Option<ServiceError> {
+    /// stops it. A loop a stop took reports its end to that stop, and returns the stop to
+    /// drive.
+    fn on_run_exit(self: Arc<Self>, id: u64, failure: Option<HookFailure>) -> Option<Waiting> {
         let hook = run_hook_name::<S>();
         let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
         if let Some(error) = &error {
@@ -215,7 +298,8 @@ impl<S: Service> Inner<S> {
         }
         let mut ctl = self.lock();
         if ctl.run.as_ref().is_none_or(|run| run.id != id) {
-            return error;
+            drop(ctl);
+            return self.report_to_stop(id, error, true);
         }
         ctl.run = None;
         match error {
@@ -235,10 +319,13 @@ impl<S: Service> Inner<S> {
 
     /// The loop `id`'s task was dropped before the loop returned (its runtime shut
     /// down). A `running` service moves to `error`, its loop no longer owed to a stop; a
-    /// stop awaiting the loop sees its task cancelled.
+    /// stop waiting for the loop ends with the stop abandoned.
     fn run_task_dropped(&self, id: u64) {
         let mut ctl = self.lock();
         if ctl.run.as_ref().is_none_or(|run| run.id != id) {
+            drop(ctl);
+            // The stop's work goes on wherever its callers poll it.
+            self.report_to_stop(id, Some(self.abandoned(OpKind::Stop)), false);
             return;
         }
         ctl.run = None;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::HookOutcome;
-use super::operation::{OpResult, Operation};
+use super::operation::{OpResult, Waiting};
 use crate::__private::ComponentEntry;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::service::Service;
@@ -20,13 +20,9 @@ use crate::status::ServiceStatus;
 
 impl<S: Service> Inner<S> {
     /// Whether a start has nothing to await: no init hook, no cleanup owed from a failed
-    /// run, no component (and, for a run loop, a runtime to spawn it on: without one the
-    /// operation's spawn fails, and its guard ends it in `error`).
+    /// run, no component.
     pub(super) fn start_owes_nothing(&self, ctl: &Control) -> bool {
         if !S::__HOOKS.init.is_empty() || ctl.cleanup_owed || !ctl.components.is_empty() {
-            return false;
-        }
-        if S::__HOOKS.run.is_some() && tokio::runtime::Handle::try_current().is_err() {
             return false;
         }
         let Ok(service) = self.service.try_read() else {
@@ -38,16 +34,16 @@ impl<S: Service> Inner<S> {
     }
 
     /// `starting` and `running` at once (see [`start_owes_nothing`](Self::start_owes_nothing)).
-    pub(super) fn start_inline(self: &Arc<Self>, ctl: &mut Control) {
+    pub(super) fn start_inline(self: &Arc<Self>, ctl: &mut Control) -> OpResult {
         let now = Instant::now();
         self.transition(ctl, ServiceStatus::Starting, None, now);
-        self.become_running(ctl, Vec::new(), now);
+        self.become_running(ctl, Vec::new(), now)
     }
 
     /// Begins a start from `stopped` or `error`. From `error` with cleanup or components
     /// owed, the start first stops what the failed run left (`error → stopping →
     /// stopped`), then starts.
-    pub(super) fn begin_start(self: &Arc<Self>, ctl: &mut Control) -> Operation {
+    pub(super) fn begin_start(self: &Arc<Self>, ctl: &mut Control) -> Waiting {
         let restart_cleanup = self.status() == ServiceStatus::Error
             && (ctl.cleanup_owed || !ctl.components.is_empty());
         let first = if restart_cleanup {
@@ -64,18 +60,33 @@ impl<S: Service> Inner<S> {
     }
 
     /// The last step of every start: `running`, then the run loop, spawned with the
-    /// status already `running` (its first poll sees it, and the loop may stop its own
-    /// service as a normal stop of a running one).
+    /// status already `running` (its first poll sees it, and a loop that stops its own
+    /// service makes a normal stop of a running one). Without a runtime to spawn the loop
+    /// on, `error`, what was started left for a stop to undo.
     fn become_running(
         self: &Arc<Self>,
         ctl: &mut Control,
         components: Vec<ComponentEntry>,
         now: Instant,
-    ) {
+    ) -> OpResult {
         ctl.components = components;
         ctl.cleanup_owed = true;
         self.transition(ctl, ServiceStatus::Running, None, now);
-        ctl.run = self.spawn_run_loop(ctl);
+        match self.spawn_run_loop(ctl) {
+            Ok(run) => {
+                ctl.run = run;
+                Ok(())
+            }
+            Err(error) => {
+                self.transition(
+                    ctl,
+                    ServiceStatus::Error,
+                    Some(error.clone()),
+                    Instant::now(),
+                );
+                Err(error)
+            }
+        }
     }
 
     /// The work of a start. Ends `running`, `error` (the start failed) or `stopped` (the
@@ -86,7 +97,7 @@ impl<S: Service> Inner<S> {
         restart_cleanup: bool,
     ) -> OpResult {
         if restart_cleanup {
-            self.stop_owed().await?;
+            Box::pin(self.stop_owed()).await?;
             let mut ctl = self.lock();
             if cancel.is_cancelled() {
                 return Err(self.cancelled());
@@ -95,7 +106,7 @@ impl<S: Service> Inner<S> {
         }
         let mut service = match self.write_for_init(&cancel).await {
             Ok(service) => service,
-            Err(None) => return Err(self.abandon_start(Vec::new(), false).await),
+            Err(None) => return Err(Box::pin(self.abandon_start(Vec::new(), false)).await),
             Err(Some(error)) => {
                 let mut ctl = self.lock();
                 self.transition(
@@ -117,7 +128,7 @@ impl<S: Service> Inner<S> {
                 HookOutcome::Done => {}
                 HookOutcome::Cancelled => {
                     drop(service);
-                    return Err(self.abandon_start(Vec::new(), false).await);
+                    return Err(Box::pin(self.abandon_start(Vec::new(), false)).await);
                 }
                 HookOutcome::Failed(failure) => {
                     let error = self.hook_error(HookKind::Init, spec.name, failure);
@@ -136,10 +147,38 @@ impl<S: Service> Inner<S> {
         service.__components(&mut components);
         drop(service);
 
+        // Boxed: only services with components carry the state of starting them.
+        let started = if components.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(self.start_components(components, &cancel)).await?
+        };
+
+        let mut ctl = self.lock();
+        if cancel.is_cancelled() {
+            drop(ctl);
+            return Err(Box::pin(self.abandon_start(started, true)).await);
+        }
+        let result = self.become_running(&mut ctl, started, Instant::now());
+        drop(ctl);
+        // This start may end in a task after every handle went: nothing could stop the
+        // loop it spawned, so it ends now.
+        if self.handles.load(Ordering::Acquire) == 0 {
+            self.last_handle_gone();
+        }
+        result
+    }
+
+    /// Starts the components in field order; on a failure or a cancellation, undoes the
+    /// start (see [`fail_start`](Self::fail_start), [`abandon_start`](Self::abandon_start)).
+    async fn start_components(
+        &self,
+        components: Vec<ComponentEntry>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<ComponentEntry>, ServiceError> {
         let mut started = Vec::with_capacity(components.len());
         for entry in components {
-            let result = cancel.run_until_cancelled(entry.handle.0.start()).await;
-            match result {
+            match cancel.run_until_cancelled(entry.handle.0.start()).await {
                 Some(Ok(())) => started.push(entry),
                 None => {
                     // The child's start goes on in its own task; stopping it cancels it.
@@ -156,20 +195,7 @@ impl<S: Service> Inner<S> {
                 }
             }
         }
-
-        let mut ctl = self.lock();
-        if cancel.is_cancelled() {
-            drop(ctl);
-            return Err(self.abandon_start(started, true).await);
-        }
-        self.become_running(&mut ctl, started, Instant::now());
-        drop(ctl);
-        // This start may end in its own task after every handle went: nothing could stop
-        // the loop it spawned, so it ends now.
-        if self.handles.load(Ordering::Acquire) == 0 {
-            self.last_handle_gone();
-        }
-        Ok(())
+        Ok(started)
     }
 
     /// Exclusive access for the init hooks. A `read()` guard held elsewhere can delay
@@ -183,9 +209,11 @@ impl<S: Service> Inner<S> {
             return Ok(service);
         }
         let limit = self.config().start_timeout;
-        match cancel
-            .run_until_cancelled(tokio::time::timeout(limit, self.service.write()))
-            .await
+        // Boxed: a rare wait, kept out of every start's future.
+        match Box::pin(
+            cancel.run_until_cancelled(tokio::time::timeout(limit, self.service.write())),
+        )
+        .await
         {
             None => Err(None),
             Some(Ok(service)) => Ok(service),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::HookOutcome;
-use super::operation::{OpResult, Operation};
+use super::operation::{OpResult, Waiting};
 use super::run_loop::RunLoop;
 use crate::__private::ComponentEntry;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
@@ -35,9 +35,9 @@ impl<S: Service> Inner<S> {
     }
 
     /// Begins a stop from `running`, or from `error` with something left to stop.
-    pub(super) fn begin_stop(self: &Arc<Self>, ctl: &mut Control) -> Operation {
+    pub(super) fn begin_stop(self: &Arc<Self>, ctl: &mut Control) -> Waiting {
         self.transition(ctl, ServiceStatus::Stopping, None, Instant::now());
-        // A stop awaited outside any runtime goes on where its loop runs.
+        // A stop whose caller goes away outside any runtime goes on where its loop runs.
         let runtime = ctl.run.as_ref().map(|run| run.runtime.clone());
         self.begin(ctl, OpKind::Stop, None, runtime, |inner| async move {
             inner.stop_owed().await
@@ -52,7 +52,7 @@ impl<S: Service> Inner<S> {
             // `cleanup_owed` stays set until the cleanup ran: a stop abandoned half-way
             // (its runtime shut down) leaves it owed to the next start.
             (
-                ctl.run.take(),
+                Self::take_loop_for_stop(&mut ctl),
                 std::mem::take(&mut ctl.components),
                 ctl.cleanup_owed,
             )
@@ -95,6 +95,18 @@ impl<S: Service> Inner<S> {
         if let Some(run) = run {
             errors.extend(self.stop_run_loop(run).await);
         }
+        // Boxed: only services with components or cleanup hooks carry these steps' state.
+        if !components.is_empty() {
+            Box::pin(self.stop_components(&components, &mut errors)).await;
+        }
+        if cleanup && !S::__HOOKS.cleanup.is_empty() {
+            Box::pin(self.run_cleanups(&mut errors)).await;
+        }
+        errors
+    }
+
+    /// Stops the components in reverse field order, collecting every failure.
+    async fn stop_components(&self, components: &[ComponentEntry], errors: &mut Vec<ServiceError>) {
         for entry in components.iter().rev() {
             if let Err(error) = entry.handle.0.stop().await {
                 errors.push(ServiceError::Component {
@@ -104,10 +116,6 @@ impl<S: Service> Inner<S> {
                 });
             }
         }
-        if cleanup && !S::__HOOKS.cleanup.is_empty() {
-            self.run_cleanups(&mut errors).await;
-        }
-        errors
     }
 
     /// Runs the cleanup hooks in reverse source order under the service's write lock,
