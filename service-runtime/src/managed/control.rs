@@ -184,6 +184,18 @@ impl<S: Service> Inner<S> {
         }
     }
 
+    /// Moves to `error` now with `error` as its cause, and returns the error: how every
+    /// failed operation ends.
+    pub(super) fn fail(&self, ctl: &mut Control, error: ServiceError) -> ServiceError {
+        self.transition(
+            ctl,
+            ServiceStatus::Error,
+            Some(error.clone()),
+            Instant::now(),
+        );
+        error
+    }
+
     /// Moves to `to` at `now`, recording, logging and telling every observer; `error` is
     /// the cause of a move to `error`. Callers hold `ctl`, so changes are totally ordered;
     /// two transitions made together pass one `now`.

@@ -77,15 +77,7 @@ impl<S: Service> Inner<S> {
                 ctl.run = run;
                 Ok(())
             }
-            Err(error) => {
-                self.transition(
-                    ctl,
-                    ServiceStatus::Error,
-                    Some(error.clone()),
-                    Instant::now(),
-                );
-                Err(error)
-            }
+            Err(error) => Err(self.fail(ctl, error)),
         }
     }
 
@@ -109,13 +101,7 @@ impl<S: Service> Inner<S> {
             Err(None) => return Err(Box::pin(self.abandon_start(Vec::new(), false)).await),
             Err(Some(error)) => {
                 let mut ctl = self.lock();
-                self.transition(
-                    &mut ctl,
-                    ServiceStatus::Error,
-                    Some(error.clone()),
-                    Instant::now(),
-                );
-                return Err(error);
+                return Err(self.fail(&mut ctl, error));
             }
         };
         for (index, spec) in S::__HOOKS.init.iter().enumerate() {
@@ -133,13 +119,7 @@ impl<S: Service> Inner<S> {
                 HookOutcome::Failed(failure) => {
                     let error = self.hook_error(HookKind::Init, spec.name, failure);
                     let mut ctl = self.lock();
-                    self.transition(
-                        &mut ctl,
-                        ServiceStatus::Error,
-                        Some(error.clone()),
-                        Instant::now(),
-                    );
-                    return Err(error);
+                    return Err(self.fail(&mut ctl, error));
                 }
             }
         }
@@ -237,14 +217,7 @@ impl<S: Service> Inner<S> {
             // Each was logged where it happened; this ties it to the failed start.
             tracing::debug!(parent: &self.span(), error = %secondary, "while undoing a failed start");
         }
-        let mut ctl = self.lock();
-        self.transition(
-            &mut ctl,
-            ServiceStatus::Error,
-            Some(error.clone()),
-            Instant::now(),
-        );
-        error
+        self.fail(&mut self.lock(), error)
     }
 
     /// `stop()` cancelled the start: `starting → stopping`, undo what was done, `→ stopped`.
@@ -259,9 +232,7 @@ impl<S: Service> Inner<S> {
         let mut ctl = self.lock();
         match ServiceError::combine(self.name(), errors) {
             None => self.transition(&mut ctl, ServiceStatus::Stopped, None, Instant::now()),
-            Some(error) => {
-                self.transition(&mut ctl, ServiceStatus::Error, Some(error), Instant::now());
-            }
+            Some(error) => drop(self.fail(&mut ctl, error)),
         }
         self.cancelled()
     }

@@ -71,15 +71,7 @@ impl<S: Service> Inner<S> {
                 self.transition(ctl, ServiceStatus::Stopped, None, Instant::now());
                 Ok(())
             }
-            Some(error) => {
-                self.transition(
-                    ctl,
-                    ServiceStatus::Error,
-                    Some(error.clone()),
-                    Instant::now(),
-                );
-                Err(error)
-            }
+            Some(error) => Err(self.fail(ctl, error)),
         }
     }
 
