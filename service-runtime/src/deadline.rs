@@ -7,7 +7,8 @@
 //! thread (`service-deadlines`, started at the first use) that sleeps until the earliest
 //! entry and wakes its waiter; an entry is removed when its wait ends or is dropped. On a
 //! current-thread runtime a deadline is a tokio timer, so that a paused clock (tests)
-//! moves it. This module is the only code that asks the runtime's flavour.
+//! moves it, armed only after one turn of the scheduler (by then the loop has usually
+//! returned, and the timer is never registered). This module is the only code that asks the runtime's flavour.
 //!
 //! The list's lock is held only to insert, remove and take entries; wakers are woken
 //! after it is released.
@@ -25,13 +26,32 @@ pub(crate) async fn sleep(limit: Duration) {
         .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
     let list = if on_current_thread { None } else { list() };
     let Some(list) = list else {
-        return tokio::time::sleep(limit).await;
+        return after_one_turn(limit).await;
     };
     let entry = Entry {
         list,
         key: list.insert(Instant::now() + limit),
     };
     std::future::poll_fn(|cx| entry.poll(cx)).await;
+}
+
+/// A tokio timer, armed only if the deadline's waiter is still waiting one turn of the
+/// scheduler later: the run loop it waits for was woken before it, so it has usually
+/// returned by then, and the timer is never registered.
+async fn after_one_turn(limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        // To the back of the run queue, behind the tasks already woken.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    tokio::time::sleep_until(deadline).await;
 }
 
 /// The process's list, its thread started at the first call; `None` if the thread could

@@ -199,16 +199,17 @@ impl ServiceError {
         }
     }
 
-    /// One error from several: `None` for none, the error itself for one.
+    /// One error from several: `None` for none, the error itself for one; `service` names
+    /// the service only when there are several (made lazily: most stops have none).
     pub(crate) fn combine(
-        service: &Arc<str>,
+        service: impl FnOnce() -> Arc<str>,
         mut errors: Vec<ServiceError>,
     ) -> Option<ServiceError> {
         match errors.len() {
             0 => None,
             1 => errors.pop(),
             _ => Some(ServiceError::Multiple {
-                service: service.clone(),
+                service: service(),
                 errors,
             }),
         }

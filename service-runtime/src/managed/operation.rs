@@ -76,7 +76,7 @@ impl<S: Service> Inner<S> {
         sequence: F,
     ) -> Waiting
     where
-        F: FnOnce(Arc<Self>) -> Fut,
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
         Fut: Future<Output = OpResult> + Send + 'static,
     {
         let id = ctl.next_id();
@@ -87,19 +87,28 @@ impl<S: Service> Inner<S> {
             kind,
             armed: true,
         };
-        let sequence = sequence(self.clone()).instrument(self.span());
-        let abandoned = self.abandoned(kind);
-        let work: Pin<Box<dyn Future<Output = OpResult> + Send>> = Box::pin(
-            AssertUnwindSafe(async move {
-                // The span covers the sequence only: should its exit panic (a
-                // subscriber's code), the guard is still armed and ends the operation.
-                let result = sequence.await;
-                guard.finish();
-                result
-            })
-            .catch_unwind()
-            .map(|result| result.unwrap_or(Err(abandoned))),
-        );
+        let span = self.span();
+        // The sequence's future is made at the first poll, inside the box: built here and
+        // moved in, it would be copied at every layer.
+        let work: Pin<Box<dyn Future<Output = OpResult> + Send>> = Box::pin(async move {
+            let sequence = sequence(guard.inner.clone());
+            let result = if span.is_disabled() {
+                AssertUnwindSafe(sequence).catch_unwind().await
+            } else {
+                AssertUnwindSafe(sequence.instrument(span))
+                    .catch_unwind()
+                    .await
+            };
+            // The span covers the sequence only: should its exit panic (a subscriber's
+            // code), the guard is still armed and ends the operation.
+            match result {
+                Ok(result) => {
+                    guard.finish();
+                    result
+                }
+                Err(_) => Err(guard.inner.abandoned(kind)),
+            }
+        });
         let work = work.shared();
         ctl.op = Some(Op {
             kind,

@@ -230,7 +230,7 @@ impl<S: Service> Inner<S> {
         );
         let errors = self.stop_steps(None, started, cleanup).await;
         let mut ctl = self.lock();
-        match ServiceError::combine(self.name(), errors) {
+        match ServiceError::combine(|| self.name().clone(), errors) {
             None => self.transition(&mut ctl, ServiceStatus::Stopped, None, Instant::now()),
             Some(error) => drop(self.fail(&mut ctl, error)),
         }

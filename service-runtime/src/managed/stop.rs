@@ -58,7 +58,7 @@ impl<S: Service> Inner<S> {
             )
         };
         let errors = self.stop_steps(run, components, cleanup).await;
-        let error = ServiceError::combine(self.name(), errors);
+        let error = ServiceError::combine(|| self.name().clone(), errors);
         self.end_stop(&mut self.lock(), error)
     }
 
