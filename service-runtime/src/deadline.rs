@@ -16,21 +16,21 @@
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-/// Resolves once `limit` has passed.
-pub(crate) async fn sleep(limit: Duration) {
+/// Resolves once `deadline` has passed.
+pub(crate) async fn sleep_until(deadline: tokio::time::Instant) {
     let on_current_thread = Handle::try_current()
         .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
     let list = if on_current_thread { None } else { list() };
     let Some(list) = list else {
-        return after_one_turn(limit).await;
+        return after_one_turn(deadline).await;
     };
     let entry = Entry {
         list,
-        key: list.insert(Instant::now() + limit),
+        key: list.insert(deadline.into_std()),
     };
     std::future::poll_fn(|cx| entry.poll(cx)).await;
 }
@@ -38,8 +38,7 @@ pub(crate) async fn sleep(limit: Duration) {
 /// A tokio timer, armed only if the deadline's waiter is still waiting one turn of the
 /// scheduler later: the run loop it waits for was woken before it, so it has usually
 /// returned by then, and the timer is never registered.
-async fn after_one_turn(limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
+async fn after_one_turn(deadline: tokio::time::Instant) {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
@@ -177,7 +176,9 @@ mod tests {
     fn a_listed_deadline_passes_and_a_dropped_one_is_removed() {
         // Outside any runtime: the list.
         let began = Instant::now();
-        block_on(super::sleep(Duration::from_millis(30)));
+        block_on(super::sleep_until(
+            tokio::time::Instant::now() + Duration::from_millis(30),
+        ));
         assert!(began.elapsed() >= Duration::from_millis(30));
         let list = super::list().expect("the thread starts");
         let entry = super::Entry {

@@ -79,14 +79,14 @@ impl<S: Service> Inner<S> {
             }),
             Plan::Join => {
                 let op = ctl.op.as_ref().expect("decided on the operation in flight");
-                op.join().map_or(Step::Again, Step::Await)
+                op.join(self).map_or(Step::Again, Step::Await)
             }
             Plan::AfterInFlight { cancel } => {
                 let op = ctl.op.as_ref().expect("decided on the operation in flight");
                 if cancel && let Some(token) = &op.cancel {
                     token.cancel();
                 }
-                op.join().map_or(Step::Again, Step::AfterInFlight)
+                op.join(self).map_or(Step::Again, Step::AfterInFlight)
             }
         }
     }

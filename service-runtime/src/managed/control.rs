@@ -19,8 +19,10 @@
 //! - **Who owns the run loop.** `Control::run` holds the loop of a `running` service. A
 //!   stop moves it to `Control::stopping_loop` under the lock before telling it to
 //!   return, so a loop's task knows by its id whether it is still the current loop (it
-//!   returned on its own) or a stop waits for it (it reports its end there, and drives
-//!   the stop to its end).
+//!   returned on its own) or a stop waits for it. The stop's remaining steps run in the
+//!   one task that takes the loop's end out of `stopping_loop`: the loop's task as it
+//!   returns, or a call waiting for the stop at its deadline
+//!   ([`loop_stop`](super::loop_stop)).
 //! - **Deadlock safety.** The lock is never held across an `.await` and never while user
 //!   code runs (hooks, health checks), so nothing waits for the lock while holding what
 //!   its holder needs. Transitions send to channels under it; their wakers only schedule
@@ -36,9 +38,10 @@ use std::time::Duration;
 use tokio::sync::{RwLock, watch};
 use tokio::time::Instant;
 
+use super::loop_stop::StoppingLoop;
 use super::observers::Subscribers;
 use super::operation::Op;
-use super::run_loop::{RunLoop, StoppingLoop};
+use super::run_loop::RunLoop;
 use crate::__private::ComponentEntry;
 use crate::error::{HookKind, ServiceError};
 use crate::service::{Service, ServiceConfig};
@@ -104,7 +107,7 @@ pub(super) struct Control {
     pub(super) components: Vec<ComponentEntry>,
     /// The run loop of a `running` service.
     pub(super) run: Option<RunLoop>,
-    /// The loop a stop took from `run` and waits for.
+    /// The loop a stop took from `run`, until a task takes its end.
     pub(super) stopping_loop: Option<StoppingLoop>,
     /// The error of the last transition to `error` (boxed: rare).
     pub(super) last_error: Option<Box<ServiceError>>,

@@ -7,6 +7,7 @@ mod decide;
 mod erased;
 mod health;
 mod hooks;
+mod loop_stop;
 mod observers;
 mod operation;
 mod run_loop;

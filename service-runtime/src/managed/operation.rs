@@ -6,10 +6,13 @@
 //! operation needs no task of its own (most starts and stops of services whose hooks
 //! finish at once end at their first poll). A call that stops waiting before the end
 //! hands the work to a spawned task (on the current runtime, else on the run loop's), so
-//! the operation still runs to its end; a loop's task that a stop waits for drives that
-//! stop once the loop has returned. Like any future, the work makes no progress while
+//! the operation still runs to its end. Like any future, the work makes no progress while
 //! nobody polls it: a `start()` kept aside unpolled, with no other call waiting, holds its
 //! operation until it is polled again or dropped.
+//!
+//! The stop of a service with a run loop is the exception: its work runs in the loop's
+//! task, which exists already, once the loop has returned ([`loop_stop`](super::loop_stop));
+//! its callers wait for its end, and enforce its deadline.
 //!
 //! The work's guard ends an operation dropped before its end (its runtime shut down) in
 //! `error`; a panic in the work (outside the hooks, which catch their own) is caught and
@@ -29,6 +32,7 @@ use tracing::Instrument;
 
 use super::control::{Control, Inner};
 use super::decide::OpKind;
+use super::loop_stop::{LoopStop, LoopWait};
 use crate::error::ServiceError;
 use crate::service::Service;
 use crate::status::ServiceStatus;
@@ -43,21 +47,33 @@ pub(super) type Work = Shared<Pin<Box<dyn Future<Output = OpResult> + Send>>>;
 pub(super) struct Op {
     pub(super) kind: OpKind,
     pub(super) id: u64,
-    /// Weak: the calls waiting hold the work, so that when the last of them is dropped
-    /// with no runtime to hand it to, the work is dropped and its guard ends it.
-    work: WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>,
+    pub(super) work: OpWork,
     /// A start's cancellation, requested by `stop()`.
     pub(super) cancel: Option<CancellationToken>,
     /// Where the work goes on when a call waiting for it goes away outside any runtime.
-    runtime: Option<Handle>,
+    pub(super) runtime: Option<Handle>,
+}
+
+/// Where an operation's work runs.
+pub(super) enum OpWork {
+    /// Driven by its callers. Weak: the calls waiting hold the work, so that when the
+    /// last of them is dropped with no runtime to hand it to, the work is dropped and its
+    /// guard ends it.
+    Shared(WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>),
+    /// A stop in the run loop's task.
+    InLoop(LoopStop),
 }
 
 impl Op {
-    /// The work, for one more call to wait for; `None` if it is ending (its last holder
-    /// just dropped it).
-    pub(super) fn join(&self) -> Option<Waiting> {
+    /// The operation, for one more call to wait for; `None` if it is ending (its last
+    /// holder just dropped its work). `service` ends a stop in a loop at its deadline.
+    pub(super) fn join<S: Service>(&self, service: &Arc<Inner<S>>) -> Option<Waiting> {
+        let wait = match &self.work {
+            OpWork::Shared(work) => Wait::Shared(work.upgrade()?),
+            OpWork::InLoop(stop) => Wait::InLoop(stop.wait(self.id, service.clone())),
+        };
         Some(Waiting {
-            work: Some(self.work.upgrade()?),
+            wait: Some(wait),
             runtime: self.runtime.clone(),
         })
     }
@@ -81,12 +97,7 @@ impl<S: Service> Inner<S> {
     {
         let id = ctl.next_id();
         // Made outside the work, so that it also runs if the work is dropped unpolled.
-        let mut guard = OpGuard {
-            inner: self.clone(),
-            id,
-            kind,
-            armed: true,
-        };
+        let mut guard = OpGuard::new(self.clone(), id, kind);
         let span = self.span();
         // The sequence's future is made at the first poll, inside the box: built here and
         // moved in, it would be copied at every layer.
@@ -103,7 +114,7 @@ impl<S: Service> Inner<S> {
             // code), the guard is still armed and ends the operation.
             match result {
                 Ok(result) => {
-                    guard.finish();
+                    guard.finish(&result);
                     result
                 }
                 Err(_) => Err(guard.inner.abandoned(kind)),
@@ -113,12 +124,12 @@ impl<S: Service> Inner<S> {
         ctl.op = Some(Op {
             kind,
             id,
-            work: work.downgrade().expect("not polled yet"),
+            work: OpWork::Shared(work.downgrade().expect("not polled yet")),
             cancel,
             runtime: runtime.clone(),
         });
         Waiting {
-            work: Some(work),
+            wait: Some(Wait::Shared(work)),
             runtime,
         }
     }
@@ -137,43 +148,77 @@ impl<S: Service> Inner<S> {
     /// Hands the operation in flight, if any, to a spawned task: a call about to wait
     /// for what the operation holds (the service's lock) must not wait for a caller
     /// that stopped polling it.
-    pub(super) fn hand_over_op(&self) {
-        let waiting = self.lock().op.as_ref().and_then(Op::join);
+    pub(super) fn hand_over_op(self: &Arc<Self>) {
+        let waiting = self.lock().op.as_ref().and_then(|op| op.join(self));
         drop(waiting);
     }
 }
 
-/// A call's hold on an operation's work. Awaiting it drives the work; dropped before the
-/// end, it hands the work to a task (see the module's doc).
+/// A call's hold on an operation. Awaiting it drives the work (or, for a stop in a loop,
+/// waits for its end and enforces its deadline); dropped before the end, it hands what it
+/// holds to a task (see the module's doc).
 pub(super) struct Waiting {
-    /// `None` once the outcome is taken (or the work given away).
-    work: Option<Work>,
+    /// `None` once the outcome is taken (or given away).
+    wait: Option<Wait>,
     runtime: Option<Handle>,
 }
 
+enum Wait {
+    Shared(Work),
+    InLoop(LoopWait),
+}
+
 impl Waiting {
-    /// Drives the work to its end and returns its outcome.
+    /// A wait for a stop in a loop.
+    pub(super) fn in_loop(wait: LoopWait, runtime: Option<Handle>) -> Self {
+        Waiting {
+            wait: Some(Wait::InLoop(wait)),
+            runtime,
+        }
+    }
+
+    /// Awaits the operation's end and returns its outcome.
     pub(super) async fn outcome(mut self) -> OpResult {
-        let work = self.work.clone().expect("held until the outcome is taken");
-        let result = work.await;
-        self.work = None;
+        // Borrowed, not taken: should this future be dropped half-way, `self` still
+        // holds the wait and hands it over.
+        let result = match self.wait.as_ref().expect("held until the outcome is taken") {
+            Wait::Shared(work) => work.clone().await,
+            Wait::InLoop(wait) => wait.outcome().await,
+        };
+        self.wait = None;
         result
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let Some(work) = self.work.take() else {
+        let Some(wait) = self.wait.take() else {
             return;
         };
-        if work.peek().is_some() {
-            return;
-        }
-        match Handle::try_current().ok().or_else(|| self.runtime.clone()) {
-            Some(runtime) => drop(runtime.spawn(work)),
-            // Nowhere to go on: dropped here (if no other call holds it, its guard ends
-            // the operation in `error`).
-            None => drop(work),
+        let runtime = || Handle::try_current().ok().or_else(|| self.runtime.clone());
+        match wait {
+            Wait::Shared(work) => {
+                if work.peek().is_some() {
+                    return;
+                }
+                match runtime() {
+                    Some(runtime) => drop(runtime.spawn(work)),
+                    // Nowhere to go on: dropped here (if no other call holds it, its guard
+                    // ends the operation in `error`).
+                    None => drop(work),
+                }
+            }
+            Wait::InLoop(wait) => {
+                if wait.ended() {
+                    return;
+                }
+                // Someone has to end the stop at its deadline, should the loop not return.
+                if let Some(runtime) = runtime() {
+                    drop(runtime.spawn(async move {
+                        let _ = wait.outcome().await;
+                    }));
+                }
+            }
         }
     }
 }
@@ -181,7 +226,7 @@ impl Drop for Waiting {
 /// Inside an operation's work: the operation leaves the control after its final
 /// transition; if the work is dropped before (or unwinds), the guard ends the operation
 /// in `error`, rather than leaving `starting`/`stopping` behind.
-struct OpGuard<S: Service> {
+pub(super) struct OpGuard<S: Service> {
     inner: Arc<Inner<S>>,
     id: u64,
     kind: OpKind,
@@ -189,12 +234,28 @@ struct OpGuard<S: Service> {
 }
 
 impl<S: Service> OpGuard<S> {
-    /// The work's final transition is made: the operation leaves the control (a call
-    /// that sees it in between joins it and gets the same outcome).
-    fn finish(&mut self) {
+    pub(super) fn new(inner: Arc<Inner<S>>, id: u64, kind: OpKind) -> Self {
+        OpGuard {
+            inner,
+            id,
+            kind,
+            armed: true,
+        }
+    }
+
+    /// The work's final transition is made, with `result`: the operation leaves the
+    /// control (a call that sees it in between joins it and gets the same outcome).
+    pub(super) fn finish(&mut self, result: &OpResult) {
         self.armed = false;
         let id = self.id;
-        self.inner.lock().op.take_if(|op| op.id == id);
+        let op = self.inner.lock().op.take_if(|op| op.id == id);
+        if let Some(Op {
+            work: OpWork::InLoop(stop),
+            ..
+        }) = op
+        {
+            stop.publish(result.clone());
+        }
     }
 }
 
@@ -204,10 +265,19 @@ impl<S: Service> Drop for OpGuard<S> {
             return;
         }
         let mut ctl = self.inner.lock();
-        if ctl.op.take_if(|op| op.id == self.id).is_some() {
-            let error = self.inner.abandoned(self.kind);
-            self.inner
-                .transition(&mut ctl, ServiceStatus::Error, Some(error), Instant::now());
+        let Some(op) = ctl.op.take_if(|op| op.id == self.id) else {
+            return;
+        };
+        let error = self.inner.abandoned(self.kind);
+        self.inner.transition(
+            &mut ctl,
+            ServiceStatus::Error,
+            Some(error.clone()),
+            Instant::now(),
+        );
+        drop(ctl);
+        if let OpWork::InLoop(stop) = op.work {
+            stop.publish(Err(error));
         }
     }
 }

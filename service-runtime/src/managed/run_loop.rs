@@ -1,15 +1,12 @@
 //! The `#[run]` hook's task: spawned once the service is `running`, told to return
-//! through its [`Shutdown`] by the stop that takes it, and waited for up to the stop
-//! timeout (then aborted). The task reports its loop's end: to the stop waiting for it
-//! (which the task then drives to its end, so a stop nobody polls still ends), or, for a
-//! loop that returned on its own, as a transition (an error moves the service to
-//! `error`, `Ok` asks for a stop).
+//! through its [`Shutdown`] by the stop that takes it (see [`loop_stop`](super::loop_stop):
+//! the task then carries out the rest of that stop). A loop that returns on its own makes
+//! a transition instead: an error moves the service to `error`, `Ok` asks for a stop.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Poll, Waker};
 
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
@@ -20,9 +17,7 @@ use tracing::Instrument;
 
 use super::Managed;
 use super::control::{Control, Inner, run_hook_name};
-use super::decide::OpKind;
 use super::hooks::panic_message;
-use super::operation::{Op, Waiting};
 use crate::__private::HookResult;
 use crate::Shutdown;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
@@ -33,21 +28,12 @@ use crate::status::ServiceStatus;
 pub(super) struct RunLoop {
     /// Tells this loop from an earlier one that returns late (aborted at a stop's
     /// deadline while it blocked its thread).
-    id: u64,
-    shutdown: Shutdown,
-    task: AbortHandle,
+    pub(super) id: u64,
+    pub(super) shutdown: Shutdown,
+    pub(super) task: AbortHandle,
     /// The runtime the loop runs on: a stop whose caller goes away outside any runtime
     /// goes on in a task there.
     pub(super) runtime: Handle,
-}
-
-/// The loop a stop took and waits for (`Control::stopping_loop`).
-pub(super) struct StoppingLoop {
-    id: u64,
-    /// The loop's end, once its task reported it: its error, if any.
-    exit: Option<Option<ServiceError>>,
-    /// The stop's waker, while it waits.
-    waker: Option<Waker>,
 }
 
 /// Futures up to this size are held in place in the loop's task; larger ones (a buffer
@@ -73,8 +59,12 @@ struct RunTaskGuard<S: Service> {
 }
 
 impl<S: Service> RunTaskGuard<S> {
-    /// Reports the loop's end; returns the stop to drive, if one waits for the loop.
-    fn finish(&mut self, outcome: Result<HookResult, String>) -> Option<Waiting> {
+    /// Reports the loop's end; returns the stop whose rest the task carries out, if one
+    /// took the loop, with the loop's error.
+    fn finish(
+        &mut self,
+        outcome: Result<HookResult, String>,
+    ) -> Option<(u64, Option<ServiceError>)> {
         self.reported = true;
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -151,8 +141,9 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            if let Some(stop) = guard.finish(outcome.map_err(|panic| panic_message(&*panic))) {
-                let _ = stop.outcome().await;
+            if let Some((op, error)) = guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
+            {
+                guard.inner.clone().stop_after_loop(op, error).await;
             }
         })
     }
@@ -166,8 +157,9 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            if let Some(stop) = guard.finish(outcome.map_err(|panic| panic_message(&*panic))) {
-                let _ = stop.outcome().await;
+            if let Some((op, error)) = guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
+            {
+                guard.inner.clone().stop_after_loop(op, error).await;
             }
         })
     }
@@ -186,111 +178,15 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// Takes the loop of a `running` service for a stop, which then waits for it in
-    /// [`stop_run_loop`](Self::stop_run_loop).
-    pub(super) fn take_loop_for_stop(ctl: &mut Control) -> Option<RunLoop> {
-        let run = ctl.run.take()?;
-        ctl.stopping_loop = Some(StoppingLoop {
-            id: run.id,
-            exit: None,
-            waker: None,
-        });
-        Some(run)
-    }
-
-    /// Tells the loop `run` (see [`take_loop_for_stop`](Self::take_loop_for_stop)) to
-    /// return and waits for its end, up to the stop timeout; then aborts it. Returns its
-    /// error, if any.
-    pub(super) async fn stop_run_loop(&self, run: RunLoop) -> Option<ServiceError> {
-        let RunLoop {
-            id, shutdown, task, ..
-        } = run;
-        shutdown.request();
-        let limit = self.config().stop_timeout;
-        let deadline = crate::deadline::sleep(limit);
-        let exited = tokio::select! {
-            biased;
-            exit = std::future::poll_fn(|cx| self.poll_loop_exit(id, cx)) => exit,
-            () = deadline => {
-                // The loop's task may have reported its end as the deadline passed.
-                let mut ctl = self.lock();
-                let late = ctl.stopping_loop.take().and_then(|stopping| stopping.exit);
-                drop(ctl);
-                match late {
-                    Some(exit) => exit,
-                    None => {
-                        // A loop that blocks its thread ends later, unwaited; its report
-                        // then finds no stop waiting for it.
-                        task.abort();
-                        Some(self.logged(self.hook_error(
-                            HookKind::Run,
-                            run_hook_name::<S>(),
-                            HookFailure::Timeout(limit),
-                        )))
-                    }
-                }
-            }
-        };
-        exited
-    }
-
-    /// The end of the loop `id` that a stop waits for, once its task reported it.
-    fn poll_loop_exit(
-        &self,
-        id: u64,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<ServiceError>> {
-        let mut ctl = self.lock();
-        let Some(stopping) = ctl
-            .stopping_loop
-            .as_mut()
-            .filter(|stopping| stopping.id == id)
-        else {
-            // Unreachable: only this stop clears it, once it has its end.
-            debug_assert!(false, "the loop a stop waits for is gone");
-            return Poll::Ready(Some(self.abandoned(OpKind::Stop)));
-        };
-        if let Some(exit) = stopping.exit.take() {
-            ctl.stopping_loop = None;
-            return Poll::Ready(exit);
-        }
-        let replaced = match &stopping.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => None,
-            _ => stopping.waker.replace(cx.waker().clone()),
-        };
-        drop(ctl);
-        // A waker's drop may run the executor's code: not under the control lock.
-        drop(replaced);
-        Poll::Pending
-    }
-
-    /// Reports the end of the loop `id` to the stop waiting for it, if one does; with
-    /// `drive`, returns that stop's work, for the loop's task to drive.
-    fn report_to_stop(&self, id: u64, exit: Option<ServiceError>, drive: bool) -> Option<Waiting> {
-        let mut ctl = self.lock();
-        let stopping = ctl
-            .stopping_loop
-            .as_mut()
-            .filter(|stopping| stopping.id == id)?;
-        stopping.exit = Some(exit);
-        let waker = stopping.waker.take();
-        let stop = if drive {
-            ctl.op.as_ref().and_then(Op::join)
-        } else {
-            None
-        };
-        drop(ctl);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        stop
-    }
-
     /// The loop `id` returned. While it is the service's current loop (`running`), an
     /// error moves the service to `error` (cleanup stays owed until `stop()`) and `Ok`
-    /// stops it. A loop a stop took reports its end to that stop, and returns the stop to
-    /// drive.
-    fn on_run_exit(self: Arc<Self>, id: u64, failure: Option<HookFailure>) -> Option<Waiting> {
+    /// stops it. A loop a stop took ends that stop's wait for it: returns the stop's id,
+    /// for the loop's task to carry out the rest, unless the stop's deadline passed.
+    fn on_run_exit(
+        self: Arc<Self>,
+        id: u64,
+        failure: Option<HookFailure>,
+    ) -> Option<(u64, Option<ServiceError>)> {
         let hook = run_hook_name::<S>();
         let error = failure.map(|failure| self.hook_error(HookKind::Run, hook, failure));
         if let Some(error) = &error {
@@ -298,8 +194,8 @@ impl<S: Service> Inner<S> {
         }
         let mut ctl = self.lock();
         if ctl.run.as_ref().is_none_or(|run| run.id != id) {
-            drop(ctl);
-            return self.report_to_stop(id, error, true);
+            let op = Self::take_returned_loop(&mut ctl, id)?;
+            return Some((op, error));
         }
         ctl.run = None;
         match error {
@@ -319,13 +215,11 @@ impl<S: Service> Inner<S> {
 
     /// The loop `id`'s task was dropped before the loop returned (its runtime shut
     /// down). A `running` service moves to `error`, its loop no longer owed to a stop; a
-    /// stop waiting for the loop ends with the stop abandoned.
+    /// stop waiting for the loop goes on in a call that waits for it.
     fn run_task_dropped(&self, id: u64) {
         let mut ctl = self.lock();
         if ctl.run.as_ref().is_none_or(|run| run.id != id) {
-            drop(ctl);
-            // The stop's work goes on wherever its callers poll it.
-            self.report_to_stop(id, Some(self.abandoned(OpKind::Stop)), false);
+            self.loop_task_gone(&mut ctl, id);
             return;
         }
         ctl.run = None;

@@ -213,7 +213,7 @@ impl<S: Service> Inner<S> {
     /// A start failed after every init hook completed: undo it (components, cleanup
     /// hooks) and end in `error` with the first cause.
     async fn fail_start(&self, error: ServiceError, started: Vec<ComponentEntry>) -> ServiceError {
-        for secondary in self.stop_steps(None, started, true).await {
+        for secondary in self.stop_steps(started, true).await {
             // Each was logged where it happened; this ties it to the failed start.
             tracing::debug!(parent: &self.span(), error = %secondary, "while undoing a failed start");
         }
@@ -228,7 +228,7 @@ impl<S: Service> Inner<S> {
             None,
             Instant::now(),
         );
-        let errors = self.stop_steps(None, started, cleanup).await;
+        let errors = self.stop_steps(started, cleanup).await;
         let mut ctl = self.lock();
         match ServiceError::combine(|| self.name().clone(), errors) {
             None => self.transition(&mut ctl, ServiceStatus::Stopped, None, Instant::now()),

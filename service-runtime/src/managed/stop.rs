@@ -1,6 +1,7 @@
-//! A stop: the run loop told to return and awaited (up to the stop timeout), components
-//! stopped in reverse field order, cleanup hooks run in reverse source order; every
-//! error collected, and the service ends `stopped` or `error`.
+//! A stop: the run loop told to return and awaited (up to the stop timeout, see
+//! [`loop_stop`](super::loop_stop)), components stopped in reverse field order, cleanup
+//! hooks run in reverse source order; every error collected, and the service ends
+//! `stopped` or `error`.
 
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::HookOutcome;
 use super::operation::{OpResult, Waiting};
-use super::run_loop::RunLoop;
 use crate::__private::ComponentEntry;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::service::Service;
@@ -35,36 +35,36 @@ impl<S: Service> Inner<S> {
     }
 
     /// Begins a stop from `running`, or from `error` with something left to stop.
+    /// The stop of a service with a run loop goes on in the loop's task once the loop
+    /// returns; any other stop is an operation driven by its callers.
     pub(super) fn begin_stop(self: &Arc<Self>, ctl: &mut Control) -> Waiting {
-        self.transition(ctl, ServiceStatus::Stopping, None, Instant::now());
-        // A stop whose caller goes away outside any runtime goes on where its loop runs.
-        let runtime = ctl.run.as_ref().map(|run| run.runtime.clone());
-        self.begin(ctl, OpKind::Stop, None, runtime, |inner| async move {
+        let now = Instant::now();
+        self.transition(ctl, ServiceStatus::Stopping, None, now);
+        if let Some(run) = ctl.run.take() {
+            return self.begin_loop_stop(ctl, run, now);
+        }
+        self.begin(ctl, OpKind::Stop, None, None, |inner| async move {
             inner.stop_owed().await
         })
     }
 
-    /// Takes what the service owes (run loop, components, cleanup) and stops it; the
-    /// status is `stopping` on entry, `stopped` or `error` on return.
+    /// Takes what a service without a run loop owes (components, cleanup) and stops it;
+    /// the status is `stopping` on entry, `stopped` or `error` on return.
     pub(super) async fn stop_owed(&self) -> OpResult {
-        let (run, components, cleanup) = {
+        let (components, cleanup) = {
             let mut ctl = self.lock();
             // `cleanup_owed` stays set until the cleanup ran: a stop abandoned half-way
             // (its runtime shut down) leaves it owed to the next start.
-            (
-                Self::take_loop_for_stop(&mut ctl),
-                std::mem::take(&mut ctl.components),
-                ctl.cleanup_owed,
-            )
+            (std::mem::take(&mut ctl.components), ctl.cleanup_owed)
         };
-        let errors = self.stop_steps(run, components, cleanup).await;
+        let errors = self.stop_steps(components, cleanup).await;
         let error = ServiceError::combine(|| self.name().clone(), errors);
         self.end_stop(&mut self.lock(), error)
     }
 
     /// The last step of a stop: nothing is owed any more; `stopped`, or `error` with
     /// `error`, which is also the stop's outcome.
-    fn end_stop(&self, ctl: &mut Control, error: Option<ServiceError>) -> OpResult {
+    pub(super) fn end_stop(&self, ctl: &mut Control, error: Option<ServiceError>) -> OpResult {
         ctl.cleanup_owed = false;
         match error {
             None => {
@@ -75,18 +75,14 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// Stops the run loop, the components (in reverse) and runs the cleanup hooks (in
-    /// reverse), collecting every error. Each step is bounded by its timeout.
+    /// Stops the components (in reverse) and runs the cleanup hooks (in reverse),
+    /// collecting every error. Each step is bounded by its timeout.
     pub(super) async fn stop_steps(
         &self,
-        run: Option<RunLoop>,
         components: Vec<ComponentEntry>,
         cleanup: bool,
     ) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        if let Some(run) = run {
-            errors.extend(self.stop_run_loop(run).await);
-        }
         // Boxed: only services with components or cleanup hooks carry these steps' state.
         if !components.is_empty() {
             Box::pin(self.stop_components(&components, &mut errors)).await;
