@@ -39,9 +39,9 @@ pub(super) struct StoppingLoop {
     /// The stop's id.
     op: u64,
     task: AbortHandle,
-    /// Set when the loop's task was dropped before the loop returned: a waiting call then
-    /// takes the end, with this error.
-    gone: Option<ServiceError>,
+    /// The loop's task was dropped before the loop returned: a waiting call takes the
+    /// end.
+    gone: bool,
 }
 
 /// A stop in a loop, as its operation keeps it.
@@ -139,24 +139,23 @@ impl<S: Service> TakeOver for Inner<S> {
             .stopping_loop
             .as_ref()
             .filter(|stopping| stopping.op == op)?;
-        if stopping.gone.is_none() && !due {
+        if !stopping.gone && !due {
             return None;
         }
         let stopping = ctl.stopping_loop.take().expect("just seen");
         drop(ctl);
-        let error = match stopping.gone {
-            Some(error) => error,
-            None => {
-                stopping.task.abort();
-                let limit = self.config().stop_timeout;
-                self.logged(self.hook_error(
-                    HookKind::Run,
-                    run_hook_name::<S>(),
-                    HookFailure::Timeout(limit),
-                ))
-            }
+        let error = if stopping.gone {
+            self.abandoned(OpKind::Stop)
+        } else {
+            stopping.task.abort();
+            let limit = self.config().stop_timeout;
+            self.logged(self.hook_error(
+                HookKind::Run,
+                run_hook_name::<S>(),
+                HookFailure::Timeout(limit),
+            ))
         };
-        Some(Box::pin(self.stop_after_loop(op, Some(error))))
+        Some(Box::pin(self.stop_after_loop(op, vec![error])))
     }
 }
 
@@ -175,7 +174,7 @@ impl<S: Service> Inner<S> {
             id: run.id,
             op,
             task: run.task,
-            gone: None,
+            gone: false,
         });
         let stop = LoopStop {
             end: Arc::new(StopEnd {
@@ -214,7 +213,7 @@ impl<S: Service> Inner<S> {
         else {
             return false;
         };
-        stopping.gone = Some(self.abandoned(OpKind::Stop));
+        stopping.gone = true;
         if let Some(Op {
             work: OpWork::InLoop(stop),
             ..
@@ -225,21 +224,20 @@ impl<S: Service> Inner<S> {
         true
     }
 
-    /// The stop `op`'s remaining steps once its loop's end is taken (`loop_error`: the
+    /// The stop `op`'s remaining steps once its loop's end is taken (`errors`: the
     /// loop's failure, or its timeout): components, cleanup hooks, the final transition;
     /// then the outcome is published.
-    pub(super) async fn stop_after_loop(
-        self: Arc<Self>,
-        op: u64,
-        loop_error: Option<ServiceError>,
-    ) {
+    pub(super) async fn stop_after_loop(self: Arc<Self>, op: u64, mut errors: Vec<ServiceError>) {
         let mut guard = OpGuard::new(self.clone(), op, OpKind::Stop);
         let (components, cleanup) = {
             let mut ctl = self.lock();
             (std::mem::take(&mut ctl.components), ctl.cleanup_owed)
         };
-        let mut errors: Vec<ServiceError> = loop_error.into_iter().collect();
-        errors.extend(self.stop_steps(components, cleanup).await);
+        // Boxed: only services with components or cleanup hooks carry these steps' state
+        // in their loop's task.
+        if !components.is_empty() || (cleanup && !S::__HOOKS.cleanup.is_empty()) {
+            errors.extend(Box::pin(self.stop_steps(components, cleanup)).await);
+        }
         let error = ServiceError::combine(|| self.name().clone(), errors);
         let result = self.end_stop(&mut self.lock(), error);
         guard.finish(&result);

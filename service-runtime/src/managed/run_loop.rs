@@ -87,6 +87,17 @@ impl<S: Service> RunTaskGuard<S> {
     }
 }
 
+impl<S: Service> RunTaskGuard<S> {
+    /// Reports the loop's end and, if a stop took the loop, carries out the rest of it.
+    async fn end(mut self, outcome: Result<HookResult, String>) {
+        if let Some((op, error)) = self.finish(outcome) {
+            // Boxed: the task lives as long as its loop, the stop's state only at its end.
+            let errors = error.into_iter().collect();
+            Box::pin(self.inner.clone().stop_after_loop(op, errors)).await;
+        }
+    }
+}
+
 impl<S: Service> Drop for RunTaskGuard<S> {
     fn drop(&mut self) {
         if !self.reported {
@@ -149,7 +160,7 @@ impl<S: Service> Inner<S> {
     #[inline(never)]
     fn spawn_run_task_inline(
         &self,
-        mut guard: RunTaskGuard<S>,
+        guard: RunTaskGuard<S>,
         shutdown: Shutdown,
         polled: oneshot::Sender<()>,
     ) -> AbortHandle {
@@ -161,17 +172,16 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            if let Some((op, error)) = guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
-            {
-                guard.inner.clone().stop_after_loop(op, error).await;
-            }
+            guard
+                .end(outcome.map_err(|panic| panic_message(&*panic)))
+                .await;
         })
     }
 
     #[inline(never)]
     fn spawn_run_task_boxed(
         &self,
-        mut guard: RunTaskGuard<S>,
+        guard: RunTaskGuard<S>,
         shutdown: Shutdown,
         polled: oneshot::Sender<()>,
     ) -> AbortHandle {
@@ -183,10 +193,9 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            if let Some((op, error)) = guard.finish(outcome.map_err(|panic| panic_message(&*panic)))
-            {
-                guard.inner.clone().stop_after_loop(op, error).await;
-            }
+            guard
+                .end(outcome.map_err(|panic| panic_message(&*panic)))
+                .await;
         })
     }
 
