@@ -9,7 +9,6 @@ use tokio::time::Instant;
 use super::control::Inner;
 use super::decide::{Plan, Request, decide};
 use super::operation::{OpResult, Waiting};
-use super::run_loop::FirstPoll;
 use crate::service::Service;
 use crate::status::ServiceStatus;
 
@@ -23,8 +22,6 @@ pub(super) enum Step {
     AfterInFlight(Waiting),
     /// Decide again: the operation in flight was ending as this call looked.
     Again,
-    /// A start made the service `running`: its outcome once the run loop has begun.
-    Started(FirstPoll),
 }
 
 impl<S: Service> Inner<S> {
@@ -51,10 +48,6 @@ impl<S: Service> Inner<S> {
                     step = self.decide(request);
                 }
                 Step::Again => step = self.decide(request),
-                Step::Started(first_poll) => {
-                    first_poll.wait().await;
-                    return Ok(());
-                }
             }
         }
     }
@@ -69,16 +62,13 @@ impl<S: Service> Inner<S> {
         let in_flight = ctl.op.as_ref().map(|op| op.kind);
         match decide(self.status(), in_flight, request, nothing_owed) {
             Plan::Done => Step::Finished(Ok(())),
-            Plan::Inline => match request {
-                Request::Start => match self.start_inline(&mut ctl) {
-                    Ok(Some(first_poll)) => Step::Started(first_poll),
-                    result => Step::Finished(result.map(drop)),
-                },
+            Plan::Inline => Step::Finished(match request {
+                Request::Start => self.start_inline(&mut ctl),
                 Request::Stop => {
                     self.stop_inline(&mut ctl);
-                    Step::Finished(Ok(()))
+                    Ok(())
                 }
-            },
+            }),
             Plan::ClearError => {
                 self.transition(&mut ctl, ServiceStatus::Stopped, None, Instant::now());
                 Step::Finished(Ok(()))

@@ -261,10 +261,8 @@ impl<S: Service> Managed<S> {
         self.inner.service.read().await
     }
 
-    /// Starts the service: init hooks in source order, then components in field order;
-    /// then `running`, and the run loop's task is spawned. Returns once that task has
-    /// been polled for the first time: the run hook has begun (whatever it does before
-    /// its first `.await` is done), although it may not be ready for work yet.
+    /// Starts the service: init hooks in source order, then components in field order,
+    /// then the run loop; then `running`.
     ///
     /// Any failure (an `Err`, a panic, a timeout) ends in `error` with the started
     /// components stopped in reverse; when every init hook had completed, the cleanup

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
-use tokio::sync::{RwLockReadGuard, oneshot};
+use tokio::sync::RwLockReadGuard;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -34,18 +34,6 @@ pub(super) struct RunLoop {
     /// The runtime the loop runs on: a stop whose caller goes away outside any runtime
     /// goes on in a task there.
     pub(super) runtime: Handle,
-}
-
-/// The first poll of a loop's task, which a start waits for: `start()` returns once the
-/// run hook has begun, as a hand-written task's spawner usually waits for it, so a loop
-/// that subscribes to something at its first poll does so before `start()` returns.
-pub(super) struct FirstPoll(oneshot::Receiver<()>);
-
-impl FirstPoll {
-    /// Waits until the loop's task has been polled (or dropped unpolled).
-    pub(super) async fn wait(self) {
-        let _ = self.0.await;
-    }
 }
 
 /// Futures up to this size are held in place in the loop's task; larger ones (a buffer
@@ -119,7 +107,7 @@ impl<S: Service> Inner<S> {
     pub(super) fn spawn_run_loop(
         self: &Arc<Self>,
         ctl: &mut Control,
-    ) -> Result<Option<(RunLoop, FirstPoll)>, ServiceError> {
+    ) -> Result<Option<RunLoop>, ServiceError> {
         if S::__HOOKS.run.is_none() {
             return Ok(None);
         }
@@ -140,32 +128,24 @@ impl<S: Service> Inner<S> {
             id,
             reported: false,
         };
-        let (polled, first_poll) = oneshot::channel();
         let task = if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE {
-            self.spawn_run_task_inline(guard, shutdown.clone(), polled)
+            self.spawn_run_task_inline(guard, shutdown.clone())
         } else {
-            self.spawn_run_task_boxed(guard, shutdown.clone(), polled)
+            self.spawn_run_task_boxed(guard, shutdown.clone())
         };
-        let run = RunLoop {
+        Ok(Some(RunLoop {
             id,
             shutdown,
             task,
             runtime,
-        };
-        Ok(Some((run, FirstPoll(first_poll))))
+        }))
     }
 
     // Each way in a function of its own, so that neither stack frame holds the other's
     // future.
     #[inline(never)]
-    fn spawn_run_task_inline(
-        &self,
-        guard: RunTaskGuard<S>,
-        shutdown: Shutdown,
-        polled: oneshot::Sender<()>,
-    ) -> AbortHandle {
+    fn spawn_run_task_inline(&self, guard: RunTaskGuard<S>, shutdown: Shutdown) -> AbortHandle {
         self.spawn_run_task(async move {
-            let _ = polled.send(());
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
                 AssertUnwindSafe(service.__run(shutdown))
@@ -179,14 +159,8 @@ impl<S: Service> Inner<S> {
     }
 
     #[inline(never)]
-    fn spawn_run_task_boxed(
-        &self,
-        guard: RunTaskGuard<S>,
-        shutdown: Shutdown,
-        polled: oneshot::Sender<()>,
-    ) -> AbortHandle {
+    fn spawn_run_task_boxed(&self, guard: RunTaskGuard<S>, shutdown: Shutdown) -> AbortHandle {
         self.spawn_run_task(async move {
-            let _ = polled.send(());
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
                 AssertUnwindSafe(Box::pin(service.__run(shutdown)))

@@ -13,7 +13,6 @@ use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::HookOutcome;
 use super::operation::{OpResult, Waiting};
-use super::run_loop::FirstPoll;
 use crate::__private::ComponentEntry;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::service::Service;
@@ -35,10 +34,7 @@ impl<S: Service> Inner<S> {
     }
 
     /// `starting` and `running` at once (see [`start_owes_nothing`](Self::start_owes_nothing)).
-    pub(super) fn start_inline(
-        self: &Arc<Self>,
-        ctl: &mut Control,
-    ) -> Result<Option<FirstPoll>, ServiceError> {
+    pub(super) fn start_inline(self: &Arc<Self>, ctl: &mut Control) -> OpResult {
         let now = Instant::now();
         self.transition(ctl, ServiceStatus::Starting, None, now);
         self.become_running(ctl, Vec::new(), now)
@@ -65,24 +61,22 @@ impl<S: Service> Inner<S> {
 
     /// The last step of every start: `running`, then the run loop, spawned with the
     /// status already `running` (its first poll sees it, and a loop that stops its own
-    /// service makes a normal stop of a running one). Returns the loop's first poll, for
-    /// the start to wait for. Without a runtime to spawn the loop on, `error`, what was
-    /// started left for a stop to undo.
+    /// service makes a normal stop of a running one). Without a runtime to spawn the loop
+    /// on, `error`, what was started left for a stop to undo.
     fn become_running(
         self: &Arc<Self>,
         ctl: &mut Control,
         components: Vec<ComponentEntry>,
         now: Instant,
-    ) -> Result<Option<FirstPoll>, ServiceError> {
+    ) -> OpResult {
         ctl.components = components;
         ctl.cleanup_owed = true;
         self.transition(ctl, ServiceStatus::Running, None, now);
         match self.spawn_run_loop(ctl) {
-            Ok(Some((run, first_poll))) => {
-                ctl.run = Some(run);
-                Ok(Some(first_poll))
+            Ok(run) => {
+                ctl.run = run;
+                Ok(())
             }
-            Ok(None) => Ok(None),
             Err(error) => Err(self.fail(ctl, error)),
         }
     }
@@ -140,27 +134,19 @@ impl<S: Service> Inner<S> {
             Box::pin(self.start_components(components, &cancel)).await?
         };
 
-        let result = {
-            let mut ctl = self.lock();
-            if cancel.is_cancelled() {
-                Err(started)
-            } else {
-                Ok(self.become_running(&mut ctl, started, Instant::now()))
-            }
-        };
-        let result = match result {
-            Ok(result) => result,
-            Err(started) => return Err(Box::pin(self.abandon_start(started, true)).await),
-        };
+        let mut ctl = self.lock();
+        if cancel.is_cancelled() {
+            drop(ctl);
+            return Err(Box::pin(self.abandon_start(started, true)).await);
+        }
+        let result = self.become_running(&mut ctl, started, Instant::now());
+        drop(ctl);
         // This start may end in a task after every handle went: nothing could stop the
         // loop it spawned, so it ends now.
         if self.handles.load(Ordering::Acquire) == 0 {
             self.last_handle_gone();
         }
-        if let Some(first_poll) = result? {
-            first_poll.wait().await;
-        }
-        Ok(())
+        result
     }
 
     /// Starts the components in field order; on a failure or a cancellation, undoes the
