@@ -231,6 +231,40 @@ async fn failure_of_service_3_of_5_stops_2_then_1_and_never_starts_4_and_5() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_service_whose_start_failed_stays_error_after_the_run_and_only_what_started_is_stopped() {
+    let log = Log::default();
+    let one = managed(node(&log, "one"));
+    let two = managed(Node {
+        init_fault: Fault::Err,
+        ..node(&log, "two")
+    });
+    let mut one_changes = one.subscribe();
+    let mut two_changes = two.subscribe();
+    let supervisor = Supervisor::new().add(one.clone()).add(two.clone());
+    let handle = supervisor.handle();
+    let report = supervisor.run_until(std::future::pending()).await;
+    assert_eq!(report.code(), 1);
+    assert_eq!(hooks(&log), ["init:one@0", "init:two@0", "cleanup:one"]);
+    assert_eq!(
+        handle.statuses(),
+        [
+            ("one".to_owned(), Stopped),
+            ("two".to_owned(), ServiceStatus::Error)
+        ]
+    );
+    assert_eq!(
+        two.last_error().map(|error| error.to_string()).as_deref(),
+        Some("service `two`: init hook `open` failed: two refused")
+    );
+    assert_eq!(
+        history(&mut two_changes),
+        [(Stopped, Starting), (Starting, ServiceStatus::Error)],
+        "the failed start is not cleared to stopped by the rollback"
+    );
+    assert_eq!(history(&mut one_changes), CLEAN_CYCLE);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_loop_restarts_exactly_three_times_on_schedule_then_escalates() {
     let log = Log::default();
     let crashing = Node {

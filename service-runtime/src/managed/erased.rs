@@ -45,6 +45,10 @@ pub(crate) trait DynService: Send + Sync {
     fn start_now(&self) -> Begun<'_>;
     /// What [`Managed::stop`](super::Managed::stop) does up to its first wait.
     fn stop_now(&self) -> Begun<'_>;
+    /// Whether a shutdown has anything to stop: not for a service that is `stopped`, nor
+    /// for one in `error` that owes nothing (a failed start undid itself), which keeps
+    /// its failure visible rather than being cleared to `stopped`.
+    fn needs_stop(&self) -> bool;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
@@ -105,6 +109,15 @@ impl<S: Service> DynService for Inner<S> {
 
     fn start_now(&self) -> Begun<'_> {
         self.begin_call(Request::Start)
+    }
+
+    fn needs_stop(&self) -> bool {
+        let ctl = self.lock();
+        match self.status() {
+            ServiceStatus::Stopped => false,
+            ServiceStatus::Error => ctl.op.is_some() || !self.stop_owes_nothing(&ctl),
+            _ => true,
+        }
     }
 
     fn stop_now(&self) -> Begun<'_> {

@@ -494,9 +494,17 @@ async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
     on_level(entries, level, |service| service.start_now()).await
 }
 
-/// Stops one level's services concurrently; returns their errors.
+/// Stops one level's services concurrently; returns their errors. A service that needs no
+/// stop is left as it is: a failed start stays `error`, its cause readable.
 async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| service.stop_now()).await
+    on_level(entries, level, |service| {
+        if service.needs_stop() {
+            service.stop_now()
+        } else {
+            Ok(Ok(()))
+        }
+    })
+    .await
 }
 
 /// Begins the operation `begin` on each of a level's services in order and awaits the

@@ -204,6 +204,10 @@ pub(super) async fn perform(
             Work::Stop(group) => {
                 for &i in group.iter().rev() {
                     let service = &entries[i].service.0;
+                    // A failed start undid itself: it stays `error` until restarted.
+                    if !service.needs_stop() {
+                        continue;
+                    }
                     if let Err(error) = service.stop().await {
                         tracing::error!(service = %service.name(), %error, "stopping before a restart failed");
                         errors.push(SupervisorError::Stop(error));
