@@ -50,7 +50,9 @@ async fn after_one_turn(deadline: tokio::time::Instant) {
         Poll::Pending
     })
     .await;
-    tokio::time::sleep_until(deadline).await;
+    // Boxed: made only for a loop that did not return at once, it keeps every stop's
+    // future small.
+    Box::pin(tokio::time::sleep_until(deadline)).await;
 }
 
 /// The process's list, its thread started at the first call; `None` if the thread could
