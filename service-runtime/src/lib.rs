@@ -70,7 +70,6 @@ mod status;
 mod supervisor;
 #[cfg(all(unix, feature = "systemd"))]
 mod systemd;
-mod util;
 
 pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
 pub use error::{BoxError, HookFailure, HookKind, ServiceError};

@@ -17,7 +17,7 @@ use super::{BoxFuture, Shared, lock};
 use crate::health::{HealthReport, HealthStatus};
 use crate::managed::{ErasedService, StatusChanges, Subscriber};
 use crate::status::ServiceStatus;
-use crate::util::join_all;
+use futures_util::future::join_all;
 
 /// The services of a supervisor, in the order added, and that order sorted by name.
 #[derive(Default)]

@@ -88,7 +88,7 @@ use super::{Entry, Figures, Shared, Supervisor, lock};
 use crate::ServiceError;
 use crate::managed::{Begun, DynService, EntryChange};
 use crate::status::ServiceStatus;
-use crate::util::join_all;
+use futures_util::future::join_all;
 
 impl Supervisor {
     /// Checks the plan, serves the probes, then starts, supervises and stops every
