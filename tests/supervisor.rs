@@ -1104,3 +1104,47 @@ async fn supervisor_health_of_a_duplicate_name_is_the_last_added() {
     );
     assert_eq!(health.status, HealthStatus::Unhealthy);
 }
+
+#[derive(Service, Default)]
+struct Quiet;
+
+#[lifecycle]
+impl Quiet {}
+
+#[test]
+fn a_subscriber_racing_with_add_hears_every_service() {
+    const SERVICES: usize = 300;
+    // Without the lock order, the first round already loses a subscriber.
+    for _ in 0..5 {
+        let mut supervisor = Supervisor::new();
+        let handle = supervisor.handle();
+        let subscribing = std::thread::spawn(move || {
+            (0..SERVICES / 3)
+                .map(|_| handle.subscribe())
+                .collect::<Vec<_>>()
+        });
+        let mut services = Vec::new();
+        for i in 0..SERVICES {
+            let service = Managed::with_config(Quiet, Quiet::config().name(format!("q{i}")));
+            services.push(service.clone());
+            supervisor = supervisor.add(service);
+        }
+        let mut subscribers = subscribing.join().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for service in &services {
+                service.start().await.unwrap();
+            }
+        });
+        for changes in &mut subscribers {
+            let mut heard = std::collections::HashSet::new();
+            while let Some(change) = changes.try_recv() {
+                heard.insert(change.service.to_string());
+            }
+            assert_eq!(heard.len(), SERVICES, "a subscriber missed a service");
+        }
+        drop(supervisor);
+    }
+}

@@ -135,10 +135,14 @@ impl SupervisorHandle {
     /// Every status change of every service from now on, in order per service.
     pub fn subscribe(&self) -> StatusChanges {
         let (sender, receiver) = mpsc::unbounded_channel();
+        // Held while the list is read (see `Supervisor::add`): a service added meanwhile
+        // gets this subscriber there.
+        let mut subscribers = lock(&self.shared.subscribers);
         for service in self.services().iter() {
             service.0.add_subscriber(Subscriber::Public(sender.clone()));
         }
-        lock(&self.shared.subscribers).push(sender);
+        subscribers.push(sender);
+        drop(subscribers);
         StatusChanges::from_receiver(receiver)
     }
 

@@ -105,6 +105,8 @@ struct Shared {
     services: Mutex<Arc<ServiceList>>,
     /// The figures of each service, indexed like `services`.
     stats: Mutex<Vec<Figures>>,
+    /// The subscribers of [`SupervisorHandle::subscribe`]. Taken before `services` where
+    /// both are held (adding a service, subscribing), so that neither misses the other.
     subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
     /// Requested by [`SupervisorHandle::shutdown`]: behaves like a signal.
     shutdown: Shutdown,
@@ -190,7 +192,11 @@ impl Supervisor {
         let managed = service.into_managed();
         let policy = managed.restart_policy();
         let service = managed.erased();
-        for subscriber in lock(&self.shared.subscribers).iter() {
+        // Held until the service is listed, as `SupervisorHandle::subscribe` holds it
+        // while it reads the list: a subscriber is added either here or there, never
+        // missed by both.
+        let subscribers = lock(&self.shared.subscribers);
+        for subscriber in subscribers.iter() {
             service
                 .0
                 .add_subscriber(Subscriber::Public(subscriber.clone()));
@@ -200,6 +206,7 @@ impl Supervisor {
         self.names.push_str(service.0.name_str());
         self.name_ends.push(self.names.len());
         Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
+        drop(subscribers);
         lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
             service,
