@@ -262,6 +262,33 @@ async fn a_service_whose_start_failed_stays_error_after_the_run_and_only_what_st
         "the failed start is not cleared to stopped by the rollback"
     );
     assert_eq!(history(&mut one_changes), CLEAN_CYCLE);
+    // Read per service from the report.
+    assert_eq!(report.errors()[0].service(), Some("two"));
+    assert_eq!(
+        report.error_of("two").map(ToString::to_string).as_deref(),
+        Some("service `two`: init hook `open` failed: two refused")
+    );
+    assert!(report.error_of("one").is_none());
+    assert_eq!(report.errors_of("one").count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_changes_are_a_stream() {
+    use futures_util::StreamExt;
+    let log = Log::default();
+    let service = managed(node(&log, "streamed"));
+    let changes = service.subscribe();
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    drop(service);
+    let seen: Vec<_> = changes
+        .map(|change| (change.from, change.to))
+        .collect()
+        .await;
+    assert_eq!(
+        seen, CLEAN_CYCLE,
+        "and the stream ends once the service is freed"
+    );
 }
 
 #[tokio::test(start_paused = true)]

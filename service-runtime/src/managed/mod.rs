@@ -146,6 +146,19 @@ impl StatusChanges {
     }
 }
 
+/// The changes as a stream (`futures::StreamExt`, `tokio_stream::StreamExt`): it ends
+/// when [`recv`](StatusChanges::recv) would return `None`.
+impl futures_core::Stream for StatusChanges {
+    type Item = StatusChange;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<StatusChange>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
 impl<S: Service> Managed<S> {
     /// Manages `service` with the configuration of its `#[service(...)]` attribute.
     pub fn new(service: S) -> Self {

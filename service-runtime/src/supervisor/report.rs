@@ -116,6 +116,51 @@ impl fmt::Display for SupervisorError {
 
 impl std::error::Error for SupervisorError {}
 
+impl SupervisorError {
+    /// The service this error is about, if it is about one: the failing service of
+    /// `Start`, `Failed`, `Restarted`, `Stop` and `Escalated`; `None` for the errors of the
+    /// whole run (an abandoned shutdown names several, see [`abandoned`](Self::abandoned)).
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            SupervisorError::Start(error)
+            | SupervisorError::Failed(error)
+            | SupervisorError::Restarted(error)
+            | SupervisorError::Stop(error) => Some(error.service()),
+            SupervisorError::Escalated { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The service's own error behind this one, if there is one (for `Escalated`, its
+    /// last error, when it failed rather than exited).
+    pub fn service_error(&self) -> Option<&ServiceError> {
+        match self {
+            SupervisorError::Start(error)
+            | SupervisorError::Failed(error)
+            | SupervisorError::Restarted(error)
+            | SupervisorError::Stop(error) => Some(error),
+            SupervisorError::Escalated { last_error, .. } => last_error.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The services a shutdown abandoned (`ShutdownTimeout`, `Forced`), in stop order;
+    /// empty for every other error.
+    pub fn abandoned(&self) -> &[String] {
+        match self {
+            SupervisorError::ShutdownTimeout { abandoned, .. }
+            | SupervisorError::Forced { abandoned } => abandoned,
+            _ => &[],
+        }
+    }
+
+    /// Whether this error concerns the service `name`: it is about it, or a shutdown
+    /// abandoned it.
+    fn concerns(&self, name: &str) -> bool {
+        self.service() == Some(name) || self.abandoned().iter().any(|s| s == name)
+    }
+}
+
 /// What a supervisor run ended with: every error, in order, and the exit code.
 ///
 /// `main` can return it: it prints the errors to stderr and exits with
@@ -137,6 +182,24 @@ impl Report {
     /// restart recovered from ([`SupervisorError::Restarted`]).
     pub fn errors(&self) -> &[SupervisorError] {
         &self.errors
+    }
+
+    /// The errors that concern the service `name`, in the order they happened: those
+    /// about it ([`SupervisorError::service`]) and the abandoned shutdown that names it.
+    pub fn errors_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SupervisorError> {
+        self.errors.iter().filter(move |error| error.concerns(name))
+    }
+
+    /// What went wrong with the service `name`, if anything left the run unsuccessful:
+    /// its first error other than a failure a restart healed (a failed start, a failure
+    /// while running, its last error before an escalation, a failed stop). `None` if the
+    /// service only ever failed and recovered, or never failed.
+    pub fn error_of(&self, name: &str) -> Option<&ServiceError> {
+        self.errors
+            .iter()
+            .filter(|error| error.concerns(name))
+            .filter(|error| !matches!(error, SupervisorError::Restarted(_)))
+            .find_map(SupervisorError::service_error)
     }
 
     /// Whether every service started (or was never asked to) and stopped cleanly, and no
@@ -188,5 +251,65 @@ impl Termination for Report {
             }
         }
         self.exit_code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Report, SupervisorError};
+    use crate::ServiceError;
+
+    fn failure(service: &str) -> ServiceError {
+        ServiceError::Abandoned {
+            service: Arc::from(service),
+            operation: "start",
+        }
+    }
+
+    #[test]
+    fn errors_are_read_per_service() {
+        let report = Report {
+            errors: vec![
+                SupervisorError::Restarted(failure("feed")),
+                SupervisorError::Start(failure("risk")),
+                SupervisorError::Escalated {
+                    service: Arc::from("feed"),
+                    restarts: 3,
+                    within: Duration::from_secs(60),
+                    last_error: Some(failure("feed")),
+                },
+                SupervisorError::ShutdownTimeout {
+                    budget: Duration::from_secs(2),
+                    abandoned: vec!["gateway".to_owned(), "risk".to_owned()],
+                },
+                SupervisorError::Restarted(failure("audit")),
+            ],
+        };
+        assert_eq!(report.errors()[1].service(), Some("risk"));
+        assert_eq!(report.errors()[3].service(), None);
+        assert_eq!(report.errors()[3].abandoned(), ["gateway", "risk"]);
+        assert_eq!(report.errors_of("risk").count(), 2);
+        assert_eq!(report.errors_of("gateway").count(), 1);
+        assert_eq!(report.errors_of("feed").count(), 2);
+        assert_eq!(report.errors_of("nobody").count(), 0);
+        // The healed restart is skipped: the escalation's last error is feed's error.
+        assert!(matches!(
+            report.errors_of("feed").nth(1),
+            Some(SupervisorError::Escalated { .. })
+        ));
+        assert_eq!(
+            report.error_of("feed").map(ServiceError::service),
+            Some("feed")
+        );
+        assert_eq!(
+            report.error_of("risk").map(ToString::to_string),
+            Some(failure("risk").to_string())
+        );
+        // Only a healed failure, or an abandonment without an error of its own: none.
+        assert!(report.error_of("audit").is_none());
+        assert!(report.error_of("gateway").is_none());
     }
 }
