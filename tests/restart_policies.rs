@@ -626,3 +626,40 @@ async fn a_restart_after_an_exit_waits_for_the_old_cleanup() {
     assert_eq!(handle.stats()[0].restarts, 1);
     assert!(report.is_success(), "{:?}", report.errors());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_default_restart_applies_to_every_service_whose_policy_was_not_chosen() {
+    let log = Log::default();
+    let script = [Exit::Ok(secs(1)), Exit::Never];
+    let chosen_in_config = Managed::with_config(
+        worker(&log, "configured", &script),
+        Worker::config()
+            .name("configured")
+            .restart(exact(Restart::Transient)),
+    );
+    // Set before the services are added, and still applies to them.
+    let supervisor = Supervisor::new()
+        .default_restart(exact(Restart::Permanent))
+        .add(managed(worker(&log, "plain", &script)))
+        .add(managed(worker(&log, "chosen", &script)))
+        .restart(exact(Restart::Transient))
+        .add(chosen_in_config);
+    let handle = supervisor.handle();
+    let report = supervisor.run_until(tokio::time::sleep(secs(5))).await;
+    assert!(report.is_success(), "{:?}", report.errors());
+    let inits = |label| {
+        of(&log, label)
+            .into_iter()
+            .filter(|e| e.starts_with("init"))
+            .count()
+    };
+    // `permanent` restarts a loop that returned `Ok`; `transient` does not.
+    assert_eq!(inits("plain"), 2, "the default applies");
+    assert_eq!(inits("chosen"), 1, "`restart()` after `add` wins");
+    assert_eq!(
+        inits("configured"),
+        1,
+        "the service's own configuration wins"
+    );
+    assert_eq!(stats_of(&handle.stats(), "plain").restarts, 1);
+}

@@ -46,6 +46,10 @@ pub struct ServiceConfig {
     pub health_timeout: Duration,
     /// How a [`Supervisor`](crate::Supervisor) restarts the service when it ends.
     pub restart: RestartPolicy,
+    /// Whether the policy was chosen for this service ([`restart`](Self::restart), or the
+    /// attribute's restart keys): a supervisor's
+    /// [`default_restart`](crate::Supervisor::default_restart) applies only where not.
+    pub(crate) restart_chosen: bool,
 }
 
 impl ServiceConfig {
@@ -58,6 +62,7 @@ impl ServiceConfig {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             restart: RestartPolicy::new(Restart::Transient),
+            restart_chosen: false,
         }
     }
 
@@ -96,11 +101,18 @@ impl ServiceConfig {
         self
     }
 
-    /// Sets how a supervisor restarts the service.
+    /// Sets how a supervisor restarts the service (a supervisor's
+    /// [`default_restart`](crate::Supervisor::default_restart) does not override it).
     #[must_use]
     pub fn restart(mut self, policy: RestartPolicy) -> Self {
         self.restart = policy;
+        self.restart_chosen = true;
         self
+    }
+
+    /// Whether the restart policy was chosen for this service (see `restart_chosen`).
+    pub(crate) fn restart_chosen(&self) -> bool {
+        self.restart_chosen
     }
 
     /// Whether every setting but the name is the same as in `other`.
@@ -113,6 +125,7 @@ impl ServiceConfig {
             stop_timeout,
             health_timeout,
             restart,
+            restart_chosen,
         } = self;
         // The same literal (the derive's version, kept) is equal without reading it.
         let same_version = std::ptr::eq(&**version, &*other.version) || *version == other.version;
@@ -121,6 +134,7 @@ impl ServiceConfig {
             && *stop_timeout == other.stop_timeout
             && *health_timeout == other.health_timeout
             && *restart == other.restart
+            && *restart_chosen == other.restart_chosen
     }
 }
 

@@ -222,6 +222,11 @@ impl<S: Service> Managed<S> {
         self.inner.config().restart
     }
 
+    /// Whether the service's configuration chose its restart policy.
+    pub(crate) fn restart_chosen(&self) -> bool {
+        self.inner.config().restart_chosen()
+    }
+
     /// The current status: one atomic load, never waits for a hook.
     pub fn status(&self) -> ServiceStatus {
         self.inner.status()

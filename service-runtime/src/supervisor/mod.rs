@@ -85,6 +85,7 @@ pub struct Supervisor {
     name_ends: Vec<usize>,
     config_errors: Vec<String>,
     shutdown_timeout: Duration,
+    default_restart: Option<RestartPolicy>,
     shared: Arc<Shared>,
     #[cfg(all(unix, feature = "systemd"))]
     systemd: Arc<crate::systemd::SystemdNotifier>,
@@ -96,6 +97,9 @@ struct Entry {
     service: ErasedService,
     depends_on: Vec<String>,
     policy: RestartPolicy,
+    /// Chosen for this service (its configuration, or [`Supervisor::restart`]): the
+    /// supervisor's default does not apply.
+    policy_chosen: bool,
 }
 
 /// State shared between the running supervisor and its [`SupervisorHandle`]s.
@@ -165,6 +169,7 @@ impl Supervisor {
             name_ends: Vec::new(),
             config_errors: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            default_restart: None,
             #[cfg(all(unix, feature = "systemd"))]
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
             #[cfg(feature = "http")]
@@ -191,6 +196,7 @@ impl Supervisor {
     pub fn add(mut self, service: impl IntoManaged) -> Self {
         let managed = service.into_managed();
         let policy = managed.restart_policy();
+        let policy_chosen = managed.restart_chosen();
         let service = managed.erased();
         // Held until the service is listed, as `SupervisorHandle::subscribe` holds it
         // while it reads the list: a subscriber is added either here or there, never
@@ -212,6 +218,7 @@ impl Supervisor {
             service,
             depends_on: Vec::new(),
             policy,
+            policy_chosen,
         });
         self
     }
@@ -230,15 +237,30 @@ impl Supervisor {
         self
     }
 
-    /// Sets the restart policy of the service added last.
+    /// Sets the restart policy of the service added last (see
+    /// [`default_restart`](Self::default_restart) for every service at once).
     #[must_use]
     pub fn restart(mut self, policy: RestartPolicy) -> Self {
         match self.entries.last_mut() {
-            Some(entry) => entry.policy = policy,
+            Some(entry) => {
+                entry.policy = policy;
+                entry.policy_chosen = true;
+            }
             None => self
                 .config_errors
                 .push("restart(..) was called before any service was added".to_owned()),
         }
+        self
+    }
+
+    /// Sets the restart policy of every service, added before or after this call, whose
+    /// policy was not chosen for it: by its `#[service(restart = ...)]` keys, by
+    /// [`ServiceConfig::restart`](crate::ServiceConfig::restart), or by
+    /// [`restart`](Self::restart) after its `add`. Without it, such a service is restarted
+    /// under the default policy (`transient`, see [`RestartPolicy`]).
+    #[must_use]
+    pub fn default_restart(mut self, policy: RestartPolicy) -> Self {
+        self.default_restart = Some(policy);
         self
     }
 

@@ -93,7 +93,16 @@ use futures_util::future::join_all;
 impl Supervisor {
     /// Checks the plan, serves the probes, then starts, supervises and stops every
     /// service; the report says how it went.
-    pub(super) async fn run(self, mut trigger: Trigger<'_>, poke: Option<Arc<Notify>>) -> Report {
+    pub(super) async fn run(
+        mut self,
+        mut trigger: Trigger<'_>,
+        poke: Option<Arc<Notify>>,
+    ) -> Report {
+        if let Some(default) = self.default_restart {
+            for entry in self.entries.iter_mut().filter(|entry| !entry.policy_chosen) {
+                entry.policy = default;
+            }
+        }
         let plan = match self.plan() {
             Ok(plan) => plan,
             Err(errors) => {
