@@ -92,7 +92,11 @@ macro_rules! rounds {
                     service.status() == ServiceStatus::Stopped
                 })
                 .await;
-                assert_eq!(*seen.lock().unwrap(), [ServiceStatus::Running], "round {round}");
+                assert_eq!(
+                    *seen.lock().unwrap(),
+                    [ServiceStatus::Running],
+                    "round {round}"
+                );
                 let mut history = Vec::new();
                 while let Some(change) = changes.try_recv() {
                     history.push((change.from, change.to));

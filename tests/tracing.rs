@@ -538,3 +538,51 @@ async fn a_failing_or_panicking_run_loop_is_one_error_event_in_the_hook_span() {
         assert_eq!(capture.with_message("closing the books").len(), 1);
     }
 }
+
+/// An init hook that blocks its thread past its start timeout.
+#[derive(Service, Default)]
+#[service(name = "blocker", start_timeout = "20ms")]
+struct Blocker;
+
+#[lifecycle]
+impl Blocker {
+    #[init]
+    async fn load(&mut self) -> Result<(), std::io::Error> {
+        // The user's bug: synchronous work in an async hook.
+        std::thread::sleep(Duration::from_millis(60));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_hook_that_blocks_past_its_timeout_is_warned_about_by_name() {
+    let (capture, _guard) = capture();
+    // Real time: a paused clock does not move while a thread blocks.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let blocker = Managed::new(Blocker);
+    runtime
+        .block_on(blocker.start())
+        .expect("the timeout cannot fire on a blocked thread: the start stands");
+    let warnings = capture.at(Level::WARN);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = &warnings[0];
+    assert!(
+        warning
+            .message
+            .starts_with("hook overran its timeout without yielding")
+            && warning.message.contains("spawn_blocking"),
+        "{warning:?}"
+    );
+    assert_eq!(warning.field("timeout"), "20ms");
+    assert_eq!(
+        warning.scope(),
+        [
+            "service{service=blocker, version=0.1.0}".to_owned(),
+            hook_span("init", "load")
+        ]
+    );
+    runtime.block_on(blocker.stop()).unwrap();
+}

@@ -32,6 +32,11 @@ pub struct ServiceConfig {
     /// The version reported by health checks (by default the user's crate version).
     pub version: Cow<'static, str>,
     /// How long each init hook may take before the start fails.
+    ///
+    /// Like every hook timeout, it fires only at an `.await`: a hook that blocks its
+    /// thread (synchronous I/O, `std::thread::sleep`) runs past it, and is logged at
+    /// `warn` naming the service and the hook once it returns. Run blocking work in
+    /// `tokio::task::spawn_blocking`.
     pub start_timeout: Duration,
     /// How long each cleanup hook, and the run loop after shutdown is requested, may take.
     ///

@@ -81,6 +81,16 @@ impl<S: Service> Inner<S> {
             }
             _ => tracing::debug!(parent: &span, ?elapsed, "hook done"),
         }
+        // A hook that blocks its thread cannot be timed out (the timer never gets to
+        // run): its outcome stands, but the user hears that the budget did not hold.
+        if elapsed > timeout && !matches!(outcome, HookOutcome::Failed(HookFailure::Timeout(_))) {
+            tracing::warn!(
+                parent: &span,
+                ?elapsed,
+                ?timeout,
+                "hook overran its timeout without yielding: its timeout cannot fire while it blocks the thread; run blocking work in tokio::task::spawn_blocking"
+            );
+        }
         outcome
     }
 
