@@ -20,11 +20,7 @@ struct SelfStopper {
 impl SelfStopper {
     #[run]
     async fn run(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
-        let me = self.me.get().expect("set before the start").clone();
-        self.seen.lock().unwrap().push(me.status());
-        tokio::spawn(async move { me.stop().await });
-        shutdown.requested().await;
-        Ok(())
+        stop_itself(&self.me, &self.seen, shutdown).await
     }
 }
 
@@ -46,12 +42,22 @@ impl SelfStopperInit {
 
     #[run]
     async fn run(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
-        let me = self.me.get().expect("set before the start").clone();
-        self.seen.lock().unwrap().push(me.status());
-        tokio::spawn(async move { me.stop().await });
-        shutdown.requested().await;
-        Ok(())
+        stop_itself(&self.me, &self.seen, shutdown).await
     }
+}
+
+/// The loop of both: records the status, stops its own service from a spawned task, and
+/// returns when told to.
+async fn stop_itself<S: Service>(
+    me: &OnceLock<Managed<S>>,
+    seen: &Mutex<Vec<ServiceStatus>>,
+    shutdown: Shutdown,
+) -> Result<(), std::io::Error> {
+    let me = me.get().expect("set before the start").clone();
+    seen.lock().unwrap().push(me.status());
+    tokio::spawn(async move { me.stop().await });
+    shutdown.requested().await;
+    Ok(())
 }
 
 /// Waits (real time: a multi-thread runtime's clock cannot be paused) until `done`.
