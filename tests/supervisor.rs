@@ -437,7 +437,7 @@ async fn shutdown_during_a_pending_backoff_returns_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn three_hung_cleanups_are_abandoned_at_the_budget_and_listed() {
+async fn a_shutdown_out_of_budget_cancels_what_it_abandoned_and_lists_it_exactly() {
     let log = Log::default();
     let hung = |label| {
         managed(Node {
@@ -450,6 +450,7 @@ async fn three_hung_cleanups_are_abandoned_at_the_budget_and_listed() {
         .add(hung("b"))
         .add(hung("c"))
         .shutdown_timeout(Duration::from_secs(25));
+    let handle = supervisor.handle();
     let began = Instant::now();
     let report = supervisor.run_until(after_startup()).await;
     assert_eq!(
@@ -459,12 +460,44 @@ async fn three_hung_cleanups_are_abandoned_at_the_budget_and_listed() {
     );
     assert_eq!(report.code(), EXIT_SHUTDOWN_TIMEOUT);
     match report.errors() {
-        [SupervisorError::ShutdownTimeout { abandoned, budget }] => {
-            assert_eq!(abandoned, &["c", "b", "a"]);
+        [
+            SupervisorError::ShutdownTimeout {
+                abandoned,
+                never_reached,
+                budget,
+                ..
+            },
+        ] => {
+            // Stopped one by one in reverse (nothing depends on anything): c hangs, the
+            // budget runs out, and b and a were never asked to stop.
+            assert_eq!(abandoned, &["c"]);
+            assert_eq!(never_reached, &["b", "a"]);
             assert_eq!(*budget, Duration::from_secs(25));
         }
         other => panic!("unexpected {other:?}"),
     }
+    // Cancelled at the budget, stopping or not: every service ends `error`, saying so, and
+    // no cleanup ran but c's (b's and a's were never reached).
+    for (name, status) in handle.statuses() {
+        assert_eq!(status, ServiceStatus::Error, "{name}");
+    }
+    assert_eq!(
+        hooks(&log)
+            .iter()
+            .filter(|e| e.starts_with("cleanup"))
+            .collect::<Vec<_>>(),
+        ["cleanup:c"]
+    );
+
+    assert!(
+        report.error_of("b").is_none() && report.errors_of("b").count() == 1,
+        "the report names b among the cancelled, with no error of its own"
+    );
+    assert_eq!(
+        handle.statuses().len(),
+        3,
+        "and every service is accounted for"
+    );
 }
 
 /// A service keeps working, and a subscriber added after the supervisor's run gets every
@@ -538,35 +571,48 @@ async fn run_loops_stopped_together_report_each_their_own_outcome() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_run_loop_abandoned_at_the_budget_still_ends_at_its_own_stop_deadline() {
+async fn a_run_loop_abandoned_at_the_budget_is_cancelled_there() {
     #[derive(Service)]
     #[service(name = "deaf", stop_timeout = "60s")]
-    struct Deaf;
+    struct Deaf {
+        dropped: Arc<AtomicBool>,
+    }
 
     #[lifecycle]
     impl Deaf {
         #[run]
         async fn listen(&self, _shutdown: Shutdown) -> Result<(), std::io::Error> {
+            let _dropped = DropFlag(self.dropped.clone());
             std::future::pending().await
         }
     }
 
-    let deaf = Managed::new(Deaf);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let deaf = Managed::new(Deaf {
+        dropped: dropped.clone(),
+    });
     let supervisor = Supervisor::new()
         .add(deaf.clone())
         .shutdown_timeout(Duration::from_secs(5));
+    let began = Instant::now();
     let report = supervisor.run_until(after_startup()).await;
     assert_eq!(report.code(), EXIT_SHUTDOWN_TIMEOUT);
-    // The supervisor gave up waiting; the stop it began still ends at the service's own
-    // deadline, 60 s after it began.
-    assert_eq!(deaf.status(), Stopping);
-    tokio::time::sleep(Duration::from_secs(54)).await;
-    assert_eq!(deaf.status(), Stopping);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_secs(6),
+        "1 s running, then the budget"
+    );
+    // The supervisor gave up at its budget, and cancelled the loop there rather than
+    // waiting for the service's own 60 s deadline.
+    common::settle().await;
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the run loop's future is dropped"
+    );
     assert_eq!(deaf.status(), ServiceStatus::Error);
     assert_eq!(
         deaf.last_error().unwrap().to_string(),
-        "service `deaf`: run hook `listen` timed out after 60s"
+        "service `deaf`: cancelled when the shutdown budget of 5s ran out (it was still stopping)"
     );
 }
 

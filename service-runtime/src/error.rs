@@ -126,6 +126,17 @@ pub enum ServiceError {
         /// `"start"` or `"stop"`.
         operation: &'static str,
     },
+    /// A supervisor's shutdown gave up on the service before it stopped (its budget ran
+    /// out, or a second signal forced it): its run loop and its hooks in flight were
+    /// cancelled (dropped), and no cleanup hook ran after that.
+    ShutdownCancelled {
+        /// The service's name.
+        service: Arc<str>,
+        /// The budget that ran out; `None` when a second signal forced the shutdown.
+        budget: Option<std::time::Duration>,
+        /// Whether the shutdown had asked it to stop (`false`: it never got to it).
+        was_stopping: bool,
+    },
     /// The state machine refused a transition.
     Transition {
         /// The service's name.
@@ -144,6 +155,7 @@ impl ServiceError {
             | ServiceError::Multiple { service, .. }
             | ServiceError::StartCancelled { service }
             | ServiceError::Abandoned { service, .. }
+            | ServiceError::ShutdownCancelled { service, .. }
             | ServiceError::Transition { service, .. } => service,
         }
     }
@@ -247,6 +259,22 @@ impl fmt::Display for ServiceError {
                 f,
                 "service `{service}`: {operation} abandoned before it finished (its runtime shut down); start it again on a running runtime"
             ),
+            ServiceError::ShutdownCancelled {
+                service,
+                budget,
+                was_stopping,
+            } => {
+                write!(f, "service `{service}`: cancelled when ")?;
+                match budget {
+                    Some(budget) => write!(f, "the shutdown budget of {budget:?} ran out")?,
+                    None => write!(f, "a second signal forced the shutdown")?,
+                }
+                f.write_str(if *was_stopping {
+                    " (it was still stopping)"
+                } else {
+                    " (the shutdown never got to it)"
+                })
+            }
             ServiceError::Transition { service, error } => {
                 write!(f, "service `{service}`: {error}")
             }

@@ -49,6 +49,9 @@ pub(crate) trait DynService: Send + Sync {
     /// for one in `error` that owes nothing (a failed start undid itself), which keeps
     /// its failure visible rather than being cleared to `stopped`.
     fn needs_stop(&self) -> bool;
+    /// Cancels the service when a shutdown gave up on it (`budget`: the one that ran out; `None`: forced by a second signal) (see
+    /// [`abandon`](super::abandon)); `false` if it had stopped.
+    fn abandon(&self, budget: Option<std::time::Duration>) -> bool;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
@@ -109,6 +112,10 @@ impl<S: Service> DynService for Inner<S> {
 
     fn start_now(&self) -> Begun<'_> {
         self.begin_call(Request::Start)
+    }
+
+    fn abandon(&self, budget: Option<std::time::Duration>) -> bool {
+        Inner::abandon(self, budget)
     }
 
     fn needs_stop(&self) -> bool {

@@ -48,6 +48,8 @@ pub(super) struct StoppingLoop {
 pub(super) struct LoopStop {
     end: Arc<StopEnd>,
     deadline: Instant,
+    /// The loop's task, which also runs the rest of the stop.
+    task: AbortHandle,
 }
 
 /// Where a stop in a loop publishes its outcome.
@@ -66,6 +68,14 @@ impl LoopStop {
             deadline: self.deadline,
             service,
         }
+    }
+
+    /// Cancels the stop (see [`abandon`](super::abandon)): the loop's task is aborted,
+    /// whether its loop still runs or it runs the rest of the stop, and `cause` is the
+    /// outcome of every call waiting.
+    pub(super) fn cancel(&self, cause: ServiceError) {
+        self.task.abort();
+        self.publish(Err(cause));
     }
 
     /// Publishes the stop's outcome to every call waiting for it.
@@ -170,19 +180,20 @@ impl<S: Service> Inner<S> {
     ) -> Waiting {
         let op = ctl.next_id();
         run.shutdown.request();
-        ctl.stopping_loop = Some(StoppingLoop {
-            id: run.id,
-            op,
-            task: run.task,
-            gone: false,
-        });
         let stop = LoopStop {
             end: Arc::new(StopEnd {
                 outcome: OnceLock::new(),
                 changed: Notify::new(),
             }),
             deadline: now + self.config().stop_timeout,
+            task: run.task.clone(),
         };
+        ctl.stopping_loop = Some(StoppingLoop {
+            id: run.id,
+            op,
+            task: run.task,
+            gone: false,
+        });
         let wait = stop.wait(op, self.clone());
         // A stop whose caller goes away outside any runtime goes on where its loop runs.
         let runtime = Some(run.runtime);

@@ -1,6 +1,7 @@
 //! [`Managed`]: a service together with its state machine, its hooks' execution and its
 //! observers.
 
+mod abandon;
 mod call;
 mod control;
 mod decide;

@@ -59,7 +59,12 @@ pub(super) enum OpWork {
     /// Driven by its callers. Weak: the calls waiting hold the work, so that when the
     /// last of them is dropped with no runtime to hand it to, the work is dropped and its
     /// guard ends it.
-    Shared(WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>),
+    Shared {
+        work: WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>,
+        /// Cancels the work (its hooks in flight are dropped at its next poll): what a
+        /// shutdown budget does to a service it gives up on (`Inner::abandon`).
+        abort: CancellationToken,
+    },
     /// A stop in the run loop's task.
     InLoop(LoopStop),
 }
@@ -69,7 +74,7 @@ impl Op {
     /// holder just dropped its work). `service` ends a stop in a loop at its deadline.
     pub(super) fn join<S: Service>(&self, service: &Arc<Inner<S>>) -> Option<Waiting> {
         let wait = match &self.work {
-            OpWork::Shared(work) => Wait::Shared(work.upgrade()?),
+            OpWork::Shared { work, .. } => Wait::Shared(work.upgrade()?),
             OpWork::InLoop(stop) => Wait::InLoop(stop.wait(self.id, service.clone())),
         };
         Some(Waiting {
@@ -99,32 +104,43 @@ impl<S: Service> Inner<S> {
         // Made outside the work, so that it also runs if the work is dropped unpolled.
         let mut guard = OpGuard::new(self.clone(), id, kind);
         let span = self.span();
+        let abort = CancellationToken::new();
+        let aborted = abort.clone();
         // The sequence's future is made at the first poll, inside the box: built here and
         // moved in, it would be copied at every layer.
         let work: Pin<Box<dyn Future<Output = OpResult> + Send>> = Box::pin(async move {
             let sequence = sequence(guard.inner.clone());
             let result = if span.is_disabled() {
-                AssertUnwindSafe(sequence).catch_unwind().await
+                let sequence = AssertUnwindSafe(sequence).catch_unwind();
+                aborted.run_until_cancelled(sequence).await
             } else {
-                AssertUnwindSafe(sequence.instrument(span))
-                    .catch_unwind()
-                    .await
+                let sequence = AssertUnwindSafe(sequence.instrument(span)).catch_unwind();
+                aborted.run_until_cancelled(sequence).await
             };
             // The span covers the sequence only: should its exit panic (a subscriber's
             // code), the guard is still armed and ends the operation.
             match result {
-                Ok(result) => {
+                Some(Ok(result)) => {
                     guard.finish(&result);
                     result
                 }
-                Err(_) => Err(guard.inner.abandoned(kind)),
+                Some(Err(_)) => Err(guard.inner.abandoned(kind)),
+                // Abandoned: the service is in `error` already, with the cause.
+                None => {
+                    let result = Err(guard.inner.last_error_or_abandoned(kind));
+                    guard.finish(&result);
+                    result
+                }
             }
         });
         let work = work.shared();
         ctl.op = Some(Op {
             kind,
             id,
-            work: OpWork::Shared(work.downgrade().expect("not polled yet")),
+            work: OpWork::Shared {
+                work: work.downgrade().expect("not polled yet"),
+                abort,
+            },
             cancel,
             runtime: runtime.clone(),
         });
@@ -132,6 +148,12 @@ impl<S: Service> Inner<S> {
             wait: Some(Wait::Shared(work)),
             runtime,
         }
+    }
+
+    /// The cause of the last move to `error`, or else `abandoned`'s error.
+    fn last_error_or_abandoned(&self, kind: OpKind) -> ServiceError {
+        let last = self.lock().last_error.as_deref().cloned();
+        last.unwrap_or_else(|| self.abandoned(kind))
     }
 
     /// The error of an operation that could not finish.

@@ -43,17 +43,27 @@ pub enum SupervisorError {
     },
     /// A service failed to stop cleanly.
     Stop(ServiceError),
-    /// The shutdown budget ran out; these services were still stopping.
+    /// The shutdown budget ran out. Every service not stopped by then was cancelled (its
+    /// run loop and its hooks in flight dropped) and ends in `error` with a
+    /// [`ServiceError::ShutdownCancelled`] cause.
+    #[non_exhaustive]
     ShutdownTimeout {
         /// The budget.
         budget: Duration,
-        /// The services abandoned, in stop order.
+        /// The services that were still stopping, in stop order.
         abandoned: Vec<String>,
+        /// The services the shutdown never asked to stop (those before them in stop order
+        /// were still stopping), in stop order.
+        never_reached: Vec<String>,
     },
-    /// A second signal forced the exit; these services were still stopping.
+    /// A second signal forced the exit; every service not stopped was cancelled, as for
+    /// [`ShutdownTimeout`](Self::ShutdownTimeout).
+    #[non_exhaustive]
     Forced {
-        /// The services abandoned, in stop order.
+        /// The services that were still stopping, in stop order.
         abandoned: Vec<String>,
+        /// The services the shutdown never asked to stop, in stop order.
+        never_reached: Vec<String>,
     },
     /// The signal handlers could not be installed.
     Signal(Arc<std::io::Error>),
@@ -91,17 +101,20 @@ impl fmt::Display for SupervisorError {
                 Ok(())
             }
             SupervisorError::Stop(error) => write!(f, "stop failed: {error}"),
-            SupervisorError::ShutdownTimeout { budget, abandoned } => write!(
-                f,
-                "shutdown budget of {budget:?} ran out; abandoned: {}",
-                abandoned.join(", ")
-            ),
-            SupervisorError::Forced { abandoned } => {
-                write!(
-                    f,
-                    "shutdown forced by a second signal; abandoned: {}",
-                    abandoned.join(", ")
-                )
+            SupervisorError::ShutdownTimeout {
+                budget,
+                abandoned,
+                never_reached,
+            } => {
+                write!(f, "shutdown budget of {budget:?} ran out")?;
+                write_cancelled(f, abandoned, never_reached)
+            }
+            SupervisorError::Forced {
+                abandoned,
+                never_reached,
+            } => {
+                write!(f, "shutdown forced by a second signal")?;
+                write_cancelled(f, abandoned, never_reached)
             }
             SupervisorError::Signal(error) => write!(f, "could not listen for signals: {error}"),
             SupervisorError::Probe { address, error } => {
@@ -115,6 +128,25 @@ impl fmt::Display for SupervisorError {
 }
 
 impl std::error::Error for SupervisorError {}
+
+/// The tail of an abandoned shutdown's message: which services were cancelled.
+fn write_cancelled(
+    f: &mut fmt::Formatter<'_>,
+    abandoned: &[String],
+    never_reached: &[String],
+) -> fmt::Result {
+    if !abandoned.is_empty() {
+        write!(f, "; cancelled while stopping: {}", abandoned.join(", "))?;
+    }
+    if !never_reached.is_empty() {
+        write!(
+            f,
+            "; cancelled, never asked to stop: {}",
+            never_reached.join(", ")
+        )?;
+    }
+    Ok(())
+}
 
 impl SupervisorError {
     /// The service this error is about, if it is about one: the failing service of
@@ -144,20 +176,32 @@ impl SupervisorError {
         }
     }
 
-    /// The services a shutdown abandoned (`ShutdownTimeout`, `Forced`), in stop order;
-    /// empty for every other error.
+    /// The services an abandoned shutdown (`ShutdownTimeout`, `Forced`) cancelled while
+    /// they were stopping, in stop order; empty for every other error.
     pub fn abandoned(&self) -> &[String] {
         match self {
             SupervisorError::ShutdownTimeout { abandoned, .. }
-            | SupervisorError::Forced { abandoned } => abandoned,
+            | SupervisorError::Forced { abandoned, .. } => abandoned,
+            _ => &[],
+        }
+    }
+
+    /// The services an abandoned shutdown cancelled before it asked them to stop, in
+    /// stop order; empty for every other error.
+    pub fn never_reached(&self) -> &[String] {
+        match self {
+            SupervisorError::ShutdownTimeout { never_reached, .. }
+            | SupervisorError::Forced { never_reached, .. } => never_reached,
             _ => &[],
         }
     }
 
     /// Whether this error concerns the service `name`: it is about it, or a shutdown
-    /// abandoned it.
+    /// cancelled it.
     fn concerns(&self, name: &str) -> bool {
-        self.service() == Some(name) || self.abandoned().iter().any(|s| s == name)
+        self.service() == Some(name)
+            || self.abandoned().iter().any(|s| s == name)
+            || self.never_reached().iter().any(|s| s == name)
     }
 }
 
@@ -283,14 +327,16 @@ mod tests {
                 },
                 SupervisorError::ShutdownTimeout {
                     budget: Duration::from_secs(2),
-                    abandoned: vec!["gateway".to_owned(), "risk".to_owned()],
+                    abandoned: vec!["gateway".to_owned()],
+                    never_reached: vec!["risk".to_owned()],
                 },
                 SupervisorError::Restarted(failure("audit")),
             ],
         };
         assert_eq!(report.errors()[1].service(), Some("risk"));
         assert_eq!(report.errors()[3].service(), None);
-        assert_eq!(report.errors()[3].abandoned(), ["gateway", "risk"]);
+        assert_eq!(report.errors()[3].abandoned(), ["gateway"]);
+        assert_eq!(report.errors()[3].never_reached(), ["risk"]);
         assert_eq!(report.errors_of("risk").count(), 2);
         assert_eq!(report.errors_of("gateway").count(), 1);
         assert_eq!(report.errors_of("feed").count(), 2);

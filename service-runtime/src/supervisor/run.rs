@@ -421,30 +421,38 @@ impl Run {
         );
         self.observer.absorb(Phase::Shutdown);
         if let Some((reason, forced)) = outcome {
-            let abandoned: Vec<String> = self
-                .plan
-                .order
-                .iter()
-                .rev()
-                .filter(|&&i| {
-                    !matches!(
-                        self.entries[i].service.0.status(),
-                        ServiceStatus::Stopped | ServiceStatus::Error
-                    )
-                })
-                .map(|&i| self.name(i).to_string())
-                .collect();
+            // Everything not stopped is cancelled, in stop order: the services still
+            // stopping, and those the shutdown never got to.
+            let budget = (!forced).then_some(self.shutdown_timeout);
+            let (mut abandoned, mut never_reached) = (Vec::new(), Vec::new());
+            for &i in self.plan.order.iter().rev() {
+                let service = &self.entries[i].service.0;
+                let status = service.status();
+                if service.abandon(budget) {
+                    let name = self.name(i).to_string();
+                    match status {
+                        ServiceStatus::Stopping | ServiceStatus::Error => abandoned.push(name),
+                        _ => never_reached.push(name),
+                    }
+                }
+            }
+            self.observer.absorb(Phase::Shutdown);
             tracing::error!(
                 reason,
                 ?abandoned,
-                "shutdown abandoned with services still stopping"
+                ?never_reached,
+                "shutdown abandoned: every service not stopped was cancelled"
             );
             self.report.errors.push(if forced {
-                SupervisorError::Forced { abandoned }
+                SupervisorError::Forced {
+                    abandoned,
+                    never_reached,
+                }
             } else {
                 SupervisorError::ShutdownTimeout {
                     budget: self.shutdown_timeout,
                     abandoned,
+                    never_reached,
                 }
             });
         } else {
