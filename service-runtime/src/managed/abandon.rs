@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::control::Inner;
 use super::operation::OpWork;
@@ -56,7 +57,9 @@ impl<S: Service> Inner<S> {
         // Taken, so that no waiting call takes the loop's end over.
         drop(stopping);
         match op.map(|op| op.work) {
-            Some(OpWork::Shared { abort, .. }) => abort.cancel(),
+            // Without a token the work has not waited yet: it finds its operation gone
+            // when it does, and ends with the cause.
+            Some(OpWork::Shared { abort, .. }) => abort.iter().for_each(CancellationToken::cancel),
             Some(OpWork::InLoop(stop)) => stop.cancel(cause),
             None => {}
         }

@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use super::control::{Control, Inner};
 use super::decide::OpKind;
+use super::hooks::poll_now;
 use super::loop_stop::{LoopStop, LoopWait};
 use crate::error::ServiceError;
 use crate::service::Service;
@@ -62,8 +63,9 @@ pub(super) enum OpWork {
     Shared {
         work: WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>,
         /// Cancels the work (its hooks in flight are dropped at its next poll): what a
-        /// shutdown budget does to a service it gives up on (`Inner::abandon`).
-        abort: CancellationToken,
+        /// shutdown budget does to a service it gives up on (`Inner::abandon`). Made
+        /// once the work first waits: most operations end at their first poll.
+        abort: Option<CancellationToken>,
     },
     /// A stop in the run loop's task.
     InLoop(LoopStop),
@@ -104,18 +106,17 @@ impl<S: Service> Inner<S> {
         // Made outside the work, so that it also runs if the work is dropped unpolled.
         let mut guard = OpGuard::new(self.clone(), id, kind);
         let span = self.span();
-        let abort = CancellationToken::new();
-        let aborted = abort.clone();
         // The sequence's future is made at the first poll, inside the box: built here and
         // moved in, it would be copied at every layer.
         let work: Pin<Box<dyn Future<Output = OpResult> + Send>> = Box::pin(async move {
             let sequence = sequence(guard.inner.clone());
+            let inner = &guard.inner;
             let result = if span.is_disabled() {
                 let sequence = AssertUnwindSafe(sequence).catch_unwind();
-                aborted.run_until_cancelled(sequence).await
+                inner.abortable(id, sequence).await
             } else {
                 let sequence = AssertUnwindSafe(sequence.instrument(span)).catch_unwind();
-                aborted.run_until_cancelled(sequence).await
+                inner.abortable(id, sequence).await
             };
             // The span covers the sequence only: should its exit panic (a subscriber's
             // code), the guard is still armed and ends the operation.
@@ -139,7 +140,7 @@ impl<S: Service> Inner<S> {
             id,
             work: OpWork::Shared {
                 work: work.downgrade().expect("not polled yet"),
-                abort,
+                abort: None,
             },
             cancel,
             runtime: runtime.clone(),
@@ -148,6 +149,27 @@ impl<S: Service> Inner<S> {
             wait: Some(Wait::Shared(work)),
             runtime,
         }
+    }
+
+    /// Drives the sequence of the operation `id`. Once it waits (its first poll is
+    /// pending), the operation gets an abort token, with which [`abandon`](Self::abandon)
+    /// cancels it; `None` when it is cancelled (or was abandoned before it waited).
+    async fn abortable<F: Future>(&self, id: u64, sequence: F) -> Option<F::Output> {
+        let mut sequence = std::pin::pin!(sequence);
+        if let Some(output) = poll_now(&mut sequence).await {
+            return Some(output);
+        }
+        let abort = {
+            let mut ctl = self.lock();
+            let op = ctl.op.as_mut().filter(|op| op.id == id)?;
+            match &mut op.work {
+                OpWork::Shared { abort, .. } => {
+                    abort.get_or_insert_with(CancellationToken::new).clone()
+                }
+                OpWork::InLoop(_) => unreachable!("a loop's stop has no shared work"),
+            }
+        };
+        abort.run_until_cancelled(sequence).await
     }
 
     /// The cause of the last move to `error`, or else `abandoned`'s error.
