@@ -1221,3 +1221,46 @@ fn a_subscriber_racing_with_add_hears_every_service() {
         drop(supervisor);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_cleanup_without_a_run_loop_is_dropped_at_the_budget() {
+    #[derive(Service)]
+    #[service(name = "ledger", stop_timeout = "60s")]
+    struct Ledger {
+        dropped: Arc<AtomicBool>,
+    }
+
+    #[lifecycle]
+    impl Ledger {
+        #[cleanup]
+        async fn flush(&mut self) -> Result<(), std::io::Error> {
+            let _dropped = DropFlag(self.dropped.clone());
+            std::future::pending().await
+        }
+    }
+
+    let dropped = Arc::new(AtomicBool::new(false));
+    let ledger = Managed::new(Ledger {
+        dropped: dropped.clone(),
+    });
+    let report = Supervisor::new()
+        .add(ledger.clone())
+        .shutdown_timeout(Duration::from_secs(2))
+        .run_until(after_startup())
+        .await;
+    assert_eq!(report.code(), EXIT_SHUTDOWN_TIMEOUT);
+    common::settle().await;
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the cleanup's future is dropped"
+    );
+    assert_eq!(ledger.status(), ServiceStatus::Error);
+    assert_eq!(
+        ledger.last_error().unwrap().to_string(),
+        "service `ledger`: cancelled when the shutdown budget of 2s ran out (it was still stopping)"
+    );
+    // The cleanup is still owed: a later stop runs it again.
+    dropped.store(false, Ordering::SeqCst);
+    let again = tokio::time::timeout(Duration::from_secs(1), ledger.stop()).await;
+    assert!(again.is_err(), "the owed cleanup runs (and hangs) again");
+}
