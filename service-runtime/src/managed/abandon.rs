@@ -7,7 +7,9 @@
 //! task is aborted), the loop a stop was waiting for, the operation in flight (whose work
 //! is cancelled: its hooks in flight are dropped at its next poll, and every call waiting
 //! for it gets the cause) and its components, which are cancelled the same way. Cleanup
-//! stays owed: a later `stop()` or start runs the cleanup hooks that never ran.
+//! stays owed: a later `stop()` or start runs the cleanup hooks that never ran. Until
+//! then the service makes no transition (`Control::abandoned`), so a step of the
+//! cancelled operation that was running on another thread cannot move it out of `error`.
 
 use std::time::Duration;
 
@@ -46,6 +48,7 @@ impl<S: Service> Inner<S> {
                 Instant::now(),
             );
         }
+        ctl.abandoned = true;
         drop(ctl);
         tracing::warn!(parent: &self.span(), error = %cause, "service cancelled");
         // After the lock is released: an abort may drop a task in this very call, and its

@@ -55,6 +55,8 @@ impl<S: Service> Inner<S> {
     /// Decides a call under the control lock and carries the plan out.
     pub(super) fn decide(self: &Arc<Self>, request: Request) -> Step {
         let mut ctl = self.lock();
+        // A new call after a cancellation by a shutdown: the service moves again.
+        ctl.abandoned = false;
         let nothing_owed = match request {
             Request::Start => self.start_owes_nothing(&ctl),
             Request::Stop => self.stop_owes_nothing(&ctl),

@@ -16,6 +16,9 @@
 //!   under one lock, without an operation. A run loop's task makes one transition, from
 //!   `running` (the only status with a loop in `Control::run`): to `error` when its loop
 //!   fails; a loop that returns `Ok` asks for a stop instead, which is an operation.
+//!   A supervisor's shutdown that gives up on the service moves it to `error` from any
+//!   status ([`abandon`](super::abandon)), taking the operation, the loops and the
+//!   components away; until the next call, nothing else moves it (`Control::abandoned`).
 //! - **Who owns the run loop.** `Control::run` holds the loop of a `running` service. A
 //!   stop moves it to `Control::stopping_loop` under the lock before telling it to
 //!   return, so a loop's task knows by its id whether it is still the current loop (it
@@ -109,6 +112,10 @@ pub(super) struct Control {
     pub(super) run: Option<RunLoop>,
     /// The loop a stop took from `run`, until a task takes its end.
     pub(super) stopping_loop: Option<StoppingLoop>,
+    /// Set by [`abandon`](super::abandon) once the service is in `error`: the operation
+    /// it cancelled, should it still be running a step on another thread, makes no more
+    /// transitions. The next `start()` or `stop()` clears it.
+    pub(super) abandoned: bool,
     /// The error of the last transition to `error` (boxed: rare).
     pub(super) last_error: Option<Box<ServiceError>>,
     pub(super) subscribers: Subscribers,
@@ -138,6 +145,7 @@ impl<S: Service> Inner<S> {
                 components: Vec::new(),
                 run: None,
                 stopping_loop: None,
+                abandoned: false,
                 last_error: None,
                 subscribers: Subscribers::default(),
             }),
@@ -209,6 +217,11 @@ impl<S: Service> Inner<S> {
         error: Option<ServiceError>,
         now: Instant,
     ) {
+        if ctl.abandoned {
+            // A late step of the operation a shutdown cancelled: the service stays where
+            // the cancellation left it.
+            return;
+        }
         let from = self.status();
         if !from.can_transition_to(to) {
             // Unreachable by construction; the state-machine tests walk every path.
