@@ -216,3 +216,42 @@ impl QuickCleanLooper {
         Ok(())
     }
 }
+
+#[test]
+fn a_run_stop_whose_loop_runtime_shuts_down_is_finished_by_its_waiting_call() {
+    let loops = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let service = Managed::new(CleanLooper {
+        ignores: true,
+        ..CleanLooper::default()
+    });
+    loops.block_on(service.start()).unwrap();
+    let cleanups = loops.block_on(async { service.read().await.cleanups.clone() });
+
+    // The stop waits on another runtime; the loop's runtime then shuts down, dropping
+    // the loop's task before its loop returned.
+    let waiting = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut stop = Box::pin(service.stop());
+    waiting.block_on(std::future::poll_fn(|cx| {
+        assert!(stop.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    }));
+    drop(loops);
+    let error = waiting.block_on(stop).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service `clean_looper`: stop abandoned before it finished (its runtime shut down); \
+         start it again on a running runtime"
+    );
+    assert_eq!(service.status(), ServiceStatus::Error);
+    assert_eq!(
+        cleanups.load(Ordering::SeqCst),
+        1,
+        "the waiting call ran the rest of the stop"
+    );
+}

@@ -23,13 +23,14 @@ use crate::service::Service;
 use crate::status::ServiceStatus;
 
 impl<S: Service> Inner<S> {
-    /// Cancels the service if it has not stopped (see the module's doc); `false` if it
-    /// was `stopped`, or in `error` with nothing in flight.
-    pub(super) fn abandon(&self, budget: Option<Duration>) -> bool {
+    /// Cancels the service if it has not stopped (see the module's doc); returns the
+    /// status it was cancelled in, `None` if it was `stopped`, or in `error` with nothing
+    /// in flight.
+    pub(super) fn abandon(&self, budget: Option<Duration>) -> Option<ServiceStatus> {
         let mut ctl = self.lock();
         let status = self.status();
         if matches!(status, ServiceStatus::Stopped | ServiceStatus::Error) && ctl.op.is_none() {
-            return false;
+            return None;
         }
         let cause = ServiceError::ShutdownCancelled {
             service: self.name().clone(),
@@ -37,7 +38,8 @@ impl<S: Service> Inner<S> {
             was_stopping: status == ServiceStatus::Stopping,
         };
         let run = ctl.run.take();
-        let stopping = ctl.stopping_loop.take();
+        // Cleared, so that no waiting call takes the loop's end over.
+        ctl.stopping_loop = None;
         let op = ctl.op.take();
         let components = std::mem::take(&mut ctl.components);
         if status != ServiceStatus::Error {
@@ -57,8 +59,6 @@ impl<S: Service> Inner<S> {
             run.shutdown.request();
             run.task.abort();
         }
-        // Taken, so that no waiting call takes the loop's end over.
-        drop(stopping);
         match op.map(|op| op.work) {
             // Without a token the work has not waited yet: it finds its operation gone
             // when it does, and ends with the cause.
@@ -69,6 +69,6 @@ impl<S: Service> Inner<S> {
         for component in components.iter().rev() {
             component.handle.0.abandon(budget);
         }
-        true
+        Some(status)
     }
 }

@@ -49,9 +49,11 @@ pub(crate) trait DynService: Send + Sync {
     /// for one in `error` that owes nothing (a failed start undid itself), which keeps
     /// its failure visible rather than being cleared to `stopped`.
     fn needs_stop(&self) -> bool;
-    /// Cancels the service when a shutdown gave up on it (`budget`: the one that ran out; `None`: forced by a second signal) (see
-    /// [`abandon`](super::abandon)); `false` if it had stopped.
-    fn abandon(&self, budget: Option<std::time::Duration>) -> bool;
+    /// Cancels the service when a shutdown gives up on it (see
+    /// [`abandon`](super::abandon)): `budget` is the one that ran out, `None` when a
+    /// second signal forced the shutdown. Returns the status it was cancelled in; `None`
+    /// if it had stopped.
+    fn abandon(&self, budget: Option<std::time::Duration>) -> Option<ServiceStatus>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
@@ -114,7 +116,7 @@ impl<S: Service> DynService for Inner<S> {
         self.begin_call(Request::Start)
     }
 
-    fn abandon(&self, budget: Option<std::time::Duration>) -> bool {
+    fn abandon(&self, budget: Option<std::time::Duration>) -> Option<ServiceStatus> {
         Inner::abandon(self, budget)
     }
 

@@ -36,9 +36,8 @@ use crate::service::Service;
 pub(super) struct StoppingLoop {
     /// The loop's id.
     id: u64,
-    /// The stop's id.
+    /// The stop's id (its operation holds the loop's task).
     op: u64,
-    task: AbortHandle,
     /// The loop's task was dropped before the loop returned: a waiting call takes the
     /// end.
     gone: bool,
@@ -153,11 +152,20 @@ impl<S: Service> TakeOver for Inner<S> {
             return None;
         }
         let stopping = ctl.stopping_loop.take().expect("just seen");
+        let task = match &ctl.op {
+            Some(Op {
+                work: OpWork::InLoop(stop),
+                ..
+            }) => Some(stop.task.clone()),
+            _ => None,
+        };
         drop(ctl);
         let error = if stopping.gone {
             self.abandoned(OpKind::Stop)
         } else {
-            stopping.task.abort();
+            // After the lock is released: the abort may drop the task in this very call,
+            // and its guard takes the lock.
+            task.iter().for_each(AbortHandle::abort);
             let limit = self.config().stop_timeout;
             self.logged(self.hook_error(
                 HookKind::Run,
@@ -186,12 +194,11 @@ impl<S: Service> Inner<S> {
                 changed: Notify::new(),
             }),
             deadline: now + self.config().stop_timeout,
-            task: run.task.clone(),
+            task: run.task,
         };
         ctl.stopping_loop = Some(StoppingLoop {
             id: run.id,
             op,
-            task: run.task,
             gone: false,
         });
         let wait = stop.wait(op, self.clone());
@@ -215,14 +222,14 @@ impl<S: Service> Inner<S> {
     }
 
     /// The loop `id` a stop took is gone with its task, before it returned: a call
-    /// waiting for the stop takes its end. `false` if no stop waits for it.
-    pub(super) fn loop_task_gone(&self, ctl: &mut Control, id: u64) -> bool {
+    /// waiting for the stop takes its end (nothing to do if no stop waits for it).
+    pub(super) fn loop_task_gone(ctl: &mut Control, id: u64) {
         let Some(stopping) = ctl
             .stopping_loop
             .as_mut()
             .filter(|stopping| stopping.id == id)
         else {
-            return false;
+            return;
         };
         stopping.gone = true;
         if let Some(Op {
@@ -232,7 +239,6 @@ impl<S: Service> Inner<S> {
         {
             stop.end.changed.notify_waiters();
         }
-        true
     }
 
     /// The stop `op`'s remaining steps once its loop's end is taken (`errors`: the
@@ -244,11 +250,7 @@ impl<S: Service> Inner<S> {
             let mut ctl = self.lock();
             (std::mem::take(&mut ctl.components), ctl.cleanup_owed)
         };
-        // Boxed: only services with components or cleanup hooks carry these steps' state
-        // in their loop's task.
-        if !components.is_empty() || (cleanup && !S::__HOOKS.cleanup.is_empty()) {
-            errors.extend(Box::pin(self.stop_steps(components, cleanup)).await);
-        }
+        errors.extend(self.stop_steps(components, cleanup).await);
         let error = ServiceError::combine(|| self.name().clone(), errors);
         let result = self.end_stop(&mut self.lock(), error);
         guard.finish(&result);

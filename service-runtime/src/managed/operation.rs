@@ -41,8 +41,11 @@ use crate::status::ServiceStatus;
 /// What an operation, and every call of `start()` or `stop()`, ends with.
 pub(super) type OpResult = Result<(), ServiceError>;
 
+/// An operation's work, before it is shared.
+type BoxedWork = Pin<Box<dyn Future<Output = OpResult> + Send>>;
+
 /// An operation's work, as every call waiting for it holds it.
-pub(super) type Work = Shared<Pin<Box<dyn Future<Output = OpResult> + Send>>>;
+pub(super) type Work = Shared<BoxedWork>;
 
 /// The start or stop in flight, as the control keeps it.
 pub(super) struct Op {
@@ -61,7 +64,7 @@ pub(super) enum OpWork {
     /// last of them is dropped with no runtime to hand it to, the work is dropped and its
     /// guard ends it.
     Shared {
-        work: WeakShared<Pin<Box<dyn Future<Output = OpResult> + Send>>>,
+        work: WeakShared<BoxedWork>,
         /// Cancels the work (its hooks in flight are dropped at its next poll): what a
         /// shutdown budget does to a service it gives up on (`Inner::abandon`). Made
         /// once the work first waits: most operations end at their first poll.
@@ -108,7 +111,7 @@ impl<S: Service> Inner<S> {
         let span = self.span();
         // The sequence's future is made at the first poll, inside the box: built here and
         // moved in, it would be copied at every layer.
-        let work: Pin<Box<dyn Future<Output = OpResult> + Send>> = Box::pin(async move {
+        let work: BoxedWork = Box::pin(async move {
             let sequence = sequence(guard.inner.clone());
             let inner = &guard.inner;
             let result = if span.is_disabled() {

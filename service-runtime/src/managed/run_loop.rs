@@ -59,26 +59,15 @@ struct RunTaskGuard<S: Service> {
 }
 
 impl<S: Service> RunTaskGuard<S> {
-    /// Reports the loop's end; returns the stop whose rest the task carries out, if one
-    /// took the loop, with the loop's error.
-    fn finish(
-        &mut self,
-        outcome: Result<HookResult, String>,
-    ) -> Option<(u64, Option<ServiceError>)> {
+    /// Reports the loop's end and, if a stop took the loop, carries out the rest of it.
+    async fn end(mut self, outcome: Result<HookResult, String>) {
         self.reported = true;
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
             Err(panic) => Some(HookFailure::Panic(panic)),
         };
-        self.inner.clone().on_run_exit(self.id, failure)
-    }
-}
-
-impl<S: Service> RunTaskGuard<S> {
-    /// Reports the loop's end and, if a stop took the loop, carries out the rest of it.
-    async fn end(mut self, outcome: Result<HookResult, String>) {
-        if let Some((op, error)) = self.finish(outcome) {
+        if let Some((op, error)) = self.inner.clone().on_run_exit(self.id, failure) {
             // Boxed: the task lives as long as its loop, the stop's state only at its end.
             let errors = error.into_iter().collect();
             Box::pin(self.inner.clone().stop_after_loop(op, errors)).await;
@@ -228,7 +217,7 @@ impl<S: Service> Inner<S> {
     fn run_task_dropped(&self, id: u64) {
         let mut ctl = self.lock();
         if ctl.run.as_ref().is_none_or(|run| run.id != id) {
-            self.loop_task_gone(&mut ctl, id);
+            Self::loop_task_gone(&mut ctl, id);
             return;
         }
         ctl.run = None;

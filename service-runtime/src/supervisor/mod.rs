@@ -362,8 +362,8 @@ impl Supervisor {
     /// Runs until `until` completes (or [`SupervisorHandle::shutdown`] is called), then
     /// stops every service in reverse dependency order under the shutdown budget.
     /// A service whose start failed (and undid itself) is not stopped: it stays `error`,
-    /// with [`Managed::last_error`](crate::Managed::last_error), so a program or a probe reading the statuses after
-    /// the run still sees the failure.
+    /// with [`Managed::last_error`](crate::Managed::last_error), so a program or a probe
+    /// reading the statuses after the run still sees the failure.
     ///
     /// On the multi-thread runtime the supervisor runs in a task of its own while `until`
     /// is polled by the caller's task (it may borrow from the caller); `until` is polled

@@ -426,14 +426,13 @@ impl Run {
             let budget = (!forced).then_some(self.shutdown_timeout);
             let (mut abandoned, mut never_reached) = (Vec::new(), Vec::new());
             for &i in self.plan.order.iter().rev() {
-                let service = &self.entries[i].service.0;
-                let status = service.status();
-                if service.abandon(budget) {
-                    let name = self.name(i).to_string();
-                    match status {
-                        ServiceStatus::Stopping | ServiceStatus::Error => abandoned.push(name),
-                        _ => never_reached.push(name),
-                    }
+                let Some(status) = self.entries[i].service.0.abandon(budget) else {
+                    continue;
+                };
+                let name = self.name(i).to_string();
+                match status {
+                    ServiceStatus::Stopping => abandoned.push(name),
+                    _ => never_reached.push(name),
                 }
             }
             self.observer.absorb(Phase::Shutdown);
