@@ -798,9 +798,9 @@ impl Stubborn {
         Ok(())
     }
 
-    /// Ignores the shutdown signal.
+    /// Takes the shutdown signal and ignores it.
     #[run]
-    async fn spin(&self) -> Result<(), std::io::Error> {
+    async fn spin(&self, _shutdown: Shutdown) -> Result<(), std::io::Error> {
         let _flag = DropFlag(self.run_dropped.clone());
         std::future::pending().await
     }
@@ -849,6 +849,62 @@ async fn a_run_loop_that_ignores_shutdown_is_dropped_after_stop_timeout() {
             (Stopping, Error)
         ]
     );
+}
+
+/// A run loop with no `Shutdown` argument: it cannot hear a stop.
+#[derive(Service)]
+#[service(stop_timeout = "2s")]
+struct Deaf {
+    log: Log,
+    run_dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl Deaf {
+    #[cleanup]
+    async fn close(&mut self) -> Result<(), std::io::Error> {
+        self.log.push("cleanup");
+        Ok(())
+    }
+
+    #[run]
+    async fn spin(&self) -> Result<(), std::io::Error> {
+        let _flag = DropFlag(self.run_dropped.clone());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_loop_without_a_shutdown_argument_is_dropped_at_once_and_stops_cleanly() {
+    let log = Log::default();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (service, mut changes) = watched(Deaf {
+        log: log.clone(),
+        run_dropped: flag.clone(),
+    });
+    service.start().await.unwrap();
+    settle().await;
+    assert!(
+        !flag.load(std::sync::atomic::Ordering::SeqCst),
+        "the loop runs"
+    );
+    let began = Instant::now();
+    service.stop().await.unwrap();
+    assert_eq!(
+        began.elapsed(),
+        Duration::ZERO,
+        "no wait for the stop timeout"
+    );
+    assert!(
+        flag.load(std::sync::atomic::Ordering::SeqCst),
+        "the run loop's future was dropped"
+    );
+    assert_eq!(log.entries(), ["cleanup"]);
+    assert_eq!(history(&mut changes), CLEAN_CYCLE);
+    // A second cycle works the same way.
+    service.start().await.unwrap();
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
 }
 
 #[tokio::test(start_paused = true)]

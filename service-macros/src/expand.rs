@@ -320,11 +320,12 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
                 }
             }
             None => {
+                // The hook cannot hear a stop: dropped when shutdown is requested.
                 let call = call_hook(lifecycle, hook, krate, &quote!(self));
                 let run_future = run_future(hook.method.sig.ident.span());
                 quote! {
-                    fn __run(&self, _: #krate::Shutdown) -> #run_future {
-                        #call
+                    fn __run(&self, __service_shutdown: #krate::Shutdown) -> #run_future {
+                        #private::until_shutdown(__service_shutdown, #call)
                     }
                 }
             }

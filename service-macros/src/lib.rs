@@ -245,8 +245,11 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// `E: Display`; an `Err` is a failed check and its message the check's detail).
 ///
 /// A `#[run]` hook should return once its `Shutdown` is requested; it gets the service's
-/// `stop_timeout` to do so before its future is dropped. Returning `Ok` earlier stops
-/// the service; returning `Err` puts it in the `error` status.
+/// `stop_timeout` to do so before its future is dropped. A `#[run]` hook without the
+/// `Shutdown` argument cannot hear a stop, so its future is dropped as soon as a stop
+/// begins, and the stop is clean: write it that way when dropping the loop at any
+/// `.await` loses nothing. Returning `Ok` earlier stops the service; returning `Err` puts
+/// it in the `error` status.
 ///
 /// Hooks must not be generic (lifetimes aside) or `unsafe`, and their futures must be
 /// `Send`: a hook that holds an `Rc`, a `RefCell` borrow or a `std::sync::MutexGuard`

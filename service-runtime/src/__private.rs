@@ -182,6 +182,21 @@ where
     Box::pin(future)
 }
 
+/// The future of a `#[run]` hook that takes no [`Shutdown`](crate::Shutdown): it cannot
+/// hear a stop, so a stop drops it as soon as shutdown is requested, and the loop ends
+/// cleanly (`Ok`). A result the hook returns on its own comes first.
+pub async fn until_shutdown<F>(shutdown: crate::Shutdown, run: F) -> HookResult
+where
+    F: Future<Output = HookResult>,
+{
+    let run = std::pin::pin!(run);
+    let requested = std::pin::pin!(shutdown.requested());
+    match futures_util::future::select(run, requested).await {
+        futures_util::future::Either::Left((result, _)) => result,
+        futures_util::future::Either::Right(((), _)) => Ok(()),
+    }
+}
+
 /// Boxes a health check's future; see [`hook`].
 pub fn check<'a, F>(future: F) -> CheckFuture<'a>
 where
