@@ -1,7 +1,10 @@
 //! Restart policies: when a supervisor restarts a service, how often, and how long it
 //! waits between attempts.
 
+use std::collections::VecDeque;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Whether a supervisor restarts a service that ended (OTP's child restart types).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -141,6 +144,62 @@ impl RestartPolicy {
     }
 }
 
+/// The restarts of one service under its policy, as whoever restarts it (a supervisor,
+/// or a parent restarting an optional component) keeps them: the restarts within the
+/// policy's window, the backoff attempt, and since when the service has been running.
+#[derive(Debug, Default)]
+pub(crate) struct RestartHistory {
+    /// When each restart within the window happened, oldest first.
+    restarts: VecDeque<Instant>,
+    /// Consecutive restarts since the backoff last reset.
+    attempt: u32,
+    running_since: Option<Instant>,
+}
+
+impl RestartHistory {
+    /// The service entered `running` at `now`.
+    pub(crate) fn running(&mut self, now: Instant) {
+        self.running_since = Some(now);
+    }
+
+    /// The service failed (or exited) at `now`: the delay before its next restart, or
+    /// `None` if `policy.max_restarts` restarts already happened within `policy.within`.
+    /// A service that ran for `policy.reset_after` before it failed starts the backoff
+    /// over.
+    pub(crate) fn next_delay(&mut self, policy: &RestartPolicy, now: Instant) -> Option<Duration> {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&at| now.duration_since(at) >= policy.within)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= policy.max_restarts as usize {
+            return None;
+        }
+        if self
+            .running_since
+            .take()
+            .is_some_and(|since| now.duration_since(since) >= policy.reset_after)
+        {
+            self.attempt = 0;
+        }
+        let delay = policy.jittered_delay(self.attempt, fastrand::f64());
+        self.attempt = self.attempt.saturating_add(1);
+        Some(delay)
+    }
+
+    /// A restart happened at `now`: it counts against the window.
+    pub(crate) fn restarted(&mut self, now: Instant) {
+        self.restarts.push_back(now);
+    }
+
+    /// The restarts within the window, as of the last [`next_delay`](Self::next_delay).
+    pub(crate) fn recent(&self) -> usize {
+        self.restarts.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +226,37 @@ mod tests {
         );
         assert_eq!(Restart::parse("permanent"), Some(Restart::Permanent));
         assert_eq!(Restart::parse("always"), None);
+    }
+
+    #[test]
+    fn history_backs_off_resets_after_a_stable_run_and_stops_at_the_limit() {
+        let policy = RestartPolicy::new(Restart::Transient)
+            .max_restarts(3, Duration::from_secs(30))
+            .backoff(Duration::from_millis(100), Duration::from_secs(10))
+            .jitter(0.0)
+            .reset_after(Duration::from_secs(60));
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut history = RestartHistory::default();
+        let mut delays = Vec::new();
+        for secs in [0, 1, 2] {
+            delays.push(history.next_delay(&policy, at(secs)).unwrap().as_millis());
+            history.restarted(at(secs));
+        }
+        assert_eq!(delays, [100, 200, 400]);
+        assert_eq!(
+            history.next_delay(&policy, at(3)),
+            None,
+            "three within 30 s"
+        );
+        assert_eq!(history.recent(), 3);
+        // Once the first restarts leave the window, another is allowed; a run of 60 s
+        // before the failure starts the backoff over.
+        history.running(at(40));
+        assert_eq!(
+            history.next_delay(&policy, at(100)),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(history.recent(), 0);
     }
 }

@@ -42,6 +42,8 @@ impl<S: Service> Inner<S> {
         ctl.stopping_loop = None;
         let op = ctl.op.take();
         let components = std::mem::take(&mut ctl.components);
+        ctl.end_components_watch();
+        ctl.stop_cause = None;
         if status != ServiceStatus::Error {
             self.transition(
                 &mut ctl,

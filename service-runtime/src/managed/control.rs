@@ -26,6 +26,10 @@
 //!   one task that takes the loop's end out of `stopping_loop`: the loop's task as it
 //!   returns, or a call waiting for the stop at its deadline
 //!   ([`loop_stop`](super::loop_stop)).
+//! - **Who watches the components.** While a parent is `running`, one task watches its
+//!   components (`Control::components_watch`, see [`components`](super::components)): it
+//!   acts only under this lock, as the current watch of a `running` parent; a stop ends
+//!   it when it begins.
 //! - **Deadlock safety.** The lock is never held across an `.await` and never while user
 //!   code runs (hooks, health checks), so nothing waits for the lock while holding what
 //!   its holder needs. Transitions send to channels under it; their wakers only schedule
@@ -39,6 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::{RwLock, watch};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::loop_stop::StoppingLoop;
@@ -118,6 +123,12 @@ pub(super) struct Control {
     pub(super) abandoned: bool,
     /// The error of the last transition to `error` (boxed: rare).
     pub(super) last_error: Option<Box<ServiceError>>,
+    /// The watch over the components of a `running` parent (see
+    /// [`components`](super::components)).
+    pub(super) components_watch: Option<AbortHandle>,
+    /// Why the stop in flight was begun, when a failure began it (a critical component's):
+    /// the stop ends in `error` with it (boxed: rare).
+    pub(super) stop_cause: Option<Box<ServiceError>>,
     pub(super) subscribers: Subscribers,
 }
 
@@ -147,6 +158,8 @@ impl<S: Service> Inner<S> {
                 stopping_loop: None,
                 abandoned: false,
                 last_error: None,
+                components_watch: None,
+                stop_cause: None,
                 subscribers: Subscribers::default(),
             }),
             watch: OnceLock::new(),

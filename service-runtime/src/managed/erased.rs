@@ -9,7 +9,7 @@ use super::decide::Request;
 use super::observers::{StatusTally, Subscriber};
 use crate::error::ServiceError;
 use crate::health::HealthReport;
-use crate::service::Service;
+use crate::service::{Service, ServiceConfig};
 use crate::status::ServiceStatus;
 
 /// A type-erased managed service (a component, or an entry of a supervisor): a handle,
@@ -41,6 +41,10 @@ pub(crate) trait DynService: Send + Sync {
     /// The name, without making it shared.
     fn name_str(&self) -> &str;
     fn status(&self) -> ServiceStatus;
+    /// The settings (a component's restart policy, for its parent).
+    fn config(&self) -> &ServiceConfig;
+    /// The cause of the last move to `error`.
+    fn last_error(&self) -> Option<ServiceError>;
     /// What [`Managed::start`](super::Managed::start) does up to its first wait.
     fn start_now(&self) -> Begun<'_>;
     /// What [`Managed::stop`](super::Managed::stop) does up to its first wait.
@@ -110,6 +114,14 @@ impl<S: Service> DynService for Inner<S> {
 
     fn status(&self) -> ServiceStatus {
         Inner::status(self)
+    }
+
+    fn config(&self) -> &ServiceConfig {
+        Inner::config(self)
+    }
+
+    fn last_error(&self) -> Option<ServiceError> {
+        self.lock().last_error.as_deref().cloned()
     }
 
     fn start_now(&self) -> Begun<'_> {

@@ -3,6 +3,7 @@
 
 mod abandon;
 mod call;
+mod components;
 mod control;
 mod decide;
 mod erased;

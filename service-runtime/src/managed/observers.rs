@@ -1,6 +1,6 @@
 //! Where status changes go: the public [`StatusChanges`](super::StatusChanges) streams,
-//! and the supervisors a service was added to (a tally of statuses kept by the
-//! transitions themselves, and a mailbox of compact changes).
+//! the supervisors a service was added to (a tally of statuses kept by the transitions
+//! themselves, and a mailbox of compact changes), and the parent of a component.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +26,23 @@ pub(crate) enum Subscriber {
         index: usize,
         tally: Arc<StatusTally>,
     },
+    /// The parent of a component, while the parent runs: told of every change, tagged
+    /// with the component's index (see [`components`](super::components)). Forgotten
+    /// once the parent's watch is over.
+    Parent {
+        index: usize,
+        sender: mpsc::UnboundedSender<ComponentChange>,
+    },
+}
+
+/// A status change of a component, as its parent's watch receives it.
+#[derive(Debug)]
+pub(crate) struct ComponentChange {
+    /// The component's index among the parent's components.
+    pub(crate) index: usize,
+    pub(crate) from: ServiceStatus,
+    pub(crate) to: ServiceStatus,
+    pub(crate) error: Option<ServiceError>,
 }
 
 /// A service's subscribers, in the order they subscribed.
@@ -81,6 +98,14 @@ impl Subscribers {
                     _ => false,
                 }
             }
+            Subscriber::Parent { index, sender } => sender
+                .send(ComponentChange {
+                    index: *index,
+                    from,
+                    to,
+                    error: error.cloned(),
+                })
+                .is_ok(),
         });
     }
 }

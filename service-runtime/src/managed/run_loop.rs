@@ -198,6 +198,7 @@ impl<S: Service> Inner<S> {
         ctl.run = None;
         match error {
             Some(error) => {
+                ctl.end_components_watch();
                 self.transition(&mut ctl, ServiceStatus::Error, Some(error), Instant::now());
             }
             None => {
@@ -221,6 +222,7 @@ impl<S: Service> Inner<S> {
             return;
         }
         ctl.run = None;
+        ctl.end_components_watch();
         // Not logged as a failure: it happens at every program exit that leaves a
         // service running; the transition records it (at info level).
         let error = self.hook_error(
@@ -246,7 +248,11 @@ impl<S: Service> Inner<S> {
     /// which holds the service. A loop spawned later by a start still finishing in a
     /// task of its own is ended when that start ends.
     pub(super) fn last_handle_gone(&self) {
-        let run = self.lock().run.take();
+        let run = {
+            let mut ctl = self.lock();
+            ctl.end_components_watch();
+            ctl.run.take()
+        };
         if let Some(run) = run {
             run.shutdown.request();
             // After the lock is released: the abort may drop the task in this very

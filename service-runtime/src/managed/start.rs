@@ -51,6 +51,7 @@ impl<S: Service> Inner<S> {
         } else {
             ServiceStatus::Starting
         };
+        ctl.stop_cause = None;
         self.transition(ctl, first, None, Instant::now());
         let cancel = CancellationToken::new();
         let token = cancel.clone();
@@ -75,6 +76,7 @@ impl<S: Service> Inner<S> {
         match self.spawn_run_loop(ctl) {
             Ok(run) => {
                 ctl.run = run;
+                self.watch_components(ctl);
                 Ok(())
             }
             Err(error) => Err(self.fail(ctl, error)),

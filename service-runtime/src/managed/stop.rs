@@ -39,6 +39,7 @@ impl<S: Service> Inner<S> {
     /// returns; any other stop is an operation driven by its callers.
     pub(super) fn begin_stop(self: &Arc<Self>, ctl: &mut Control) -> Waiting {
         let now = Instant::now();
+        ctl.end_components_watch();
         self.transition(ctl, ServiceStatus::Stopping, None, now);
         if let Some(run) = ctl.run.take() {
             return self.begin_loop_stop(ctl, run, now);
@@ -63,9 +64,17 @@ impl<S: Service> Inner<S> {
     }
 
     /// The last step of a stop: nothing is owed any more; `stopped`, or `error` with
-    /// `error`, which is also the stop's outcome.
+    /// `error` (after the failure that began the stop, if one did), which is also the
+    /// stop's outcome.
     pub(super) fn end_stop(&self, ctl: &mut Control, error: Option<ServiceError>) -> OpResult {
         ctl.cleanup_owed = false;
+        let error = match ctl.stop_cause.take() {
+            None => error,
+            Some(cause) => ServiceError::combine(
+                || self.name().clone(),
+                [*cause].into_iter().chain(error).collect(),
+            ),
+        };
         match error {
             None => {
                 self.transition(ctl, ServiceStatus::Stopped, None, Instant::now());

@@ -1,0 +1,312 @@
+//! A running parent's watch over its components (its `#[service(component)]` fields).
+//!
+//! From the moment a parent becomes `running` until a stop begins, one task per parent
+//! receives every status change of its components:
+//!
+//! - a **critical** component that fails (moves to `error`) stops its parent, which ends
+//!   in `error` with a [`ServiceError::Component`] cause naming the component and, through
+//!   the component's own error, its hook. A supervisor's restart policy then applies to
+//!   the parent, and restarting the parent restarts its components;
+//! - an **optional** component that fails is logged at `warn` and restarted by the parent
+//!   under the component's own restart policy (`restart`, backoff, `max_restarts` within
+//!   `restart_within`), while the parent's health shows it degraded. Past its limit, or
+//!   under `temporary`, it stays in `error` until the parent stops (logged at `error`);
+//! - a component that stops by itself (its run loop returned `Ok`) is restarted under
+//!   `permanent` only, and otherwise left stopped: it finished its work.
+//!
+//! # Invariants
+//!
+//! - **One current watch.** The parent's `Control::components_watch` holds the abort
+//!   handle of its current watch. Whatever takes the parent out of `running` for good (a
+//!   stop beginning, a shutdown abandoning it, its last handle going, a new watch replacing
+//!   it) takes the handle under the parent's lock and aborts the task. The task itself acts
+//!   only under the parent's lock, after checking that it is still the current watch (by
+//!   task id) and that the parent is `running`: so a watch whose abort has not landed yet
+//!   (on another worker) never acts.
+//! - **Restarts are ordered with the parent's stop.** An optional component's restart
+//!   begins (`DynService::start_now`, which makes the component's first transition) under
+//!   the parent's lock: a parent's stop, which begins under that lock too, either comes
+//!   first (the watch no longer acts) or finds the restart in flight and stops the
+//!   component after it, cancelling it.
+//! - **Lock order: parent, then component.** The watch takes a component's lock only
+//!   while holding its parent's; a component's transitions never take the parent's lock
+//!   (they send to the watch's channel), and dropping the watch task releases component
+//!   handles that the parent also holds, never the last one.
+//! - **A change is acted on only while it holds**, as a supervisor does: the component
+//!   must still be in the status the change reports, so the changes a restart made
+//!   itself, read after it, are superseded.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Managed;
+use super::control::{Control, Inner};
+use super::erased::ErasedService;
+use super::observers::{ComponentChange, Subscriber};
+use crate::error::ServiceError;
+use crate::restart::{Restart, RestartHistory, RestartPolicy};
+use crate::service::Service;
+use crate::status::ServiceStatus;
+
+/// One component as its parent's watch keeps it.
+struct Watched {
+    field: &'static str,
+    critical: bool,
+    handle: ErasedService,
+    policy: RestartPolicy,
+    history: RestartHistory,
+    /// When its pending restart is due.
+    due: Option<Instant>,
+}
+
+impl<S: Service> Inner<S> {
+    /// Begins the watch of a parent that has just become `running` with the components
+    /// in `ctl` (nothing to watch without them, or without a runtime to watch on).
+    pub(super) fn watch_components(self: &Arc<Self>, ctl: &mut Control) {
+        ctl.end_components_watch();
+        if ctl.components.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (sender, changes) = mpsc::unbounded_channel();
+        let watched = ctl
+            .components
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                let component = &entry.handle.0;
+                component.add_subscriber(Subscriber::Parent {
+                    index,
+                    sender: sender.clone(),
+                });
+                // A component that failed or finished between its start and this
+                // subscription: its change is read as if it came now.
+                let status = component.status();
+                if matches!(status, ServiceStatus::Error | ServiceStatus::Stopped) {
+                    let _ = sender.send(ComponentChange {
+                        index,
+                        from: ServiceStatus::Running,
+                        to: status,
+                        error: component.last_error(),
+                    });
+                }
+                Watched {
+                    field: entry.field,
+                    critical: entry.critical,
+                    handle: entry.handle.clone(),
+                    policy: component.config().restart,
+                    history: RestartHistory::default(),
+                    due: None,
+                }
+            })
+            .collect();
+        let task = runtime.spawn(watch(Arc::downgrade(self), changes, watched));
+        ctl.components_watch = Some(task.abort_handle());
+    }
+
+    /// Whether the task calling this is the current watch of a `running` parent: the
+    /// only state a watch acts in. (The start that made the parent `running` may still
+    /// be in flight, ending: a stop begun now waits for it.)
+    fn watch_may_act(&self, ctl: &Control) -> bool {
+        let current = ctl
+            .components_watch
+            .as_ref()
+            .is_some_and(|task| tokio::task::try_id() == Some(task.id()));
+        current && self.status() == ServiceStatus::Running
+    }
+
+    /// Acts on one change; `false` once the watch is over.
+    fn on_component_change(
+        self: &Arc<Self>,
+        watched: &mut [Watched],
+        change: ComponentChange,
+    ) -> bool {
+        let Some(component) = watched.get_mut(change.index) else {
+            return true;
+        };
+        if component.handle.0.status() != change.to {
+            return true;
+        }
+        let now = Instant::now();
+        match (change.from, change.to) {
+            (_, ServiceStatus::Running) => component.history.running(now),
+            (_, ServiceStatus::Error) => {
+                let Some(error) = change.error.or_else(|| component.handle.0.last_error()) else {
+                    debug_assert!(false, "every move to `error` carries its cause");
+                    return true;
+                };
+                if component.critical {
+                    self.critical_component_failed(component.field, error);
+                    return false;
+                }
+                self.schedule_restart(component, Some(&error), now);
+            }
+            (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
+                if component.policy.restart == Restart::Permanent {
+                    self.schedule_restart(component, None, now);
+                } else {
+                    tracing::info!(parent: &self.span(), component = component.field, "component finished its work; not restarting it");
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// A critical component failed: the parent stops (in a task of its own, as a loop
+    /// that returns `Ok` stops its service) and ends in `error` with the cause.
+    fn critical_component_failed(self: &Arc<Self>, field: &'static str, error: ServiceError) {
+        let cause = ServiceError::Component {
+            service: self.name().clone(),
+            component: field,
+            source: Box::new(error),
+        };
+        let mut ctl = self.lock();
+        if !self.watch_may_act(&ctl) {
+            return;
+        }
+        // Its own handle: this task ends now, and the stop ends the watch anyway.
+        ctl.components_watch = None;
+        ctl.stop_cause = Some(Box::new(cause.clone()));
+        drop(ctl);
+        tracing::error!(parent: &self.span(), error = %cause, "critical component failed; stopping the service");
+        let parent = Managed::counted(self.clone());
+        tokio::spawn(async move {
+            let _ = parent.stop().await;
+        });
+    }
+
+    /// An optional component failed (`error` is its cause), or a `permanent` one
+    /// stopped by itself: its restart after a backoff, unless its policy says otherwise.
+    fn schedule_restart(
+        &self,
+        component: &mut Watched,
+        error: Option<&ServiceError>,
+        now: Instant,
+    ) {
+        let field = component.field;
+        if error.is_some() && component.policy.restart == Restart::Temporary {
+            tracing::warn!(parent: &self.span(), component = field, error = %DisplayOpt(error), "optional component failed; not restarting it (temporary): it stays in error until the service stops");
+            return;
+        }
+        match component.history.next_delay(&component.policy, now) {
+            Some(delay) => {
+                match error {
+                    Some(error) => {
+                        tracing::warn!(parent: &self.span(), component = field, %error, ?delay, "optional component failed; restarting it after backoff")
+                    }
+                    None => {
+                        tracing::warn!(parent: &self.span(), component = field, ?delay, "component stopped by itself; restarting it after backoff (permanent)")
+                    }
+                }
+                component.due = Some(now + delay);
+            }
+            None => {
+                tracing::error!(
+                    parent: &self.span(),
+                    component = field,
+                    error = %DisplayOpt(error),
+                    restarts = component.history.recent(),
+                    within = ?component.policy.within,
+                    "component restart limit exceeded; leaving it as it is until the service stops"
+                );
+            }
+        }
+    }
+
+    /// Restarts the components whose restart is due; `false` once the watch is over.
+    async fn restart_due(&self, watched: &mut [Watched]) -> bool {
+        let now = Instant::now();
+        for component in watched.iter_mut() {
+            if component.due.is_none_or(|due| due > now) {
+                continue;
+            }
+            component.due = None;
+            let begun = {
+                let ctl = self.lock();
+                if !self.watch_may_act(&ctl) {
+                    return false;
+                }
+                component.history.restarted(now);
+                component.handle.0.start_now()
+            };
+            let outcome = match begun {
+                Ok(outcome) => outcome,
+                Err(rest) => rest.await,
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(parent: &self.span(), component = component.field, "component restarted");
+                }
+                // Its failure arrives as a change and is answered there.
+                Err(error) => {
+                    tracing::debug!(parent: &self.span(), component = component.field, %error, "component restart failed");
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Control {
+    /// Ends the parent's watch over its components, if one runs.
+    pub(super) fn end_components_watch(&mut self) {
+        if let Some(task) = self.components_watch.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The watch's task: answers the components' changes and carries out their restarts
+/// when due, until the parent stops or goes.
+async fn watch<S: Service>(
+    parent: Weak<Inner<S>>,
+    mut changes: mpsc::UnboundedReceiver<ComponentChange>,
+    mut watched: Vec<Watched>,
+) {
+    loop {
+        let due = watched.iter().filter_map(|component| component.due).min();
+        let change = tokio::select! {
+            biased;
+            change = changes.recv() => match change {
+                Some(change) => Some(change),
+                None => return,
+            },
+            () = sleep_until(due) => None,
+        };
+        let Some(parent) = parent.upgrade() else {
+            return;
+        };
+        let go_on = match change {
+            Some(change) => parent.on_component_change(&mut watched, change),
+            None => parent.restart_due(&mut watched).await,
+        };
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// Sleeps until `due`; forever without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An optional error in a log field (none: a component that stopped by itself).
+struct DisplayOpt<'a>(Option<&'a ServiceError>);
+
+impl std::fmt::Display for DisplayOpt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(error) => error.fmt(f),
+            None => f.write_str("stopped by itself"),
+        }
+    }
+}
