@@ -220,6 +220,12 @@ impl StatusTally {
         self.not_running.load(Ordering::Acquire)
     }
 
+    /// Counts a change of the supervisor's own view of a service (it completed), so that
+    /// whoever caches what it computed from [`changes`](Self::changes) computes again.
+    pub(crate) fn touch(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// How many status changes the services made since they joined.
     pub(crate) fn changes(&self) -> u64 {
         self.changes.load(Ordering::Acquire)

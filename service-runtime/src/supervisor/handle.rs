@@ -146,6 +146,14 @@ impl SupervisorHandle {
         StatusChanges::from_receiver(receiver)
     }
 
+    /// Which services completed, in the order added.
+    fn completed(&self) -> Vec<bool> {
+        lock(&self.shared.stats)
+            .iter()
+            .map(|figures| figures.completed)
+            .collect()
+    }
+
     /// Start and stop durations and restart counts of every service, in the order added.
     pub fn stats(&self) -> Vec<ServiceStats> {
         let services = self.services();
@@ -157,17 +165,25 @@ impl SupervisorHandle {
                 name: service.0.name().to_string(),
                 status: service.0.status(),
                 restarts: figures.restarts,
+                completed: figures.completed && service.0.status() == ServiceStatus::Stopped,
                 last_start_duration: figures.last_start_duration,
                 last_stop_duration: figures.last_stop_duration,
             })
             .collect()
     }
 
-    /// The health of every service, concurrently: the worst status wins.
+    /// The health of every service, concurrently: the worst status wins. A service
+    /// that [completed](ServiceStats::completed) reports `healthy` with the reason
+    /// `completed`.
     pub async fn health(&self) -> SupervisorHealth {
         let services = self.services();
+        let completed = self.completed();
         // Made in the order of the map, each report keyed as it finishes.
-        let checks = services.by_name(|_, s| s.0.health().map(keyed));
+        let checks = services.by_name(|i, s| {
+            let completed = completed.get(i) == Some(&true);
+            s.0.health()
+                .map(move |report| keyed(as_completed(report, completed, s)))
+        });
         let reports = join_all(checks).await;
         self.aggregate(reports)
     }
@@ -178,10 +194,12 @@ impl SupervisorHandle {
         &self,
     ) -> (SupervisorHealth, Vec<(Arc<str>, Duration)>) {
         let services = self.services();
+        let completed = self.completed();
         let timed = services.by_name(|i, s| -> BoxFuture<'_, (usize, HealthReport, Duration)> {
+            let completed = completed.get(i) == Some(&true);
             Box::pin(async move {
                 let began = Instant::now();
-                let report = s.0.health().await;
+                let report = as_completed(s.0.health().await, completed, s);
                 (i, report, began.elapsed())
             })
         });
@@ -227,17 +245,21 @@ impl SupervisorHandle {
         self.shared.tally.changes()
     }
 
-    /// `None` when every service runs (one atomic load: the count the transitions keep);
-    /// otherwise which do not ("a is starting, b is stopped").
+    /// `None` when every service runs or [completed](ServiceStats::completed) (one
+    /// atomic load when all run: the count the transitions keep); otherwise which do not
+    /// ("a is starting, b is stopped").
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn not_running(&self) -> Option<String> {
         if self.shared.tally.not_running() == 0 {
             return None;
         }
+        let services = self.services();
+        let completed = self.completed();
         let mut reason = String::new();
-        for service in self.services().iter() {
+        for (i, service) in services.iter().enumerate() {
             let status = service.0.status();
-            if status != ServiceStatus::Running {
+            let done = status == ServiceStatus::Stopped && completed.get(i) == Some(&true);
+            if status != ServiceStatus::Running && !done {
                 if !reason.is_empty() {
                     reason.push_str(", ");
                 }
@@ -248,6 +270,20 @@ impl SupervisorHandle {
         }
         (!reason.is_empty()).then_some(reason)
     }
+}
+
+/// The report of a service the supervisor counts as completed, if it still is (it has
+/// not started again): `healthy`, with the reason `completed`.
+fn as_completed(
+    mut report: HealthReport,
+    completed: bool,
+    service: &ErasedService,
+) -> HealthReport {
+    if completed && service.0.status() == ServiceStatus::Stopped {
+        report.status = HealthStatus::Healthy;
+        report.reason = Some("completed".to_owned());
+    }
+    report
 }
 
 /// A service's report with its key in [`SupervisorHealth::services`]: a name borrowed
@@ -280,6 +316,10 @@ pub struct ServiceStats {
     /// How many times the supervisor restarted it (including restarts caused by a
     /// dependency's restart).
     pub restarts: u32,
+    /// It completed: its run loop returned `Ok` under a `transient` or `temporary`
+    /// policy, so it is not restarted, and until it starts again it counts neither
+    /// against readiness nor against health (its report says `completed`).
+    pub completed: bool,
     /// How long its last start took.
     pub last_start_duration: Option<Duration>,
     /// How long its last stop took.

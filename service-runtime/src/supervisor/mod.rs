@@ -127,6 +127,9 @@ struct Shared {
 #[derive(Clone, Copy, Default)]
 struct Figures {
     restarts: u32,
+    /// Its run loop finished its work (`Ok` under `transient` or `temporary`) and it has
+    /// not started since: it no longer counts against readiness or health.
+    completed: bool,
     last_start_duration: Option<Duration>,
     last_stop_duration: Option<Duration>,
 }

@@ -31,7 +31,8 @@
 //!
 //! 3. A queued change is acted on only if it still holds. `Run::on_change` ignores the
 //!    changes of an entry the supervisor does not want running (`Desired::Stopped`: it is
-//!    stopped for a pending restart, finished, or given up on), and a failure or an exit whose
+//!    stopped for a pending restart, or given up on; `Desired::Completed`: its run loop
+//!    finished its work, until the program starts it again), and a failure or an exit whose
 //!    service has moved on since: so the supervisor's own stop before a restart, observed
 //!    after the service was started again, is not taken for an exit.
 //!
@@ -209,6 +210,7 @@ impl Observer {
             return;
         };
         match (change.from, change.to) {
+            (_, ServiceStatus::Starting) => figures.completed = false,
             (ServiceStatus::Starting, ServiceStatus::Running) => {
                 figures.last_start_duration = Some(change.duration());
             }

@@ -23,6 +23,9 @@ enum Desired {
     Running,
     /// The supervisor stopped it (for a restart) or gave up on it: changes are ignored.
     Stopped,
+    /// It completed (its run loop finished its work): changes are ignored until the
+    /// program starts it again, which the supervisor then supervises as before.
+    Completed,
 }
 
 #[derive(Default)]
@@ -46,6 +49,9 @@ impl Run {
         let i = change.index;
         if change.to == ServiceStatus::Running {
             self.states[i].running_since = Some(Instant::now());
+            if self.states[i].desired == Desired::Completed {
+                self.states[i].desired = Desired::Running;
+            }
         }
         if self.states[i].desired != Desired::Running {
             return Step::Continue;
@@ -62,8 +68,12 @@ impl Run {
                     tracing::warn!(service = %self.name(i), "service stopped by itself; restarting it (permanent)");
                     self.on_failure(i, None, true)
                 } else {
-                    tracing::info!(service = %self.name(i), "service finished its work; not restarting it");
-                    self.states[i].desired = Desired::Stopped;
+                    tracing::info!(service = %self.name(i), "service completed: its run loop finished its work; not restarting it");
+                    self.states[i].desired = Desired::Completed;
+                    if let Some(figures) = lock(&self.shared.stats).get_mut(i) {
+                        figures.completed = true;
+                    }
+                    self.shared.tally.touch();
                     Step::Continue
                 }
             }
@@ -122,7 +132,9 @@ impl Run {
         let delay = policy.jittered_delay(state.attempt, fastrand::f64());
         state.attempt = state.attempt.saturating_add(1);
         state.running_since = None;
-        let group = self.plan.rest_for_one(i);
+        let mut group = self.plan.rest_for_one(i);
+        // A dependent that completed did its work: it is not run again.
+        group.retain(|&member| member == i || self.states[member].desired != Desired::Completed);
         for &member in &group {
             self.states[member].desired = Desired::Stopped;
         }
