@@ -1264,3 +1264,57 @@ async fn a_hung_cleanup_without_a_run_loop_is_dropped_at_the_budget() {
     let again = tokio::time::timeout(Duration::from_secs(1), ledger.stop()).await;
     assert!(again.is_err(), "the owed cleanup runs (and hangs) again");
 }
+
+#[tokio::test(start_paused = true)]
+async fn started_resolves_when_every_service_started_or_with_why_not() {
+    let log = Log::default();
+    let epoch = Instant::now();
+    let with = |label, change: fn(&mut Node)| {
+        let mut node = node(&log, label);
+        change(&mut node);
+        managed(node)
+    };
+    // Started: resolves once both run, and at once afterwards.
+    let supervisor = Supervisor::new()
+        .add(with("a", |_| {}))
+        .add(with("b", |n| n.init_delay = Duration::from_secs(2)));
+    let handle = supervisor.handle();
+    let waiter = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.started().await })
+    };
+    let report = supervisor
+        .run_until(async {
+            handle.started().await.unwrap();
+            assert!(handle.has_started());
+            assert_eq!(epoch.elapsed(), Duration::from_secs(2));
+            handle.started().await.unwrap();
+        })
+        .await;
+    assert!(report.is_success());
+    waiter.await.unwrap().unwrap();
+
+    // A failed start: the first service that failed.
+    let supervisor = Supervisor::new().add(with("c", |n| n.init_fault = Fault::Err));
+    let handle = supervisor.handle();
+    let report = supervisor.run_until(std::future::pending()).await;
+    assert!(!report.is_success());
+    match handle.started().await {
+        Err(service_runtime::StartupError::Failed(error)) => {
+            assert_eq!(error.service(), "c");
+        }
+        other => panic!("expected a failed start, got {other:?}"),
+    }
+
+    // Interrupted by a shutdown before every service started.
+    let supervisor = Supervisor::new().add(with("d", |n| n.init_delay = Duration::from_secs(60)));
+    let handle = supervisor.handle();
+    let report = supervisor
+        .run_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await;
+    let _ = report;
+    assert!(matches!(
+        handle.started().await,
+        Err(service_runtime::StartupError::Interrupted)
+    ));
+}

@@ -113,6 +113,19 @@ impl SupervisorHandle {
         self.shared.started_at.get().is_some()
     }
 
+    /// Resolves once every service has started (once), or with why not: the first
+    /// service that failed to start, or [`StartupError::Interrupted`] when a shutdown
+    /// came first. At once if the startup is over; it waits while the supervisor has not
+    /// been run yet. Where `has_started()` answers now, this waits for the answer.
+    pub async fn started(&self) -> Result<(), StartupError> {
+        let mut startup = self.shared.startup.subscribe();
+        // The sender lives in `Shared`, which this handle holds: the wait cannot fail.
+        match startup.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(Err(StartupError::Interrupted)),
+            Err(_) => Err(StartupError::Interrupted),
+        }
+    }
+
     /// The address the probe endpoint listens on, once it does (feature `http`).
     #[cfg(feature = "http")]
     pub fn probe_address(&self) -> Option<std::net::SocketAddr> {
@@ -284,6 +297,38 @@ fn as_completed(
         report.reason = Some("completed".to_owned());
     }
     report
+}
+
+/// Why [`SupervisorHandle::started`] resolved without every service started.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// This service failed to start (the first to fail); the ones started before it were
+    /// stopped.
+    Failed(crate::ServiceError),
+    /// A shutdown was requested (a signal, `SupervisorHandle::shutdown`, `run_until`'s
+    /// future) before every service had started.
+    Interrupted,
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Failed(error) => write!(f, "startup failed: {error}"),
+            StartupError::Interrupted => f.write_str(
+                "startup interrupted: shutdown was requested before every service started",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartupError::Failed(error) => Some(error),
+            StartupError::Interrupted => None,
+        }
+    }
 }
 
 /// A service's report with its key in [`SupervisorHealth::services`]: a name borrowed

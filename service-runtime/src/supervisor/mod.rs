@@ -17,7 +17,7 @@ mod report;
 mod run;
 mod signals;
 
-pub use handle::{ServiceStats, SupervisorHandle, SupervisorHealth};
+pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
 pub use report::{EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, SupervisorError};
 
 use std::fmt;
@@ -117,6 +117,8 @@ struct Shared {
     /// Set when the shutdown phase begins (readiness turns false).
     stopping: Shutdown,
     started_at: OnceLock<Instant>,
+    /// How the startup ended, for [`SupervisorHandle::started`]: set once, by the run.
+    startup: tokio::sync::watch::Sender<Option<Result<(), StartupError>>>,
     /// Kept by the services' own transitions: what readiness and the probes' cache read.
     tally: Arc<StatusTally>,
     #[cfg(feature = "http")]
@@ -184,6 +186,7 @@ impl Supervisor {
                 shutdown: Shutdown::new(),
                 stopping: Shutdown::new(),
                 started_at: OnceLock::new(),
+                startup: tokio::sync::watch::Sender::new(None),
                 tally: Arc::default(),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),

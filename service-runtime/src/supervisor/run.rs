@@ -43,6 +43,8 @@
 //!    - `services` and `subscribers` (`Mutex`es): never locked by the run's own code,
 //!      which reads its own `entries`; only through the handles it gives the probe
 //!      endpoint and the systemd session, as any handle does;
+//!    - `startup` (a `watch`) is set once, when the startup ends (started, failed or
+//!      interrupted), before the running phase or the shutdown begins;
 //!    - `started_at` (a `OnceLock`) is set once every service has started; `stopping` and
 //!      `shutdown` are one-way `Shutdown` signals; `probe_address` is set once, when the
 //!      endpoint is bound;
@@ -82,6 +84,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::restarts::{EntryState, PendingRestart, perform};
+use super::handle::StartupError;
 use super::plan::Plan;
 use super::report::{Report, SupervisorError};
 use super::signals::Trigger;
@@ -292,6 +295,19 @@ impl Run {
             }
             ok = start_levels(&self.entries, &self.plan, &mut self.report, &mut self.observer) => ok,
         };
+        let outcome = if started {
+            Ok(())
+        } else {
+            Err(self
+                .report
+                .errors
+                .iter()
+                .find_map(|error| match error {
+                    SupervisorError::Start(error) => Some(StartupError::Failed(error.clone())),
+                    _ => None,
+                })
+                .unwrap_or(StartupError::Interrupted))
+        };
         if started {
             let now = Instant::now();
             let _ = self.shared.started_at.set(now);
@@ -299,6 +315,7 @@ impl Run {
                 state.running_since = Some(now);
             }
             tracing::info!("all services running");
+            self.shared.startup.send_replace(Some(outcome));
             #[cfg(all(unix, feature = "systemd"))]
             if let Some(systemd) = &mut self.systemd {
                 let handle = super::SupervisorHandle {
@@ -308,6 +325,8 @@ impl Run {
             }
             self.poke();
             self.supervise(trigger).await;
+        } else {
+            self.shared.startup.send_replace(Some(outcome));
         }
         self.shutdown(trigger).await;
     }
