@@ -24,6 +24,8 @@ use tokio::time::Instant;
 /// How long "at once" may take on a loaded CI machine; every wait it bounds would
 /// otherwise last until the 30 s timeout (the hooks hang forever).
 const PROMPTLY: Duration = Duration::from_secs(5);
+/// The repeat window of the scenario that forces the exit with a second signal.
+const REPEAT_WINDOW: Duration = Duration::from_millis(200);
 
 /// Runs one scenario on its own runtime, alone in the process, under a 30 s timeout.
 fn scenario<F: Future<Output = ()>>(body: impl FnOnce() -> F) {
@@ -228,8 +230,9 @@ fn a_second_sigint_during_a_hung_cleanup_forces_the_exit() {
             .depends_on("ledger")
             .add(named(stage(&log, "reporter", &hanging)))
             .depends_on("exchange_link")
-            // Only the second signal can end this shutdown.
-            .shutdown_timeout(Duration::from_secs(60));
+            // Only the second signal can end this shutdown, once past the repeat window.
+            .shutdown_timeout(Duration::from_secs(60))
+            .repeat_window(REPEAT_WINDOW);
         let handle = supervisor.handle();
         let mut changes = handle.subscribe();
 
@@ -240,11 +243,13 @@ fn a_second_sigint_during_a_hung_cleanup_forces_the_exit() {
             })
             .await;
             raise("INT").await;
+            let first = Instant::now();
             wait_for(&mut changes, &mut seen, |c| {
                 &*c.service == "exchange_link" && c.to == Stopping
             })
             .await;
             hanging.notified().await; // its cleanup has begun, and hangs
+            tokio::time::sleep_until(first + REPEAT_WINDOW).await;
             raise("INT").await;
             (Instant::now(), seen)
         };
@@ -302,5 +307,51 @@ fn a_second_sigint_during_a_hung_cleanup_forces_the_exit() {
         assert_eq!(log.entries(), expected);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(log.entries(), expected);
+    });
+}
+
+/// A service whose cleanup takes a while: a shutdown is still running 10 ms after it began.
+#[derive(Service)]
+#[service(name = "flusher")]
+struct Flusher {
+    flushed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl Flusher {
+    #[cleanup]
+    async fn flush(&mut self) -> Result<(), std::io::Error> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.flushed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn two_sigterms_10_ms_apart_are_one_request_and_stop_cleanly() {
+    scenario(|| async {
+        let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let supervisor = Supervisor::new().add(Flusher {
+            flushed: flushed.clone(),
+        });
+        let handle = supervisor.handle();
+        let mut changes = handle.subscribe();
+        let signalled = async {
+            let mut seen = Vec::new();
+            wait_for(&mut changes, &mut seen, |c| c.to == Running).await;
+            raise("TERM").await;
+            wait_for(&mut changes, &mut seen, |c| c.to == Stopping).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            raise("TERM").await;
+        };
+        let (report, ()) = tokio::join!(supervisor.run_until_signal(), signalled);
+        assert!(report.is_success(), "{:?}", report.errors());
+        assert_eq!(report.code(), 0);
+        assert!(
+            flushed.load(std::sync::atomic::Ordering::SeqCst),
+            "the cleanup ran to its end"
+        );
+        assert_eq!(handle.statuses()[0].1, Stopped);
     });
 }

@@ -43,6 +43,11 @@ use crate::restart::RestartPolicy;
 /// grace period, so the supervisor reports what hung before the kubelet's SIGKILL.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// How soon after the first shutdown request a second one counts as the same request
+/// rather than forcing the exit: a Ctrl-C delivered to the whole process group and a
+/// process manager's SIGTERM often arrive within milliseconds of each other.
+pub const DEFAULT_REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Starts, watches, restarts and stops many services.
@@ -85,6 +90,7 @@ pub struct Supervisor {
     name_ends: Vec<usize>,
     config_errors: Vec<String>,
     shutdown_timeout: Duration,
+    repeat_window: Duration,
     default_restart: Option<RestartPolicy>,
     shared: Arc<Shared>,
     #[cfg(all(unix, feature = "systemd"))]
@@ -174,6 +180,7 @@ impl Supervisor {
             name_ends: Vec::new(),
             config_errors: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            repeat_window: DEFAULT_REPEAT_WINDOW,
             default_restart: None,
             #[cfg(all(unix, feature = "systemd"))]
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
@@ -274,6 +281,17 @@ impl Supervisor {
     #[must_use]
     pub fn shutdown_timeout(mut self, budget: Duration) -> Self {
         self.shutdown_timeout = budget;
+        self
+    }
+
+    /// Sets how soon after the first shutdown request (a signal, the handle's
+    /// [`shutdown`](SupervisorHandle::shutdown), `run_until`'s future) a second signal
+    /// counts as the same request (default [`DEFAULT_REPEAT_WINDOW`]); a second signal
+    /// after it forces the exit, abandoning the stops still running. `Duration::ZERO`
+    /// makes every second signal force.
+    #[must_use]
+    pub fn repeat_window(mut self, window: Duration) -> Self {
+        self.repeat_window = window;
         self
     }
 

@@ -157,6 +157,7 @@ impl Supervisor {
             plan,
             shared: self.shared,
             shutdown_timeout: self.shutdown_timeout,
+            repeat_window: self.repeat_window,
             observer,
             report: Report::default(),
             pending: Vec::new(),
@@ -253,6 +254,7 @@ struct Run {
     plan: Plan,
     shared: Arc<Shared>,
     shutdown_timeout: Duration,
+    repeat_window: Duration,
     observer: Observer,
     report: Report,
     states: Vec<EntryState>,
@@ -414,6 +416,7 @@ impl Run {
             systemd.stopping();
         }
         self.pending.clear();
+        let began = Instant::now();
         tracing::info!(budget = ?self.shutdown_timeout, "stopping every service");
         let errors = Mutex::new(Vec::new());
         let outcome = {
@@ -429,7 +432,7 @@ impl Run {
             // Changes are observed as the services stop (for the figures and the probes).
             tokio::select! {
                 biased;
-                reason = trigger.next() => Some((reason, true)),
+                reason = forcing_request(trigger, began + self.repeat_window) => Some((reason, true)),
                 finished = observing(&mut self.observer, Phase::Shutdown, stop) => {
                     finished.err().map(|_| ("the shutdown budget ran out", false))
                 }
@@ -478,6 +481,21 @@ impl Run {
         } else {
             tracing::info!("every service stopped");
         }
+    }
+}
+
+/// The next shutdown request that arrives at or after `from`: one before it repeats the
+/// request that began the shutdown (see [`DEFAULT_REPEAT_WINDOW`](super::DEFAULT_REPEAT_WINDOW)).
+async fn forcing_request(trigger: &mut Trigger<'_>, from: Instant) -> &'static str {
+    loop {
+        let reason = trigger.next().await;
+        if Instant::now() >= from {
+            return reason;
+        }
+        tracing::info!(
+            reason,
+            "shutdown requested again within the repeat window: the same request"
+        );
     }
 }
 
