@@ -109,9 +109,12 @@ fn spawn_server(kind: &str, test: &str) -> Server {
             }
         }
     });
-    let address = address
-        .recv_timeout(PATIENCE)
-        .expect("the server printed its address");
+    let Ok(address) = address.recv_timeout(PATIENCE) else {
+        // Not left running after the test fails.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not print its address");
+    };
     Server {
         child,
         address,
