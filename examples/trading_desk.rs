@@ -25,7 +25,8 @@
 //!
 //! While it runs it serves Kubernetes-style probes and metrics on `127.0.0.1:8080`:
 //! `curl -i localhost:8080/readyz` (also `/livez`, `/startupz`, `/health`,
-//! `/health?service=strategy`, `/metrics`).
+//! `/health?service=strategy`, `/metrics`). Loopback only: `PROBES_ADDR=0.0.0.0:8080`
+//! would serve them to every network the machine is on.
 //!
 //! It prints every status change, a health summary every 2 s, and on Ctrl-C (SIGINT) or
 //! SIGTERM stops every service in reverse dependency order (`order_gateway`, `risk`,

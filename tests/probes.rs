@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http_client::{PATIENCE, address_of, get, request, until};
 use hyper::{Method, StatusCode};
-use service_runtime::{HealthDetail, Managed, Service, ServiceStatus, Supervisor, lifecycle};
+use service_runtime::{
+    HealthDetail, Managed, Service, ServiceStatus, ShowDetails, Supervisor, lifecycle,
+};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -186,6 +188,8 @@ async fn degraded_passes_and_a_hung_check_is_answered_within_its_timeout() {
         .add(with("slow", |d| d.check = Check::Degraded))
         .add(with("stuck", |d| d.check = Check::Hangs))
         .serve_health("127.0.0.1:0")
+        // The checks' texts are asserted below: shown only when asked for.
+        .show_details(ShowDetails::Always)
         .health_cache_ttl(Duration::ZERO);
     let handle = supervisor.handle();
     let run = tokio::spawn(supervisor.run_until(std::future::pending()));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use service_runtime::Supervisor;
+use service_runtime::{ProbeLimits, Supervisor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::services::{OneCheck, named};
@@ -42,16 +42,30 @@ fn pin(cpu: usize) {
     }
 }
 
-/// `probe-server ours <services>` or `probe-server bare <readyz body> <health body>`:
-/// prints `ADDR <address>`, then serves until killed.
+/// Idle connections held open beside the load in the rows that measure their cost.
+const IDLE: usize = 1_000;
+
+/// `probe-server ours <services>`, `probe-server ours-wide <services>` (limits wide
+/// enough to serve [`IDLE`] silent connections and the load at once, for as long as the
+/// run) or `probe-server bare <readyz body> <health body>`: prints `ADDR <address>`,
+/// then serves until killed.
 pub fn server(kind: &str, rest: &[&str]) {
     pin(0);
     let rt = crate::runtime("ct");
     rt.block_on(async {
         match kind {
-            "ours" => {
+            "ours" | "ours-wide" => {
                 let services: usize = rest[0].parse().expect("services");
                 let mut supervisor = Supervisor::new().serve_health("127.0.0.1:0");
+                if kind == "ours-wide" {
+                    let hour = Duration::from_secs(3600);
+                    supervisor = supervisor.probe_limits(
+                        ProbeLimits::new()
+                            .header_timeout(hour)
+                            .idle_timeout(hour)
+                            .max_connections(2 * IDLE),
+                    );
+                }
                 for i in 0..services {
                     supervisor = supervisor.add(named(OneCheck, format!("service{i}")));
                 }
@@ -166,6 +180,10 @@ async fn connection(
         stream.write_all(request).await?;
         let mut filled = 0;
         loop {
+            if filled == buffer.len() {
+                // A body larger than the buffer (`/health` of 1,000 services).
+                buffer.resize(2 * buffer.len(), 0);
+            }
             let read = stream.read(&mut buffer[filled..]).await?;
             if read == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -385,6 +403,7 @@ pub fn run(settings: &Settings) -> String {
         .collect();
 
     let mut out = String::new();
+    let idle_rows = idle_connections(connection_counts, seconds, rounds, wrk);
     let _ = writeln!(
         out,
         "## 4. Probe throughput\n\n\
@@ -431,6 +450,81 @@ pub fn run(settings: &Settings) -> String {
                     us(row.2)
                 );
             }
+        }
+    }
+    out.push_str(&idle_rows);
+    out
+}
+
+/// The rows of [`IDLE`] silent connections held open beside the load, against the same
+/// server and load without them: what the per-connection timers and the cap's
+/// bookkeeping cost the connections that work.
+fn idle_connections(connection_counts: &[usize], seconds: f64, rounds: usize, wrk: bool) -> String {
+    let services = 10;
+    let server = spawn_server(&["ours-wide", &services.to_string()]);
+    /// (requests/s, p50 µs, p99 µs) of one run.
+    type Sample = (f64, f64, f64);
+    // (connections, path, idle connections held) -> samples
+    let mut samples: BTreeMap<(usize, &str, bool), Vec<Sample>> = BTreeMap::new();
+    for _ in 0..rounds {
+        for &connections in connection_counts {
+            for path in PATHS {
+                for idle in [false, true] {
+                    let held: Vec<TcpStream> = if idle {
+                        (0..IDLE)
+                            .map(|_| TcpStream::connect(&server.address).expect("connect"))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    samples
+                        .entry((connections, path, idle))
+                        .or_default()
+                        .push(run_load(&server.address, path, connections, seconds, wrk));
+                    drop(held);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} silent connections held open beside the load (connected, nothing sent), \
+         against the same server without them; ours with {services} services, limits \
+         raised so every connection is served for the whole run (the default cap of 256 \
+         would close most of them at once). Target: ≥ 0.9 × without.\n",
+        num(IDLE as f64, 0)
+    );
+    let _ = writeln!(
+        out,
+        "| connections | path | beside the load | requests/s | ÷ without | p50 | p99 |"
+    );
+    let _ = writeln!(out, "|---:|---|---|---:|---:|---:|---:|");
+    let us = |v: f64| format!("{} µs", num(v, 0));
+    let column =
+        |s: &[Sample], f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
+    for &connections in connection_counts {
+        for path in PATHS {
+            let without = &samples[&(connections, path, false)];
+            let with = &samples[&(connections, path, true)];
+            let base = column(without, |s| s.0);
+            let _ = writeln!(
+                out,
+                "| {connections} | `{path}` | nothing | {} | | {} | {} |",
+                num(base, 0),
+                us(column(without, |s| s.1)),
+                us(column(without, |s| s.2))
+            );
+            let rps = column(with, |s| s.0);
+            let _ = writeln!(
+                out,
+                "| {connections} | `{path}` | {} idle connections | {} | {} | {} | {} |",
+                num(IDLE as f64, 0),
+                num(rps, 0),
+                ratio_at_least(rps / base, 0.9),
+                us(column(with, |s| s.1)),
+                us(column(with, |s| s.2))
+            );
         }
     }
     out

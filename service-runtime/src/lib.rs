@@ -77,6 +77,8 @@ pub use health::{HealthDetail, HealthReport, HealthStatus};
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
 #[cfg(feature = "http")]
 pub use probes::http::DEFAULT_HEALTH_CACHE_TTL;
+#[cfg(feature = "http")]
+pub use probes::{ProbeLimits, ShowDetails};
 pub use restart::{Restart, RestartPolicy};
 pub use service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service,

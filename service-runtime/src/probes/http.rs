@@ -1,5 +1,6 @@
 //! The probe endpoint (feature `http`): `/livez`, `/readyz`, `/startupz` and `/health`
-//! over HTTP/1.1, for Kubernetes probes and humans with `curl`.
+//! over HTTP/1.1, for Kubernetes probes and humans with `curl`: the routes, the health
+//! cache they answer from, and each connection's hyper settings.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,24 +9,45 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::detail::{ShowDetails, health_body, report_body};
+use super::input::{echo, query_value};
+use super::limits::{InFlight, ProbeLimits, Watched};
 use crate::supervisor::{SupervisorHandle, SupervisorHealth};
 
 /// How long a computed health report answers probes when none is set: a probe storm
 /// runs the checks at most once per second.
 pub const DEFAULT_HEALTH_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// The most a probe connection buffers of a request: probes send no large headers, and
+/// a head that does not fit is answered 431.
+const MAX_BUF_SIZE: usize = 16 * 1024;
+
 /// Where and how the supervisor serves its probes.
 #[derive(Clone, Debug)]
 pub(crate) struct ProbeConfig {
+    /// Empty until `serve_health` names it: nothing is served.
     pub(crate) address: String,
     pub(crate) cache_ttl: Duration,
+    pub(crate) limits: ProbeLimits,
+    pub(crate) show: ShowDetails,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            address: String::new(),
+            cache_ttl: DEFAULT_HEALTH_CACHE_TTL,
+            limits: ProbeLimits::new(),
+            show: ShowDetails::default(),
+        }
+    }
 }
 
 /// The running endpoint; dropping it stops the listener and every connection.
@@ -42,6 +64,7 @@ impl Drop for ProbeServer {
 struct Context {
     handle: SupervisorHandle,
     cache: HealthCache,
+    show: ShowDetails,
 }
 
 /// The last health report, when it was computed, the count of status changes it saw, and
@@ -52,6 +75,8 @@ struct Context {
 /// itself bounded by the checks' timeouts.
 struct HealthCache {
     ttl: Duration,
+    /// The detail level the cached bodies are written at.
+    show: ShowDetails,
     /// The report answering probes now; read without waiting.
     current: std::sync::Mutex<Option<Arc<Cached>>>,
     /// Held while a report is computed.
@@ -62,7 +87,7 @@ struct Cached {
     at: Instant,
     generation: u64,
     health: SupervisorHealth,
-    /// `/health`: the serialised report and its status code.
+    /// `/health`: the serialised report (at the endpoint's detail level) and its status code.
     body: Bytes,
     code: StatusCode,
     /// `/readyz` once every service runs: `None` when every report passes, otherwise the
@@ -78,6 +103,7 @@ impl Cached {
         generation: u64,
         health: SupervisorHealth,
         latencies: Vec<(Arc<str>, Duration)>,
+        show: ShowDetails,
     ) -> Self {
         let unhealthy: Vec<&str> = health
             .services
@@ -85,16 +111,17 @@ impl Cached {
             .filter(|report| !report.is_ok())
             .map(|report| &*report.service_name)
             .collect();
-        let unhealthy = (!unhealthy.is_empty()).then(|| {
-            json_bytes(&Probe::fail(
+        let unhealthy = (!unhealthy.is_empty()).then(|| match show {
+            ShowDetails::Never => Bytes::from_static(NOT_READY),
+            _ => json_bytes(&Probe::fail(
                 "not ready",
                 &format!("unhealthy: {}", unhealthy.join(", ")),
-            ))
+            )),
         });
         Cached {
             at: Instant::now(),
             generation,
-            body: json_bytes(&health),
+            body: health_body(&health, show),
             code: passing(health.status.is_ok()),
             unhealthy,
             health,
@@ -104,9 +131,10 @@ impl Cached {
 }
 
 impl HealthCache {
-    fn new(ttl: Duration) -> Self {
+    fn new(ttl: Duration, show: ShowDetails) -> Self {
         HealthCache {
             ttl,
+            show,
             current: std::sync::Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
         }
@@ -135,7 +163,7 @@ impl HealthCache {
         // Read before computing: a change meanwhile makes this report stale.
         let generation = handle.generation();
         let (health, latencies) = handle.health_with_latency().await;
-        let cached = Arc::new(Cached::new(generation, health, latencies));
+        let cached = Arc::new(Cached::new(generation, health, latencies, self.show));
         *self
             .current
             .lock()
@@ -153,36 +181,41 @@ pub(crate) async fn serve(
     let local = listener.local_addr()?;
     let context = Arc::new(Context {
         handle,
-        cache: HealthCache::new(config.cache_ttl),
+        cache: HealthCache::new(config.cache_ttl, config.show),
+        show: config.show,
     });
+    let limits = config.limits;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Without a timer hyper's header timeout is silently off.
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_BUF_SIZE);
     tracing::info!(address = %local, "serving /livez /readyz /startupz /health");
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(%error, "probe endpoint could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+    let task = tokio::spawn(super::accept::accept_loop(
+        listener,
+        limits.max_connections,
+        move |stream| {
             let context = context.clone();
-            connections.spawn(async move {
+            let http = http.clone();
+            async move {
+                let in_flight = InFlight::default();
+                let io = Watched::new(stream, limits.idle_timeout, in_flight.clone());
                 let service = hyper::service::service_fn(move |request| {
                     let context = context.clone();
-                    async move { Ok::<_, Infallible>(route(&request, &context).await) }
+                    let answering = in_flight.enter();
+                    async move {
+                        let response = route(&request, &context).await;
+                        drop(answering);
+                        Ok::<_, Infallible>(response)
+                    }
                 });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "probe connection ended with an error");
                 }
-            });
-            while connections.try_join_next().is_some() {}
-        }
-    });
+            }
+        },
+    ));
     Ok((ProbeServer { task }, local))
 }
 
@@ -196,13 +229,20 @@ async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<
     if !PATHS.contains(&path) {
         return text(
             StatusCode::NOT_FOUND,
-            format!("no such probe: {path}; try one of {}\n", PATHS.join(", ")),
+            format!(
+                "no such probe: {}; try one of {}\n",
+                echo(path),
+                PATHS.join(", ")
+            ),
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = text(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not allowed on {path}; use GET\n", request.method()),
+            format!(
+                "{} is not allowed on {path}; use GET\n",
+                echo(request.method().as_str())
+            ),
         );
         response
             .headers_mut()
@@ -245,6 +285,9 @@ async fn readiness(context: &Context) -> Response<Full<Bytes>> {
         return json_static(StatusCode::SERVICE_UNAVAILABLE, STOPPING);
     }
     if let Some(not_running) = handle.not_running() {
+        if context.show == ShowDetails::Never {
+            return json_static(StatusCode::SERVICE_UNAVAILABLE, NOT_READY);
+        }
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             &Probe::fail("not ready", &not_running),
@@ -264,10 +307,12 @@ async fn health(request: &Request<Incoming>, context: &Context) -> Response<Full
     let cached = context.cache.get(&context.handle).await;
     match query_value(request.uri().query(), "service") {
         Some(name) => match cached.health.services.get(name.as_str()) {
-            Some(report) => json(passing(report.is_ok()), report),
+            Some(report) => {
+                with_json_headers(passing(report.is_ok()), report_body(report, context.show))
+            }
             None => text(
                 StatusCode::NOT_FOUND,
-                format!("no service named `{name}`\n"),
+                format!("no service named `{}`\n", echo(&name)),
             ),
         },
         None => with_json_headers(cached.code, cached.body.clone()),
@@ -288,6 +333,7 @@ const STARTED: &[u8] = b"{\"status\":\"started\"}\n";
 const STARTING: &[u8] =
     b"{\"status\":\"starting\",\"reason\":\"not every service has started yet\"}\n";
 const READY: &[u8] = b"{\"status\":\"ready\"}\n";
+const NOT_READY: &[u8] = b"{\"status\":\"not ready\"}\n";
 const STOPPING: &[u8] = b"{\"status\":\"stopping\",\"reason\":\"shutdown in progress\"}\n";
 
 /// The body of `/livez`, `/readyz` and `/startupz`.
@@ -317,7 +363,7 @@ impl<'a> Probe<'a> {
 }
 
 /// `body` as JSON and a newline.
-fn json_bytes(body: &impl Serialize) -> Bytes {
+pub(super) fn json_bytes(body: &impl Serialize) -> Bytes {
     let mut bytes = serde_json::to_vec(body)
         .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}").into_bytes());
     bytes.push(b'\n');
@@ -344,44 +390,17 @@ fn with_json_headers(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // Error bodies name what the request asked for: never to be read as HTML.
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
     response
-}
-
-/// The value of `key` in a query string, percent-decoded.
-fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -398,27 +417,10 @@ mod tests {
                 Probe::fail("starting", "not every service has started yet"),
             ),
             (READY, Probe::pass("ready")),
+            (NOT_READY, Probe::pass("not ready")),
             (STOPPING, Probe::fail("stopping", "shutdown in progress")),
         ] {
             assert_eq!(constant, &json_bytes(&probe)[..]);
         }
-    }
-
-    #[test]
-    fn query_values_are_found_and_decoded() {
-        assert_eq!(
-            query_value(Some("service=market_feed"), "service").as_deref(),
-            Some("market_feed")
-        );
-        assert_eq!(
-            query_value(Some("a=1&service=a%20b"), "service").as_deref(),
-            Some("a b")
-        );
-        assert_eq!(
-            query_value(Some("service=%zz%"), "service").as_deref(),
-            Some("%zz%")
-        );
-        assert_eq!(query_value(Some("other=1"), "service"), None);
-        assert_eq!(query_value(None, "service"), None);
     }
 }

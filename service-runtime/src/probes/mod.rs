@@ -1,7 +1,16 @@
 //! What a supervisor serves to probes (feature `http`): the HTTP endpoint in `http`
-//! (`/livez`, `/readyz`, `/startupz`, `/health`), and in `metrics` the `/metrics` page it
-//! adds with feature `metrics`.
+//! (`/livez`, `/readyz`, `/startupz`, `/health`), its accept loop and connection cap in
+//! `accept`, the bounds of each connection ([`ProbeLimits`]) in `limits`, how much of
+//! the reports it shows ([`ShowDetails`]) in `detail`, what it reads from a request in
+//! `input`, and in `metrics` the `/metrics` page it adds with feature `metrics`.
 
+mod accept;
+mod detail;
 pub(crate) mod http;
+mod input;
+mod limits;
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
+
+pub use detail::ShowDetails;
+pub use limits::ProbeLimits;

@@ -318,19 +318,17 @@ impl Supervisor {
     ///
     /// Health results are cached for the [`health_cache_ttl`](Self::health_cache_ttl) so a
     /// probe storm does not hammer dependencies; concurrent probes share one computation.
+    /// Each connection is bounded by the [`probe_limits`](Self::probe_limits), and the
+    /// reports show error texts only as [`show_details`](Self::show_details) allows.
+    ///
+    /// Anyone who can reach `address` can read the probes: `127.0.0.1` keeps them to the
+    /// machine (or the pod); `0.0.0.0` serves every network it is on, which a pod needs
+    /// for the kubelet (it probes the pod's IP) and which also lets any peer that can
+    /// route to the pod read them.
     #[cfg(feature = "http")]
     #[must_use]
     pub fn serve_health(mut self, address: impl Into<String>) -> Self {
-        let cache_ttl = self
-            .probes
-            .as_ref()
-            .map_or(crate::probes::http::DEFAULT_HEALTH_CACHE_TTL, |probes| {
-                probes.cache_ttl
-            });
-        self.probes = Some(crate::probes::http::ProbeConfig {
-            address: address.into(),
-            cache_ttl,
-        });
+        self.probe_config().address = address.into();
         self
     }
 
@@ -339,16 +337,34 @@ impl Supervisor {
     #[cfg(feature = "http")]
     #[must_use]
     pub fn health_cache_ttl(mut self, ttl: Duration) -> Self {
-        match &mut self.probes {
-            Some(probes) => probes.cache_ttl = ttl,
-            None => {
-                self.probes = Some(crate::probes::http::ProbeConfig {
-                    address: String::new(),
-                    cache_ttl: ttl,
-                });
-            }
-        }
+        self.probe_config().cache_ttl = ttl;
         self
+    }
+
+    /// The bounds of each probe connection: the header and idle timeouts, and how many
+    /// connections are served at once (default [`ProbeLimits::new`](crate::ProbeLimits::new):
+    /// 5 s, 5 s, 256). Feature `http`.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn probe_limits(mut self, limits: crate::ProbeLimits) -> Self {
+        self.probe_config().limits = limits;
+        self
+    }
+
+    /// How much of the health reports `/health` and `/readyz` show (default
+    /// [`ShowDetails::Statuses`](crate::ShowDetails::Statuses): statuses and names, no
+    /// error texts). Feature `http`.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn show_details(mut self, level: crate::ShowDetails) -> Self {
+        self.probe_config().show = level;
+        self
+    }
+
+    /// The probe configuration, made with its defaults (and no address) if none is yet.
+    #[cfg(feature = "http")]
+    fn probe_config(&mut self) -> &mut crate::probes::http::ProbeConfig {
+        self.probes.get_or_insert_with(Default::default)
     }
 
     /// A handle to observe and stop the supervisor while it runs.
