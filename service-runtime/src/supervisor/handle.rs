@@ -285,6 +285,9 @@ impl SupervisorHandle {
     }
 }
 
+/// The reason in the health report of a service that completed.
+pub(crate) const COMPLETED_REASON: &str = "completed";
+
 /// The report of a service the supervisor counts as completed, if it still is (it has
 /// not started again): `healthy`, with the reason `completed`.
 fn as_completed(
@@ -294,7 +297,7 @@ fn as_completed(
 ) -> HealthReport {
     if completed && service.0.status() == ServiceStatus::Stopped {
         report.status = HealthStatus::Healthy;
-        report.reason = Some("completed".to_owned());
+        report.reason = Some(COMPLETED_REASON.to_owned());
     }
     report
 }
