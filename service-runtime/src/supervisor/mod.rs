@@ -17,6 +17,7 @@ mod report;
 mod run;
 mod signals;
 
+#[cfg(feature = "http")]
 pub(crate) use handle::COMPLETED_REASON;
 pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
 pub use report::{EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, SupervisorError};
