@@ -86,8 +86,9 @@ pub use service_macros::{Service, lifecycle};
 pub use shutdown::{Shutdown, ShutdownRequested};
 pub use status::{ServiceStatus, TransitionError};
 pub use supervisor::{
-    DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, ServiceRef,
-    ServiceStats, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
+    DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report,
+    RestartRecord, ServiceRef, ServiceStats, Supervisor, SupervisorError, SupervisorHandle,
+    SupervisorHealth,
 };
 #[cfg(all(unix, feature = "systemd"))]
 pub use systemd::SystemdNotifier;

@@ -8,7 +8,7 @@
 //! - `run`: one run, from its plan to its report (startup, the running phase, the
 //!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
 //! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
-//! - `report`: [`Report`], [`SupervisorError`] and the exit codes;
+//! - `report`: [`Report`], [`SupervisorError`], [`RestartRecord`] and the exit codes;
 //! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request).
 
 mod handle;
@@ -18,7 +18,9 @@ mod run;
 mod signals;
 
 pub use handle::{ServiceStats, SupervisorHandle, SupervisorHealth};
-pub use report::{EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, SupervisorError};
+pub use report::{
+    EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
+};
 
 use std::fmt;
 use std::future::Future;

@@ -109,7 +109,10 @@ impl Supervisor {
                 for error in &errors {
                     tracing::error!(error = %error, "invalid supervisor");
                 }
-                return Report { errors };
+                return Report {
+                    errors,
+                    restarts: Vec::new(),
+                };
             }
         };
         // Observed before the probes are served, so every change they could see is
