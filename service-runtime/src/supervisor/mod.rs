@@ -8,10 +8,12 @@
 //! - `run`: one run, from its plan to its report (startup, the running phase, the
 //!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
 //! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
+//! - `liveness`: whether the loop answers, the rule of the liveness answers;
 //! - `report`: [`Report`], [`SupervisorError`], [`RestartRecord`] and the exit codes;
 //! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request).
 
 mod handle;
+mod liveness;
 mod plan;
 mod report;
 mod run;
@@ -119,6 +121,8 @@ struct Shared {
     /// Set when the shutdown phase begins (readiness turns false).
     stopping: Shutdown,
     started_at: OnceLock<Instant>,
+    /// When the loop's current turn began: what liveness reads.
+    turns: liveness::Turns,
     /// Kept by the services' own transitions: what readiness and the probes' cache read.
     tally: Arc<StatusTally>,
     #[cfg(feature = "http")]
@@ -183,6 +187,7 @@ impl Supervisor {
                 shutdown: Shutdown::new(),
                 stopping: Shutdown::new(),
                 started_at: OnceLock::new(),
+                turns: liveness::Turns::new(),
                 tally: Arc::default(),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
@@ -287,7 +292,9 @@ impl Supervisor {
     /// [`SupervisorHandle::probe_address`]) from before the first service starts until
     /// the run ends (feature `http`).
     ///
-    /// - `/livez`: 200 while the supervisor answers; never depends on dependencies.
+    /// - `/livez`: 200 while the endpoint answers; never depends on dependencies (no health
+    ///   check is read). The systemd watchdog follows the same principle, with the rule of
+    ///   [`SupervisorHandle::is_live`]: the supervisor's loop answers.
     /// - `/readyz`: 200 when every service is running and none is unhealthy; 503 from the
     ///   moment shutdown begins, before the first cleanup.
     /// - `/startupz`: 200 once every service has started.

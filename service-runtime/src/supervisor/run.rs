@@ -162,7 +162,9 @@ impl Supervisor {
             to_stop: Vec::new(),
             poke,
         };
-        run.execute(&mut trigger).await;
+        // Every poll of the loop is a turn that liveness watches.
+        let shared = run.shared.clone();
+        shared.turns.track(run.execute(&mut trigger)).await;
         run.report
     }
 }
