@@ -383,7 +383,10 @@ async fn without_an_openmetrics_accept_the_classic_text_passes_promtool() {
         &openmetrics.body,
         "`apt-get install prometheus`",
     ) {
-        assert!(!ok, "promtool accepted OpenMetrics as classic text:\n{output}");
+        assert!(
+            !ok,
+            "promtool accepted OpenMetrics as classic text:\n{output}"
+        );
         assert!(output.contains("no help text"), "{output}");
     }
     handle.shutdown();
