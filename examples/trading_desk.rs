@@ -31,7 +31,8 @@
 //! It prints every status change, a health summary every 2 s, and on Ctrl-C (SIGINT) or
 //! SIGTERM stops every service in reverse dependency order (`order_gateway`, `risk`,
 //! `strategy`, then `market_feed` and `audit_log` together). `main` returns the
-//! supervisor's `Report`, which prints its errors and sets the exit status: 0 when every
+//! supervisor's `Report`, which prints one line per restarted service (however often it
+//! failed) and its errors, and sets the exit status: 0 when every
 //! service stopped cleanly, 130 when a second Ctrl-C abandoned a stuck shutdown.
 
 use std::collections::{HashMap, VecDeque};
@@ -713,6 +714,17 @@ fn print_summary(handle: &SupervisorHandle, report: &Report, clock: Instant) {
         println!(
             "            {:<14} {:<9} restarts {}  last start took {start}",
             stats.name, stats.status, stats.restarts,
+        );
+    }
+    // One line per service a restart healed, however long the desk ran (the causes
+    // follow on stderr, one warning per service).
+    for record in report.restarts() {
+        println!(
+            "            {:<14} restarted after {} failure(s): first at {:.1}s, last at {:.1}s",
+            record.service,
+            record.count,
+            (record.first - clock).as_secs_f64(),
+            (record.last - clock).as_secs_f64(),
         );
     }
 }

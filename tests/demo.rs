@@ -316,18 +316,22 @@ fn sigterm_after_a_restart_still_stops_everything_in_order() {
     let output = demo.output();
 
     assert_stopped_in_reverse_order(&demo.stdout);
-    // The run loop's failure was recovered by the restart: the report keeps it
-    // (`SupervisorError::Restarted`, printed as a warning) and the exit code is still 0.
+    // The run loop's failure was recovered by the restart: the report counts it (one
+    // warning line per restarted service) and the exit code is still 0.
     assert_eq!(
         status.code(),
         Some(0),
         "exit status {status}\nstdout:\n{output}\nstderr:\n{stderr}"
     );
     assert!(!stderr.is_empty(), "the recovered failure is reported");
-    for line in stderr.lines() {
-        assert!(
-            line.starts_with("warning: failed while running and restarted: service `strategy`: run hook `trade` failed: model drifted"),
-            "unexpected line on stderr: {line}\nstdout:\n{output}"
-        );
-    }
+    // One line for the strategy, however often it drifted.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr:\n{stderr}\nstdout:\n{output}");
+    assert!(
+        lines[0].starts_with("warning: strategy: restarted ")
+            && lines[0]
+                .contains(", last: service `strategy`: run hook `trade` failed: model drifted"),
+        "unexpected line on stderr: {}\nstdout:\n{output}",
+        lines[0]
+    );
 }

@@ -1,8 +1,14 @@
-//! `/metrics`: valid OpenMetrics text with the supervisor's figures.
+//! `/metrics`: the supervisor's figures, in OpenMetrics when the scrape asks for it and
+//! in the classic Prometheus text otherwise, each checked by an independent parser:
+//! `promtool check metrics` (Debian's `prometheus` package) for the classic text, and
+//! Python `prometheus_client`'s OpenMetrics parser. Without them the tests print a loud
+//! notice and pass, except under `CI=true`, where they fail: `.ci/run` installs both.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 
-use http_client::{PATIENCE, address_of, get, until};
+use http_client::{PATIENCE, address_of, get_accepting, until};
 use hyper::StatusCode;
 use service_runtime::{HealthDetail, Managed, Service, Supervisor, lifecycle};
 
@@ -164,7 +170,7 @@ async fn metrics_are_valid_openmetrics_with_every_figure() {
     let address = address_of(&handle).await;
     until("started", || handle.has_started()).await;
 
-    let reply = get(address, "/metrics").await;
+    let (reply, _) = get_accepting(address, "/metrics", Some(OPENMETRICS)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         reply.content_type.as_deref(),
@@ -236,6 +242,190 @@ async fn metrics_are_valid_openmetrics_with_every_figure() {
     );
     assert!(value(&samples, "service_uptime_seconds", &[("service", "feed")]) >= 0.0);
 
+    handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, run).await.unwrap().unwrap();
+    assert!(report.is_success());
+}
+
+/// What Prometheus servers send when scraping.
+const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// A supervisor of two services serving probes, its health computed once per hour (so two
+/// scrapes see the same figures); the caller shuts it down.
+async fn serving() -> (
+    service_runtime::SupervisorHandle,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<service_runtime::Report>,
+) {
+    let supervisor = Supervisor::new()
+        .add(Managed::with_config(
+            Feed { degraded: false },
+            Feed::config().name("feed"),
+        ))
+        .add(Managed::with_config(
+            Feed { degraded: true },
+            Feed::config().name("quotes"),
+        ))
+        .serve_health("127.0.0.1:0")
+        .health_cache_ttl(std::time::Duration::from_secs(3600));
+    let handle = supervisor.handle();
+    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
+    let address = address_of(&handle).await;
+    until("started", || handle.has_started()).await;
+    (handle, address, run)
+}
+
+/// Feeds `input` to `program` on stdin; its status, stdout and stderr. `None` when the
+/// program is missing, outside CI: inside CI a missing tool fails the test.
+fn run_tool(program: &str, args: &[&str], input: &str, install: &str) -> Option<(bool, String)> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+            assert!(
+                !ci,
+                "{program} is not available ({error}) and CI is set: install it ({install}; \
+                 `.ci/run` does); this test never skips in CI"
+            );
+            let bar = "=".repeat(78);
+            eprintln!(
+                "\n{bar}\nSKIPPED a check of tests/metrics.rs: {program} is not on the PATH ({error}).\n\
+                 Install it ({install}) to validate /metrics with an independent parser.\n{bar}\n"
+            );
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some((output.status.success(), text))
+}
+
+/// Whether `python3` can import `prometheus_client`; under CI a failure to is an error.
+fn python_parser(openmetrics: &str) -> Option<(bool, String)> {
+    const SCRIPT: &str = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        for family in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   print(family.name, family.type, len(family.samples))\n";
+    let install = "`pip install prometheus_client`";
+    let probe = run_tool("python3", &["-c", "import prometheus_client"], "", install)?;
+    if !probe.0 {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "python3 cannot import prometheus_client under CI: {}",
+            probe.1
+        );
+        eprintln!("SKIPPED the OpenMetrics parser check: {}", probe.1);
+        return None;
+    }
+    run_tool("python3", &["-c", SCRIPT], openmetrics, install)
+}
+
+#[tokio::test]
+async fn without_an_openmetrics_accept_the_classic_text_passes_promtool() {
+    let (handle, address, run) = serving().await;
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let (reply, headers) = get_accepting(address, "/metrics", accept).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.content_type.as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "{accept:?}"
+        );
+        assert_eq!(headers["cache-control"], "no-store");
+        let text = &reply.body;
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Every family has its HELP and TYPE under the name its samples carry.
+        for family in ["service_restarts_total", "service_up", "service_health"] {
+            assert!(
+                text.contains(&format!("\n# HELP {family} ")),
+                "{family}: {text}"
+            );
+            assert!(
+                text.contains(&format!("\n# TYPE {family} ")),
+                "{family}: {text}"
+            );
+        }
+        assert!(text.contains("# TYPE service_restarts_total counter\n"));
+        if let Some((ok, output)) = run_tool(
+            "promtool",
+            &["check", "metrics"],
+            text,
+            "`apt-get install prometheus`",
+        ) {
+            assert!(ok, "promtool check metrics failed:\n{output}\n{text}");
+        }
+    }
+    // The check discriminates: the OpenMetrics text (all `/metrics` used to answer) fails it.
+    let (openmetrics, _) = get_accepting(address, "/metrics", Some(OPENMETRICS)).await;
+    if let Some((ok, output)) = run_tool(
+        "promtool",
+        &["check", "metrics"],
+        &openmetrics.body,
+        "`apt-get install prometheus`",
+    ) {
+        assert!(
+            !ok,
+            "promtool accepted OpenMetrics as classic text:\n{output}"
+        );
+        assert!(output.contains("no help text"), "{output}");
+    }
+    handle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, run).await.unwrap().unwrap();
+    assert!(report.is_success());
+}
+
+#[tokio::test]
+async fn openmetrics_when_asked_passes_the_python_parser_in_a_stable_order() {
+    let (handle, address, run) = serving().await;
+    let (first, headers) = get_accepting(address, "/metrics", Some(OPENMETRICS)).await;
+    assert_eq!(
+        first.content_type.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(first.body.ends_with("# EOF\n"));
+    // The same figures make the same text, each family's samples in the order of their
+    // labels.
+    for _ in 0..5 {
+        let (again, _) = get_accepting(address, "/metrics", Some(OPENMETRICS)).await;
+        assert_eq!(again.body, first.body);
+    }
+    let statuses: Vec<&str> = first
+        .body
+        .lines()
+        .filter(|line| line.starts_with("service_status{"))
+        .collect();
+    assert_eq!(statuses.len(), 10, "{}", first.body);
+    assert!(statuses.is_sorted(), "{statuses:#?}");
+    if let Some((ok, output)) = python_parser(&first.body) {
+        assert!(
+            ok,
+            "the OpenMetrics parser failed:\n{output}\n{}",
+            first.body
+        );
+        assert!(output.contains("service_restarts counter 2\n"), "{output}");
+        assert!(output.contains("service_status gauge 10\n"), "{output}");
+    }
     handle.shutdown();
     let report = tokio::time::timeout(PATIENCE, run).await.unwrap().unwrap();
     assert!(report.is_success());

@@ -13,8 +13,10 @@ use std::time::Duration;
 ///
 /// A [`Supervisor`](crate::Supervisor) built with the `systemd` feature uses
 /// [`SystemdNotifier::from_env`] by itself: `READY=1` once every service runs,
-/// `STATUS=` on each transition, `WATCHDOG=1` at half the watchdog interval while every
-/// service is healthy, `STOPPING=1` when the shutdown begins.
+/// `STATUS=` on each transition, `WATCHDOG=1` at half the watchdog interval while the
+/// supervisor is live ([`SupervisorHandle::is_live`](crate::SupervisorHandle::is_live):
+/// its loop answers; health is never read, so an outage of a dependency never gets the
+/// process killed), `STOPPING=1` when the shutdown begins.
 #[derive(Debug)]
 pub struct SystemdNotifier {
     target: Option<Target>,
@@ -200,11 +202,15 @@ impl Session {
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    let health = handle.health().await;
-                    if health.status.is_ok() {
+                    // Liveness, not health: an outage of a dependency never gets the
+                    // process killed.
+                    if handle.is_live(interval / 2) {
                         notifier.send("WATCHDOG=1");
                     } else {
-                        tracing::warn!(status = %health.status, "unhealthy: withholding the systemd watchdog ping");
+                        tracing::warn!(
+                            stalled = ?handle.loop_stalled_for(),
+                            "the supervisor's loop is not answering: withholding the systemd watchdog ping"
+                        );
                     }
                 }
             }));

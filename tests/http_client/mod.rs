@@ -89,3 +89,45 @@ pub async fn address_of(handle: &SupervisorHandle) -> SocketAddr {
     until("the probe endpoint", || handle.probe_address().is_some()).await;
     handle.probe_address().unwrap()
 }
+
+/// `GET path` with an `Accept` header, if any; the reply and every response header.
+pub async fn get_accepting(
+    address: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> (Reply, hyper::HeaderMap) {
+    let exchange = async {
+        let stream = TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .uri(path)
+            .header("host", address.to_string());
+        if let Some(accept) = accept {
+            request = request.header(hyper::header::ACCEPT, accept);
+        }
+        let response = sender
+            .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .map(|v: &hyper::header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let reply = Reply {
+            status: parts.status,
+            allow: header(hyper::header::ALLOW),
+            content_type: header(hyper::header::CONTENT_TYPE),
+            body: String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap(),
+        };
+        (reply, parts.headers)
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .expect("the probe answered")
+}

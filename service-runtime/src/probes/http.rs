@@ -264,15 +264,8 @@ async fn route(request: &Request<Incoming>, context: &Context) -> Response<Full<
         #[cfg(feature = "metrics")]
         "/metrics" => {
             let cached = context.cache.get(handle).await;
-            let body = super::metrics::encode(handle, &cached.health, &cached.latencies);
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            response
+            let accept = request.headers().get(hyper::header::ACCEPT);
+            super::metrics::response(handle, &cached.health, &cached.latencies, accept)
         }
         _ => health(request, context).await,
     }

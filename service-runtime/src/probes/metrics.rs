@@ -1,17 +1,23 @@
-//! `/metrics` (feature `metrics`): the supervisor's state in the OpenMetrics text format,
-//! encoded by `prometheus-client` from a registry built for each scrape, so every
-//! figure is read at scrape time and nothing is kept twice.
+//! `/metrics` (feature `metrics`): the supervisor's state, encoded by `prometheus-client`
+//! from a registry built for each scrape, so every figure is read at scrape time and
+//! nothing is kept twice; answered in OpenMetrics or the classic Prometheus text, as the
+//! scrape's `Accept` asks (see `exposition`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::Response;
+use hyper::body::Bytes;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, VARY};
 use prometheus_client::encoding::text::encode as encode_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::exposition::{Format, stabilise, to_classic};
 use crate::health::HealthStatus;
 use crate::status::ServiceStatus;
 use crate::supervisor::{SupervisorHandle, SupervisorHealth};
@@ -139,13 +145,40 @@ pub(crate) fn encode_all(
     Ok(out)
 }
 
-/// [`encode_all`], or a comment explaining why encoding failed (it only fails on a
-/// formatter error, which writing to a `String` never raises).
+/// [`encode_all`] in a stable order, or a comment explaining why encoding failed (it
+/// only fails on a formatter error, which writing to a `String` never raises).
 pub(crate) fn encode(
     handle: &SupervisorHandle,
     health: &SupervisorHealth,
     latencies: &[(Arc<str>, Duration)],
 ) -> String {
-    encode_all(handle, health, latencies)
-        .unwrap_or_else(|error| format!("# encoding failed: {error}\n# EOF\n"))
+    encode_all(handle, health, latencies).map_or_else(
+        |error| format!("# encoding failed: {error}\n# EOF\n"),
+        |text| stabilise(&text),
+    )
+}
+
+/// The answer to a scrape whose `Accept` header is `accept`: the metrics in the format
+/// it asks for, never cached (each scrape reads the figures of its moment).
+pub(crate) fn response(
+    handle: &SupervisorHandle,
+    health: &SupervisorHealth,
+    latencies: &[(Arc<str>, Duration)],
+    accept: Option<&HeaderValue>,
+) -> Response<Full<Bytes>> {
+    let format = Format::negotiate(accept.and_then(|value| value.to_str().ok()));
+    let openmetrics = encode(handle, health, latencies);
+    let body = match format {
+        Format::OpenMetrics => openmetrics,
+        Format::Classic => to_classic(&openmetrics),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(VARY, HeaderValue::from_static("accept"));
+    response
 }

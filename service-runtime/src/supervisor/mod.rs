@@ -8,10 +8,12 @@
 //! - `run`: one run, from its plan to its report (startup, the running phase, the
 //!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
 //! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
-//! - `report`: [`Report`], [`SupervisorError`] and the exit codes;
+//! - `liveness`: whether the loop answers, the rule of the liveness answers;
+//! - `report`: [`Report`], [`SupervisorError`], [`RestartRecord`] and the exit codes;
 //! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request).
 
 mod handle;
+mod liveness;
 mod plan;
 mod report;
 mod run;
@@ -20,7 +22,9 @@ mod signals;
 #[cfg(feature = "http")]
 pub(crate) use handle::COMPLETED_REASON;
 pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
-pub use report::{EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, SupervisorError};
+pub use report::{
+    EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
+};
 
 use std::fmt;
 use std::future::Future;
@@ -99,6 +103,8 @@ pub struct Supervisor {
     systemd: Arc<crate::systemd::SystemdNotifier>,
     #[cfg(feature = "http")]
     probes: Option<crate::probes::http::ProbeConfig>,
+    /// The signal listener installed by `new()` inside a runtime, for `run_until_signal`.
+    early_signals: Option<std::io::Result<mpsc::UnboundedReceiver<&'static str>>>,
 }
 
 struct Entry {
@@ -127,6 +133,8 @@ struct Shared {
     started_at: OnceLock<Instant>,
     /// How the startup ended, for [`SupervisorHandle::started`]: set once, by the run.
     startup: tokio::sync::watch::Sender<Option<Result<(), StartupError>>>,
+    /// When the loop's current turn began: what liveness reads.
+    turns: liveness::Turns,
     /// Kept by the services' own transitions: what readiness and the probes' cache read.
     tally: Arc<StatusTally>,
     #[cfg(feature = "http")]
@@ -175,6 +183,15 @@ impl fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// An empty supervisor with the default shutdown budget.
+    ///
+    /// Made inside a tokio runtime (as in `#[tokio::main]`), it listens for SIGINT and
+    /// SIGTERM at once, so a signal that arrives before
+    /// [`run_until_signal`](Self::run_until_signal) is not lost: that run then stops at
+    /// its start, before any service starts. Made outside a runtime, it listens from
+    /// `run_until_signal` on, and a signal before that ends the process (the default
+    /// action). If it is dropped, or run by [`run_until`](Self::run_until) instead, a
+    /// later SIGINT or SIGTERM ends the process with 130 or 143, as the default action is
+    /// reported by a shell.
     pub fn new() -> Self {
         Supervisor {
             entries: Vec::new(),
@@ -188,6 +205,7 @@ impl Supervisor {
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
             #[cfg(feature = "http")]
             probes: None,
+            early_signals: tokio::runtime::Handle::try_current().is_ok().then(signals),
             shared: Arc::new(Shared {
                 services: Mutex::new(Arc::new(ServiceList::default())),
                 stats: Mutex::new(Vec::new()),
@@ -196,6 +214,7 @@ impl Supervisor {
                 stopping: Shutdown::new(),
                 started_at: OnceLock::new(),
                 startup: tokio::sync::watch::Sender::new(None),
+                turns: liveness::Turns::new(),
                 tally: Arc::default(),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
@@ -311,7 +330,9 @@ impl Supervisor {
     /// [`SupervisorHandle::probe_address`]) from before the first service starts until
     /// the run ends (feature `http`).
     ///
-    /// - `/livez`: 200 while the supervisor answers; never depends on dependencies.
+    /// - `/livez`: 200 while the endpoint answers; never depends on dependencies (no health
+    ///   check is read). The systemd watchdog follows the same principle, with the rule of
+    ///   [`SupervisorHandle::is_live`]: the supervisor's loop answers.
     /// - `/readyz`: 200 when every service is running and none is unhealthy; 503 from the
     ///   moment shutdown begins, before the first cleanup.
     /// - `/startupz`: 200 once every service has started.
@@ -378,15 +399,16 @@ impl Supervisor {
 
     /// Runs until SIGINT or SIGTERM, then stops every service in reverse dependency
     /// order under the shutdown budget. A signal during startup stops the startup at
-    /// once; a second signal abandons the remaining stops (exit code [`EXIT_FORCED`]).
+    /// once, and one since [`new`](Self::new) (made inside a runtime) before any service
+    /// starts; a second signal abandons the remaining stops (exit code [`EXIT_FORCED`]).
     ///
     /// Returns the report of the whole run; `main` can return it as its exit status.
     ///
     /// On the multi-thread runtime the supervisor runs in a task of its own (so from
     /// `#[tokio::main]` it runs on a worker, not in `block_on` on the main thread);
     /// dropping the returned future still ends it.
-    pub async fn run_until_signal(self) -> Report {
-        let signals = match signals() {
+    pub async fn run_until_signal(mut self) -> Report {
+        let signals = match self.early_signals.take().unwrap_or_else(signals) {
             Ok(signals) => signals,
             Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
         };
@@ -413,10 +435,12 @@ impl Supervisor {
     /// on. Dropping the returned future ends the supervisor (its task is aborted, so it
     /// stops at its next `.await`; an operation of a service in flight then completes on
     /// its own).
-    pub async fn run_until<F>(self, until: F) -> Report
+    pub async fn run_until<F>(mut self, until: F) -> Report
     where
         F: Future<Output = ()> + Send,
     {
+        // Not listening for signals: they act as their default action would.
+        self.early_signals = None;
         if !on_multi_thread_runtime() {
             return self.run(Trigger::Future(Some(Box::pin(until))), None).await;
         }

@@ -1,10 +1,13 @@
 //! [`Report`]: what a supervisor run ended with, its [`SupervisorError`]s in the order
-//! they happened, and the exit code they make.
+//! they happened, the [`RestartRecord`] of each service a restart healed, and the exit
+//! code they make.
 
 use std::fmt;
 use std::process::{ExitCode, Termination};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::ServiceError;
 
@@ -27,8 +30,15 @@ pub enum SupervisorError {
     /// A service failed while running and was not restarted (its policy is
     /// `temporary`, or its restarts ran out).
     Failed(ServiceError),
-    /// A service failed while running and was restarted: kept for the record, it does
-    /// not make the run unsuccessful.
+    /// A service failed while running and was restarted.
+    ///
+    /// No longer in a report's [`errors`](Report::errors): a healed failure is counted in
+    /// the service's [`RestartRecord`] ([`Report::restarts`]), in bounded space however
+    /// often it recurs.
+    #[deprecated(
+        since = "0.1.0",
+        note = "healed failures are counted in `Report::restarts()`, not listed in `Report::errors()`"
+    )]
     Restarted(ServiceError),
     /// A service failed more often than its policy allows; everything was stopped.
     Escalated {
@@ -77,6 +87,7 @@ pub enum SupervisorError {
 }
 
 impl fmt::Display for SupervisorError {
+    #[allow(deprecated)] // `Restarted` is still displayed for whoever makes one
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SupervisorError::Config(message) => write!(f, "invalid supervisor: {message}"),
@@ -150,8 +161,9 @@ fn write_cancelled(
 
 impl SupervisorError {
     /// The service this error is about, if it is about one: the failing service of
-    /// `Start`, `Failed`, `Restarted`, `Stop` and `Escalated`; `None` for the errors of the
-    /// whole run (an abandoned shutdown names several, see [`abandoned`](Self::abandoned)).
+    /// `Start`, `Failed`, `Stop` and `Escalated`; `None` for the errors of the whole run
+    /// (an abandoned shutdown names several, see [`abandoned`](Self::abandoned)).
+    #[allow(deprecated)] // `Restarted` is still answered for whoever makes one
     pub fn service(&self) -> Option<&str> {
         match self {
             SupervisorError::Start(error)
@@ -165,6 +177,7 @@ impl SupervisorError {
 
     /// The service's own error behind this one, if there is one (for `Escalated`, its
     /// last error, when it failed rather than exited).
+    #[allow(deprecated)] // `Restarted` is still answered for whoever makes one
     pub fn service_error(&self) -> Option<&ServiceError> {
         match self {
             SupervisorError::Start(error)
@@ -205,27 +218,113 @@ impl SupervisorError {
     }
 }
 
-/// What a supervisor run ended with: every error, in order, and the exit code.
+/// What a supervisor run ended with: every error, in order, the failures restarts
+/// healed (one [`RestartRecord`] per service), and the exit code.
 ///
-/// `main` can return it: it prints the errors to stderr and exits with
-/// [`exit_code`](Self::exit_code).
+/// `main` can return it: it prints one line per healed service and one per error to
+/// stderr, and exits with [`exit_code`](Self::exit_code).
 #[derive(Debug, Default)]
 #[must_use = "the report says whether every service stopped cleanly"]
 pub struct Report {
     pub(super) errors: Vec<SupervisorError>,
+    pub(super) restarts: Vec<RestartRecord>,
+}
+
+/// The failures of one service that the supervisor answered with a restart: how many,
+/// when the first and the last came, and the last one's cause.
+///
+/// One per service however long the run and however often it fails, so a service that
+/// fails every few seconds for months keeps the report's size fixed. A failure is counted
+/// when its restart is decided (a shutdown during the backoff leaves it counted, not
+/// carried out). A `permanent` service's clean exit is no failure, and the failure that
+/// escalates is [`SupervisorError::Escalated`]'s, not counted here.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RestartRecord {
+    /// The service that failed and was restarted.
+    pub service: Arc<str>,
+    /// How many of its failures were answered with a restart.
+    pub count: u64,
+    /// When the first of them was.
+    pub first: Instant,
+    /// When the last of them was.
+    pub last: Instant,
+    /// The last one's cause.
+    pub last_cause: ServiceError,
+}
+
+impl RestartRecord {
+    fn new(error: ServiceError, at: Instant) -> Self {
+        RestartRecord {
+            service: Arc::from(error.service()),
+            count: 1,
+            first: at,
+            last: at,
+            last_cause: error,
+        }
+    }
+
+    fn add(&mut self, error: ServiceError, at: Instant) {
+        self.count += 1;
+        self.last = at;
+        self.last_cause = error;
+    }
+}
+
+impl fmt::Display for RestartRecord {
+    /// `strategy: restarted 811 times, last: <cause>`, the line a returned `Report` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let times = if self.count == 1 { "time" } else { "times" };
+        write!(
+            f,
+            "{}: restarted {} {times}, last: {}",
+            self.service, self.count, self.last_cause
+        )
+    }
 }
 
 impl Report {
     pub(super) fn single(error: SupervisorError) -> Self {
         Report {
             errors: vec![error],
+            restarts: Vec::new(),
         }
     }
 
-    /// Every error of the run, in the order they happened, including failures that a
-    /// restart recovered from ([`SupervisorError::Restarted`]).
+    /// Counts a failure of `error`'s service that a restart answers, in that service's
+    /// record (made at its first failure); `record` is where the caller keeps the
+    /// record's index for the service.
+    pub(super) fn count_restart(
+        &mut self,
+        record: &mut Option<usize>,
+        error: ServiceError,
+        at: Instant,
+    ) {
+        match *record {
+            Some(index) => self.restarts[index].add(error, at),
+            None => {
+                *record = Some(self.restarts.len());
+                self.restarts.push(RestartRecord::new(error, at));
+            }
+        }
+    }
+
+    /// Every error of the run, in the order they happened. Failures a restart healed are
+    /// not among them: see [`restarts`](Self::restarts).
     pub fn errors(&self) -> &[SupervisorError] {
         &self.errors
+    }
+
+    /// The failures restarts healed: one record per service that had any, in the order of
+    /// their first failure.
+    pub fn restarts(&self) -> &[RestartRecord] {
+        &self.restarts
+    }
+
+    /// The record of the failures of the service `name` that restarts healed, if it had
+    /// any.
+    pub fn restarts_of(&self, name: &str) -> Option<&RestartRecord> {
+        self.restarts.iter().find(|record| &*record.service == name)
     }
 
     /// The errors that concern the service `name`, in the order they happened: those
@@ -235,14 +334,13 @@ impl Report {
     }
 
     /// What went wrong with the service `name`, if anything left the run unsuccessful:
-    /// its first error other than a failure a restart healed (a failed start, a failure
-    /// while running, its last error before an escalation, a failed stop). `None` if the
-    /// service only ever failed and recovered, or never failed.
+    /// its first error (a failed start, a failure while running, its last error before an
+    /// escalation, a failed stop). `None` if the service only ever failed and recovered
+    /// (see [`restarts_of`](Self::restarts_of)), or never failed.
     pub fn error_of(&self, name: &str) -> Option<&ServiceError> {
         self.errors
             .iter()
             .filter(|error| error.concerns(name))
-            .filter(|error| !matches!(error, SupervisorError::Restarted(_)))
             .find_map(SupervisorError::service_error)
     }
 
@@ -257,11 +355,7 @@ impl Report {
     /// supervisor, 1 for any other error.
     pub fn code(&self) -> u8 {
         let has = |f: fn(&SupervisorError) -> bool| self.errors.iter().any(f);
-        if self
-            .errors
-            .iter()
-            .all(|e| matches!(e, SupervisorError::Restarted(_)))
-        {
+        if self.errors.is_empty() {
             0
         } else if has(|e| matches!(e, SupervisorError::Forced { .. })) {
             EXIT_FORCED
@@ -287,12 +381,14 @@ impl From<Report> for ExitCode {
 }
 
 impl Termination for Report {
+    /// One `warning:` line per service that restarts healed, then one `error:` line per
+    /// error, on stderr.
     fn report(self) -> ExitCode {
+        for record in &self.restarts {
+            eprintln!("warning: {record}");
+        }
         for error in &self.errors {
-            match error {
-                SupervisorError::Restarted(_) => eprintln!("warning: {error}"),
-                _ => eprintln!("error: {error}"),
-            }
+            eprintln!("error: {error}");
         }
         self.exit_code()
     }
@@ -302,6 +398,8 @@ impl Termination for Report {
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
+
+    use tokio::time::Instant;
 
     use super::{Report, SupervisorError};
     use crate::ServiceError;
@@ -315,9 +413,8 @@ mod tests {
 
     #[test]
     fn errors_are_read_per_service() {
-        let report = Report {
+        let mut report = Report {
             errors: vec![
-                SupervisorError::Restarted(failure("feed")),
                 SupervisorError::Start(failure("risk")),
                 SupervisorError::Escalated {
                     service: Arc::from("feed"),
@@ -330,22 +427,19 @@ mod tests {
                     abandoned: vec!["gateway".to_owned()],
                     never_reached: vec!["risk".to_owned()],
                 },
-                SupervisorError::Restarted(failure("audit")),
             ],
+            restarts: Vec::new(),
         };
-        assert_eq!(report.errors()[1].service(), Some("risk"));
-        assert_eq!(report.errors()[3].service(), None);
-        assert_eq!(report.errors()[3].abandoned(), ["gateway"]);
-        assert_eq!(report.errors()[3].never_reached(), ["risk"]);
+        let mut audit = None;
+        report.count_restart(&mut audit, failure("audit"), Instant::now());
+        assert_eq!(report.errors()[0].service(), Some("risk"));
+        assert_eq!(report.errors()[2].service(), None);
+        assert_eq!(report.errors()[2].abandoned(), ["gateway"]);
+        assert_eq!(report.errors()[2].never_reached(), ["risk"]);
         assert_eq!(report.errors_of("risk").count(), 2);
         assert_eq!(report.errors_of("gateway").count(), 1);
-        assert_eq!(report.errors_of("feed").count(), 2);
+        assert_eq!(report.errors_of("feed").count(), 1);
         assert_eq!(report.errors_of("nobody").count(), 0);
-        // The healed restart is skipped: the escalation's last error is feed's error.
-        assert!(matches!(
-            report.errors_of("feed").nth(1),
-            Some(SupervisorError::Escalated { .. })
-        ));
         assert_eq!(
             report.error_of("feed").map(ServiceError::service),
             Some("feed")
@@ -356,6 +450,46 @@ mod tests {
         );
         // Only a healed failure, or an abandonment without an error of its own: none.
         assert!(report.error_of("audit").is_none());
+        assert_eq!(report.errors_of("audit").count(), 0);
+        assert_eq!(report.restarts_of("audit").map(|r| r.count), Some(1));
         assert!(report.error_of("gateway").is_none());
+        assert_eq!(report.code(), super::EXIT_SHUTDOWN_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healed_failures_are_one_record_per_service() {
+        let mut report = Report::default();
+        let (mut feed, mut audit) = (None, None);
+        let began = Instant::now();
+        for round in 0..1_000u64 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            report.count_restart(&mut feed, failure("feed"), Instant::now());
+            if round % 10 == 0 {
+                report.count_restart(&mut audit, failure("audit"), Instant::now());
+            }
+        }
+        assert_eq!(report.restarts().len(), 2);
+        assert!(report.errors().is_empty() && report.is_success());
+        let feed = report.restarts_of("feed").expect("feed's record");
+        assert_eq!(feed.count, 1_000);
+        assert_eq!(feed.first - began, Duration::from_secs(6));
+        assert_eq!(feed.last - began, Duration::from_secs(6_000));
+        assert_eq!(
+            feed.to_string(),
+            format!("feed: restarted 1000 times, last: {}", failure("feed"))
+        );
+        let audit = &report.restarts()[1];
+        assert_eq!((&*audit.service, audit.count), ("audit", 100));
+        assert_eq!(
+            report.restarts_of("feed").map(|r| r.service.clone()),
+            Some(Arc::from("feed"))
+        );
+        let mut once = Report::default();
+        once.count_restart(&mut None, failure("risk"), Instant::now());
+        assert!(
+            once.restarts()[0]
+                .to_string()
+                .starts_with("risk: restarted 1 time, last: ")
+        );
     }
 }

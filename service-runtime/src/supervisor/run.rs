@@ -113,7 +113,10 @@ impl Supervisor {
                 for error in &errors {
                     tracing::error!(error = %error, "invalid supervisor");
                 }
-                return Report { errors };
+                return Report {
+                    errors,
+                    restarts: Vec::new(),
+                };
             }
         };
         // Observed before the probes are served, so every change they could see is
@@ -164,7 +167,9 @@ impl Supervisor {
             to_stop: Vec::new(),
             poke,
         };
-        run.execute(&mut trigger).await;
+        // Every poll of the loop is a turn that liveness watches.
+        let shared = run.shared.clone();
+        shared.turns.track(run.execute(&mut trigger)).await;
         run.report
     }
 }

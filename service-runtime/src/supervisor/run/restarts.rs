@@ -35,6 +35,9 @@ pub(super) struct EntryState {
     restarts: VecDeque<Instant>,
     /// Consecutive restarts since the backoff last reset.
     attempt: u32,
+    /// Where this service's [`RestartRecord`](crate::supervisor::report::RestartRecord) is
+    /// in the report, once a restart healed a failure of it.
+    record: Option<usize>,
     pub(super) running_since: Option<Instant>,
 }
 
@@ -126,9 +129,8 @@ impl Run {
             state.attempt = 0;
         }
         if let Some(error) = error {
-            self.report.errors.push(SupervisorError::Restarted(error));
+            self.report.count_restart(&mut state.record, error, now);
         }
-        let state = &mut self.states[i];
         let delay = policy.jittered_delay(state.attempt, fastrand::f64());
         state.attempt = state.attempt.saturating_add(1);
         state.running_since = None;
