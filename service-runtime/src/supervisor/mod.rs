@@ -103,8 +103,6 @@ pub struct Supervisor {
     systemd: Arc<crate::systemd::SystemdNotifier>,
     #[cfg(feature = "http")]
     probes: Option<crate::probes::http::ProbeConfig>,
-    /// The signal listener installed by `new()` inside a runtime, for `run_until_signal`.
-    early_signals: Option<std::io::Result<mpsc::UnboundedReceiver<&'static str>>>,
 }
 
 struct Entry {
@@ -183,15 +181,6 @@ impl fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// An empty supervisor with the default shutdown budget.
-    ///
-    /// Made inside a tokio runtime (as in `#[tokio::main]`), it listens for SIGINT and
-    /// SIGTERM at once, so a signal that arrives before
-    /// [`run_until_signal`](Self::run_until_signal) is not lost: that run then stops at
-    /// its start, before any service starts. Made outside a runtime, it listens from
-    /// `run_until_signal` on, and a signal before that ends the process (the default
-    /// action). If it is dropped, or run by [`run_until`](Self::run_until) instead, a
-    /// later SIGINT or SIGTERM ends the process with 130 or 143, as the default action is
-    /// reported by a shell.
     pub fn new() -> Self {
         Supervisor {
             entries: Vec::new(),
@@ -205,7 +194,6 @@ impl Supervisor {
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
             #[cfg(feature = "http")]
             probes: None,
-            early_signals: tokio::runtime::Handle::try_current().is_ok().then(signals),
             shared: Arc::new(Shared {
                 services: Mutex::new(Arc::new(ServiceList::default())),
                 stats: Mutex::new(Vec::new()),
@@ -399,16 +387,22 @@ impl Supervisor {
 
     /// Runs until SIGINT or SIGTERM, then stops every service in reverse dependency
     /// order under the shutdown budget. A signal during startup stops the startup at
-    /// once, and one since [`new`](Self::new) (made inside a runtime) before any service
-    /// starts; a second signal abandons the remaining stops (exit code [`EXIT_FORCED`]).
+    /// once; a second signal after the [repeat window](Self::repeat_window) abandons the
+    /// remaining stops (exit code [`EXIT_FORCED`]).
+    ///
+    /// It listens from this call on: a signal before it meets the signal's default action
+    /// and ends the process, with nothing started yet. (Listening earlier, from
+    /// [`new`](Self::new), would take the signals for good, since tokio's handler cannot be
+    /// removed, from programs that run the supervisor with [`run_until`](Self::run_until)
+    /// and handle signals themselves.)
     ///
     /// Returns the report of the whole run; `main` can return it as its exit status.
     ///
     /// On the multi-thread runtime the supervisor runs in a task of its own (so from
     /// `#[tokio::main]` it runs on a worker, not in `block_on` on the main thread);
     /// dropping the returned future still ends it.
-    pub async fn run_until_signal(mut self) -> Report {
-        let signals = match self.early_signals.take().unwrap_or_else(signals) {
+    pub async fn run_until_signal(self) -> Report {
+        let signals = match signals() {
             Ok(signals) => signals,
             Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
         };
@@ -435,12 +429,10 @@ impl Supervisor {
     /// on. Dropping the returned future ends the supervisor (its task is aborted, so it
     /// stops at its next `.await`; an operation of a service in flight then completes on
     /// its own).
-    pub async fn run_until<F>(mut self, until: F) -> Report
+    pub async fn run_until<F>(self, until: F) -> Report
     where
         F: Future<Output = ()> + Send,
     {
-        // Not listening for signals: they act as their default action would.
-        self.early_signals = None;
         if !on_multi_thread_runtime() {
             return self.run(Trigger::Future(Some(Box::pin(until))), None).await;
         }

@@ -1,12 +1,5 @@
 //! What ends a supervisor's running phase: SIGINT or SIGTERM (Ctrl-C off Unix), the
 //! caller's future, or the request of a caller that polls its future in its own task.
-//!
-//! The signal listener is installed as early as a runtime allows: by `Supervisor::new()`
-//! inside one (as in `#[tokio::main]`), else by `run_until_signal`. From then on tokio's
-//! handler replaces the default action (ending the process), so a signal that arrives
-//! before the run is held for it; one that arrives once nobody listens any more (the
-//! supervisor dropped, or run by `run_until` instead) ends the process as the default
-//! action would, with the status a shell reports for it (128 + the signal's number).
 
 use tokio::sync::mpsc;
 
@@ -40,23 +33,22 @@ impl Trigger<'_> {
     }
 }
 
-/// Listens for SIGINT and SIGTERM from now on (on the current runtime, which must exist),
-/// so none arriving before or during startup is lost.
+/// Listens for SIGINT and SIGTERM from now on, so none arriving during startup is lost.
 pub(super) fn signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>> {
     let (sender, receiver) = mpsc::unbounded_channel();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        for (kind, name, number) in [
-            (SignalKind::interrupt(), "SIGINT", 2),
-            (SignalKind::terminate(), "SIGTERM", 15),
+        for (kind, name) in [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
         ] {
             let mut stream = signal(kind)?;
             let sender = sender.clone();
             tokio::spawn(async move {
                 while stream.recv().await.is_some() {
                     if sender.send(name).is_err() {
-                        unheard(name, number);
+                        break;
                     }
                 }
             });
@@ -67,20 +59,10 @@ pub(super) fn signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>
         tokio::spawn(async move {
             while tokio::signal::ctrl_c().await.is_ok() {
                 if sender.send("Ctrl-C").is_err() {
-                    unheard("Ctrl-C", 2);
+                    break;
                 }
             }
         });
     }
     Ok(receiver)
-}
-
-/// A signal nobody listens for any more: the default action, which tokio's handler
-/// replaced, would have ended the process; end it, as a shell reports that.
-fn unheard(name: &str, number: i32) -> ! {
-    tracing::warn!(
-        signal = name,
-        "signal received with no supervisor listening; exiting as its default action would"
-    );
-    std::process::exit(128 + number)
 }
