@@ -319,7 +319,7 @@ impl Run {
             let now = Instant::now();
             let _ = self.shared.started_at.set(now);
             for state in &mut self.states {
-                state.running_since = Some(now);
+                state.history.running(now);
             }
             tracing::info!("all services running");
             self.shared.startup.send_replace(Some(outcome));

@@ -3,14 +3,12 @@
 //! restarted with the service (it and everything that depends on it), and the stops and
 //! starts that carry a restart out.
 
-use std::collections::VecDeque;
-
 use tokio::time::Instant;
 
 use super::{Run, Step};
 use crate::ServiceError;
 use crate::managed::EntryChange;
-use crate::restart::Restart;
+use crate::restart::{Restart, RestartHistory};
 use crate::status::ServiceStatus;
 use crate::supervisor::plan::Plan;
 use crate::supervisor::report::SupervisorError;
@@ -31,14 +29,11 @@ enum Desired {
 #[derive(Default)]
 pub(super) struct EntryState {
     desired: Desired,
-    /// When each restart happened, within the policy's window.
-    restarts: VecDeque<Instant>,
-    /// Consecutive restarts since the backoff last reset.
-    attempt: u32,
+    /// Its restarts under its policy: the window, the backoff, the running time.
+    pub(super) history: RestartHistory,
     /// Where this service's [`RestartRecord`](crate::supervisor::report::RestartRecord) is
     /// in the report, once a restart healed a failure of it.
     record: Option<usize>,
-    pub(super) running_since: Option<Instant>,
 }
 
 pub(super) struct PendingRestart {
@@ -51,7 +46,7 @@ impl Run {
     pub(super) fn on_change(&mut self, change: EntryChange) -> Step {
         let i = change.index;
         if change.to == ServiceStatus::Running {
-            self.states[i].running_since = Some(Instant::now());
+            self.states[i].history.running(Instant::now());
             if self.states[i].desired == Desired::Completed {
                 self.states[i].desired = Desired::Running;
             }
@@ -100,17 +95,10 @@ impl Run {
         }
         let now = Instant::now();
         let state = &mut self.states[i];
-        while state
-            .restarts
-            .front()
-            .is_some_and(|&t| now.duration_since(t) >= policy.within)
-        {
-            state.restarts.pop_front();
-        }
-        if state.restarts.len() >= policy.max_restarts as usize {
+        let Some(delay) = state.history.next_delay(&policy, now) else {
             tracing::error!(
                 service = %name,
-                restarts = state.restarts.len(),
+                restarts = state.history.recent(),
                 within = ?policy.within,
                 "restart limit exceeded; stopping every service"
             );
@@ -121,19 +109,10 @@ impl Run {
                 last_error: error,
             });
             return Step::Escalate;
-        }
-        if state
-            .running_since
-            .is_some_and(|since| now.duration_since(since) >= policy.reset_after)
-        {
-            state.attempt = 0;
-        }
+        };
         if let Some(error) = error {
             self.report.count_restart(&mut state.record, error, now);
         }
-        let delay = policy.jittered_delay(state.attempt, fastrand::f64());
-        state.attempt = state.attempt.saturating_add(1);
-        state.running_since = None;
         let mut group = self.plan.rest_for_one(i);
         // A dependent that completed did its work: it is not run again.
         group.retain(|&member| member == i || self.states[member].desired != Desired::Completed);
@@ -183,7 +162,7 @@ impl Run {
                     }
                 }
             }
-            self.states[pending.group[0]].restarts.push_back(now);
+            self.states[pending.group[0]].history.restarted(now);
             work.push(Work::Restart(pending.group));
         }
         work
