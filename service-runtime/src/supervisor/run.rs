@@ -437,7 +437,7 @@ impl Run {
             // Changes are observed as the services stop (for the figures and the probes).
             tokio::select! {
                 biased;
-                reason = forcing_request(trigger, began + self.repeat_window) => Some((reason, true)),
+                reason = trigger.next_from(began + self.repeat_window) => Some((reason, true)),
                 finished = observing(&mut self.observer, Phase::Shutdown, stop) => {
                     finished.err().map(|_| ("the shutdown budget ran out", false))
                 }
@@ -486,21 +486,6 @@ impl Run {
         } else {
             tracing::info!("every service stopped");
         }
-    }
-}
-
-/// The next shutdown request that arrives at or after `from`: one before it repeats the
-/// request that began the shutdown (see [`DEFAULT_REPEAT_WINDOW`](super::DEFAULT_REPEAT_WINDOW)).
-async fn forcing_request(trigger: &mut Trigger<'_>, from: Instant) -> &'static str {
-    loop {
-        let reason = trigger.next().await;
-        if Instant::now() >= from {
-            return reason;
-        }
-        tracing::info!(
-            reason,
-            "shutdown requested again within the repeat window: the same request"
-        );
     }
 }
 

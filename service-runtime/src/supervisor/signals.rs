@@ -31,6 +31,22 @@ impl Trigger<'_> {
             },
         }
     }
+
+    /// The next shutdown request that arrives at or after `from`: one before it repeats
+    /// the request that began the shutdown (see
+    /// [`DEFAULT_REPEAT_WINDOW`](super::DEFAULT_REPEAT_WINDOW)).
+    pub(super) async fn next_from(&mut self, from: tokio::time::Instant) -> &'static str {
+        loop {
+            let reason = self.next().await;
+            if tokio::time::Instant::now() >= from {
+                return reason;
+            }
+            tracing::info!(
+                reason,
+                "shutdown requested again within the repeat window: the same request"
+            );
+        }
+    }
 }
 
 /// Listens for SIGINT and SIGTERM from now on, so none arriving during startup is lost.
