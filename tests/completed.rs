@@ -71,7 +71,7 @@ async fn a_completed_migrator_leaves_the_process_ready_and_healthy() {
     let handle = supervisor.handle();
     let run = tokio::spawn(supervisor.run_until(std::future::pending()));
     let address = address_of(&handle).await;
-    until("every service running", || handle.has_started()).await;
+    handle.started().await.unwrap();
     assert_eq!(get(address, "/readyz").await.status, StatusCode::OK);
 
     gate.notify_one();
@@ -121,7 +121,7 @@ async fn a_completed_service_started_again_counts_again() {
     let handle = supervisor.handle();
     let run = tokio::spawn(supervisor.run_until(std::future::pending()));
     let address = address_of(&handle).await;
-    until("started", || handle.has_started()).await;
+    handle.started().await.unwrap();
     gate.notify_one();
     until("completed", || handle.stats()[0].completed).await;
     assert_eq!(get(address, "/readyz").await.status, StatusCode::OK);
@@ -148,9 +148,7 @@ async fn a_permanent_service_that_returns_is_restarted_not_completed() {
     let handle = supervisor.handle();
     let report = supervisor
         .run_until(async {
-            while !handle.has_started() {
-                tokio::task::yield_now().await;
-            }
+            handle.started().await.unwrap();
             gate.notify_one();
             tokio::time::sleep(Duration::from_secs(1)).await;
             assert_eq!(handle.statuses()[0].1, ServiceStatus::Running);
@@ -205,9 +203,7 @@ async fn a_completed_dependent_is_not_run_again_when_its_dependency_restarts() {
     let handle = supervisor.handle();
     let report = supervisor
         .run_until(async {
-            while !handle.has_started() {
-                tokio::task::yield_now().await;
-            }
+            handle.started().await.unwrap();
             gate.notify_one();
             while !handle.stats()[1].completed {
                 tokio::task::yield_now().await;

@@ -215,9 +215,7 @@ async fn a_supervisor_restarts_the_parent_of_a_failed_critical_component() {
     let cut = switches.cut.clone();
     let report = supervisor
         .run_until(async move {
-            while !handle.has_started() {
-                tokio::task::yield_now().await;
-            }
+            handle.started().await.unwrap();
             cut.notify_one();
             // Restarted after the default backoff (100 ms, jittered by 10 %).
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -189,8 +189,8 @@ impl<S: Service> Inner<S> {
         now: Instant,
     ) {
         let field = component.field;
-        if error.is_some() && component.policy.restart == Restart::Temporary {
-            tracing::warn!(parent: &self.span(), component = field, error = %DisplayOpt(error), "optional component failed; not restarting it (temporary): it stays in error until the service stops");
+        if let (Some(error), Restart::Temporary) = (error, component.policy.restart) {
+            tracing::warn!(parent: &self.span(), component = field, %error, "optional component failed; not restarting it (temporary): it stays in error until the service stops");
             return;
         }
         match component.history.next_delay(&component.policy, now) {
@@ -209,7 +209,7 @@ impl<S: Service> Inner<S> {
                 tracing::error!(
                     parent: &self.span(),
                     component = field,
-                    error = %DisplayOpt(error),
+                    error = error.map(ToString::to_string),
                     restarts = component.history.recent(),
                     within = ?component.policy.within,
                     "component restart limit exceeded; leaving it as it is until the service stops"
@@ -296,17 +296,5 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
-    }
-}
-
-/// An optional error in a log field (none: a component that stopped by itself).
-struct DisplayOpt<'a>(Option<&'a ServiceError>);
-
-impl std::fmt::Display for DisplayOpt<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(error) => error.fmt(f),
-            None => f.write_str("stopped by itself"),
-        }
     }
 }
