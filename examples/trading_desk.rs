@@ -28,6 +28,9 @@
 //! `/health?service=strategy`, `/metrics`). Loopback only: `PROBES_ADDR=0.0.0.0:8080`
 //! would serve them to every network the machine is on.
 //!
+//! `kill -HUP <pid>` reloads it: `risk` re-reads its position limit (from the file named
+//! by `RISK_LIMIT_FILE`, if set) while every service keeps running.
+//!
 //! It prints every status change, a health summary every 2 s, and on Ctrl-C (SIGINT) or
 //! SIGTERM stops every service in reverse dependency order (`order_gateway`, `risk`,
 //! `strategy`, then `market_feed` and `audit_log` together). `main` returns the
@@ -37,7 +40,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -95,6 +98,8 @@ struct Desk {
     signals: broadcast::Sender<TradeSignal>,
     orders: broadcast::Sender<Order>,
     counters: Arc<Counters>,
+    /// When the demo began: every printed line is stamped with the time since.
+    clock: Instant,
 }
 
 #[derive(Default)]
@@ -114,6 +119,7 @@ impl Desk {
             signals: broadcast::channel(256).0,
             orders: broadcast::channel(256).0,
             counters: Arc::default(),
+            clock: Instant::now(),
         }
     }
 }
@@ -286,6 +292,10 @@ impl Strategy {
 }
 
 /// Checks each signal against a position limit and turns the approved ones into orders.
+///
+/// The limit is read by init and again on every reload (`kill -HUP`): from the file
+/// named by `RISK_LIMIT_FILE` when it is set, else the default of 200 shares. A reload
+/// that cannot read the file keeps the limit in force, and the service keeps running.
 #[derive(Service)]
 #[service(
     name = "risk",
@@ -295,8 +305,23 @@ impl Strategy {
 )]
 struct Risk {
     desk: Desk,
-    /// Largest position allowed per symbol, in shares (loaded by init).
-    limit: Option<i64>,
+    /// Largest position allowed per symbol, in shares; 0 until init loaded it.
+    limit: AtomicI64,
+}
+
+impl Risk {
+    const DEFAULT_LIMIT: i64 = 200;
+
+    /// The limit from `RISK_LIMIT_FILE`, or the default.
+    async fn read_limit() -> anyhow::Result<i64> {
+        let Some(path) = std::env::var_os("RISK_LIMIT_FILE") else {
+            return Ok(Self::DEFAULT_LIMIT);
+        };
+        let text = tokio::fs::read_to_string(&path).await?;
+        let limit: i64 = text.trim().parse()?;
+        anyhow::ensure!(limit > 0, "the limit must be positive, not {limit}");
+        Ok(limit)
+    }
 }
 
 #[lifecycle]
@@ -304,19 +329,31 @@ impl Risk {
     #[init]
     async fn load_limits(&mut self) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        self.limit = Some(200);
+        self.limit
+            .store(Self::read_limit().await?, Ordering::Relaxed);
         Ok(())
     }
 
     #[cleanup]
     async fn release_limits(&mut self) -> anyhow::Result<()> {
-        self.limit = None;
+        self.limit.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[reload]
+    async fn reload_limits(&self) -> anyhow::Result<()> {
+        let limit = Self::read_limit().await?;
+        let previous = self.limit.swap(limit, Ordering::Relaxed);
+        println!(
+            "{} risk           limit reloaded: {previous} -> {limit} shares per symbol",
+            stamp(self.desk.clock)
+        );
         Ok(())
     }
 
     #[health(name = "limits", critical)]
     async fn limits(&self) -> HealthStatus {
-        if self.limit.is_some() {
+        if self.limit.load(Ordering::Relaxed) > 0 {
             HealthStatus::Healthy
         } else {
             HealthStatus::Unhealthy
@@ -325,10 +362,11 @@ impl Risk {
 
     #[run]
     async fn check(&self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let limit = self.limit.unwrap_or(0);
         let mut signals = self.desk.signals.subscribe();
         let mut positions: HashMap<&'static str, i64> = HashMap::new();
         while let Some(signal) = next(&mut signals, &shutdown).await {
+            // Read at each signal: a reload applies from the next one.
+            let limit = self.limit.load(Ordering::Relaxed);
             let quantity = match signal.side {
                 Side::Buy => signal.quantity,
                 Side::Sell => -signal.quantity,
@@ -478,6 +516,7 @@ async fn main() -> Report {
         .init();
 
     let desk = Desk::new();
+    let clock = desk.clock;
     let permanent = RestartPolicy::new(Restart::Permanent);
     let supervisor = Supervisor::new()
         .add(MarketFeed {
@@ -502,7 +541,7 @@ async fn main() -> Report {
         )
         .add(Risk {
             desk: desk.clone(),
-            limit: None,
+            limit: AtomicI64::new(0),
         })
         .depends_on("strategy")
         .restart(permanent)
@@ -522,7 +561,6 @@ async fn main() -> Report {
 
     // Subscribe before running, so the printer sees every change from the first one.
     let handle = supervisor.handle();
-    let clock = Instant::now();
     let done = Shutdown::new();
     let printer = tokio::spawn(print_changes(
         handle.subscribe(),

@@ -91,11 +91,18 @@ struct Demo {
 
 impl Demo {
     fn start() -> Demo {
+        Demo::start_with(&[])
+    }
+
+    /// Starts the demo with extra environment variables.
+    fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Demo {
         let binary = demo_binary();
         let deadline = Instant::now() + DEADLINE;
         let mut child = Command::new(binary)
             .env_remove("RUST_LOG")
             .env_remove("DEMO_RUN_FOR")
+            .env_remove("RISK_LIMIT_FILE")
+            .envs(env.iter().copied())
             // Any free port: a fixed one could be taken on the test machine.
             .env("PROBES_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
@@ -334,4 +341,50 @@ fn sigterm_after_a_restart_still_stops_everything_in_order() {
         "unexpected line on stderr: {}\nstdout:\n{output}",
         lines[0]
     );
+}
+
+#[test]
+fn sighup_reloads_the_risk_limit_and_every_service_keeps_running() {
+    let dir = std::env::temp_dir().join(format!("trading-desk-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let limit_file = dir.join("risk-limit");
+    std::fs::write(&limit_file, "200\n").expect("the limit file");
+    let mut demo = Demo::start_with(&[("RISK_LIMIT_FILE", limit_file.as_os_str())]);
+    demo.wait_for("the banner", |line| line.contains(BANNER));
+    let started = demo.stdout.len();
+
+    std::fs::write(&limit_file, "350\n").expect("the new limit");
+    demo.signal("HUP");
+    demo.wait_for("the reloaded limit", |line| {
+        line.contains("risk           limit reloaded: 200 -> 350 shares per symbol")
+    });
+    // A second reload: the process handles SIGHUP every time, not once.
+    std::fs::write(&limit_file, "400\n").expect("the newer limit");
+    demo.signal("HUP");
+    demo.wait_for("the second reload", |line| {
+        line.contains("limit reloaded: 350 -> 400 shares per symbol")
+    });
+    // No service stopped or restarted for the reloads.
+    let changes: Vec<(&str, &str, &str)> = demo.stdout[started..]
+        .iter()
+        .filter_map(|line| transition(line))
+        .filter(|t| t.0 != "strategy" && t.0 != "risk" && t.0 != "order_gateway")
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "reloads moved services: {changes:?}\n{}",
+        demo.output()
+    );
+
+    demo.signal("TERM");
+    let status = demo.wait_exit();
+    let stderr = demo.stderr();
+    let output = demo.output();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}\nstdout:\n{output}\nstderr:\n{stderr}"
+    );
+    assert_stopped_in_reverse_order(&demo.stdout);
 }

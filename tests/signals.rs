@@ -355,3 +355,117 @@ fn two_sigterms_10_ms_apart_are_one_request_and_stop_cleanly() {
         assert_eq!(handle.statuses()[0].1, Stopped);
     });
 }
+
+/// A service whose reload hook tells the test it ran.
+#[derive(Service)]
+#[service(name = "quoter")]
+struct Quoter {
+    reloaded: Arc<Notify>,
+    reloads: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[lifecycle]
+impl Quoter {
+    #[reload]
+    async fn reread_spreads(&self) -> Result<(), std::io::Error> {
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.reloaded.notify_one();
+        Ok(())
+    }
+}
+
+#[test]
+fn sighup_runs_the_reload_hooks_and_every_service_keeps_running() {
+    scenario(|| async {
+        let reloaded = Arc::new(Notify::new());
+        let reloads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let supervisor = Supervisor::new().add(Quoter {
+            reloaded: reloaded.clone(),
+            reloads: reloads.clone(),
+        });
+        let handle = supervisor.handle();
+        let mut changes = handle.subscribe();
+        let signalled = async {
+            let mut seen = Vec::new();
+            wait_for(&mut changes, &mut seen, |c| c.to == Running).await;
+            for _ in 0..2 {
+                raise("HUP").await;
+                reloaded.notified().await;
+            }
+            assert_eq!(handle.statuses()[0].1, Running);
+            assert!(drain(&mut changes).is_empty(), "a reload changes no status");
+            raise("TERM").await;
+        };
+        let (report, ()) = tokio::join!(supervisor.run_until_signal(), signalled);
+        assert!(report.is_success(), "{:?}", report.errors());
+        assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(handle.statuses()[0].1, Stopped);
+    });
+}
+
+/// What the runtime logs, captured for the scenario that waits for a log line.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Waits until the log holds `text` (bounded by the scenario's timeout).
+    async fn wait_for(&self, text: &str) {
+        while !String::from_utf8_lossy(&self.0.lock().unwrap()).contains(text) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[test]
+fn sighup_without_reload_hooks_and_sigusr1_are_ignored_and_sigquit_stops_cleanly() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    scenario(|| async {
+        let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let supervisor = Supervisor::new().add(Flusher {
+            flushed: flushed.clone(),
+        });
+        let handle = supervisor.handle();
+        let mut changes = handle.subscribe();
+        let signalled = async {
+            let mut seen = Vec::new();
+            wait_for(&mut changes, &mut seen, |c| c.to == Running).await;
+            raise("HUP").await;
+            captured
+                .wait_for("reload requested, but no service has a `#[reload]` hook: ignored")
+                .await;
+            raise("USR1").await;
+            captured.wait_for("signal=\"SIGUSR1\"").await;
+            // Still alive and running: neither signal ended the process or a service.
+            assert_eq!(handle.statuses()[0].1, Running);
+            assert!(drain(&mut changes).is_empty());
+            raise("QUIT").await;
+        };
+        let (report, ()) = tokio::join!(supervisor.run_until_signal(), signalled);
+        assert!(report.is_success(), "{:?}", report.errors());
+        assert!(
+            flushed.load(std::sync::atomic::Ordering::SeqCst),
+            "SIGQUIT stopped the service with its cleanup"
+        );
+    });
+}

@@ -244,3 +244,71 @@ mod tempdir {
         }
     }
 }
+
+/// A service with a reload hook that fails on demand.
+#[derive(Service)]
+#[service(name = "quoter")]
+struct Quoter {
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[lifecycle]
+impl Quoter {
+    #[reload]
+    async fn reread(&self) -> Result<(), std::io::Error> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("spreads.toml: no such file"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_is_framed_by_reloading_with_monotonic_usec_and_ready() {
+    let (_dir, socket, path) = bind();
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let supervisor = Supervisor::new()
+        .add(Quoter { fail: fail.clone() })
+        .systemd(SystemdNotifier::connect(&path).unwrap());
+    let handle = supervisor.handle();
+    let report = supervisor
+        .run_until(async {
+            handle.started().await.unwrap();
+            handle.reload().await.unwrap();
+            fail.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(handle.reload().await.is_err());
+        })
+        .await;
+    assert!(report.is_success(), "{:?}", report.errors());
+    let messages = received(&socket);
+    let reloading: Vec<usize> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.starts_with("RELOADING=1"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(reloading.len(), 2, "{messages:?}");
+    let boot_ready = messages
+        .iter()
+        .position(|m| m.starts_with("READY=1"))
+        .expect("READY=1");
+    assert!(boot_ready < reloading[0], "{messages:?}");
+    for &i in &reloading {
+        let lines: Vec<&str> = messages[i].lines().collect();
+        assert_eq!(
+            lines[..2],
+            ["RELOADING=1", "STATUS=reloading"],
+            "{messages:?}"
+        );
+        let usec: u64 = lines[2]
+            .strip_prefix("MONOTONIC_USEC=")
+            .and_then(|usec| usec.parse().ok())
+            .unwrap_or_else(|| panic!("MONOTONIC_USEC= in {:?}", messages[i]));
+        assert!(usec > 0);
+    }
+    assert_eq!(messages[reloading[0] + 1], "READY=1\nSTATUS=reloaded");
+    assert!(
+        messages[reloading[1] + 1].starts_with("READY=1\nSTATUS=reload failed for 1 service(s): service `quoter`: reload hook `reread` failed: spreads.toml: no such file"),
+        "{messages:?}"
+    );
+}

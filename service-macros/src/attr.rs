@@ -232,13 +232,14 @@ impl LifecycleArgs {
     }
 }
 
-/// The four hook attributes, recognised by their bare name inside a `#[lifecycle]` block.
+/// The five hook attributes, recognised by their bare name inside a `#[lifecycle]` block.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HookKind {
     Init,
     Cleanup,
     Health,
     Run,
+    Reload,
 }
 
 impl HookKind {
@@ -253,6 +254,8 @@ impl HookKind {
             Some(HookKind::Health)
         } else if ident == "run" {
             Some(HookKind::Run)
+        } else if ident == "reload" {
+            Some(HookKind::Reload)
         } else {
             None
         }
@@ -265,6 +268,7 @@ impl HookKind {
             HookKind::Cleanup => "#[cleanup]",
             HookKind::Health => "#[health]",
             HookKind::Run => "#[run]",
+            HookKind::Reload => "#[reload]",
         }
     }
 
@@ -275,6 +279,7 @@ impl HookKind {
             HookKind::Cleanup => "cleanup",
             HookKind::Health => "health",
             HookKind::Run => "run",
+            HookKind::Reload => "reload",
         }
     }
 }
@@ -283,7 +288,7 @@ impl HookKind {
 pub(crate) struct HookAttr<'a> {
     pub(crate) kind: HookKind,
     pub(crate) attr: &'a Attribute,
-    /// `timeout = "…"` (init, cleanup, health), in milliseconds.
+    /// `timeout = "…"` (init, cleanup, health, reload), in milliseconds.
     pub(crate) timeout: Option<u64>,
     /// `name = "…"` (health).
     pub(crate) name: Option<LitStr>,
@@ -308,6 +313,7 @@ impl<'a> HookAttr<'a> {
                     HookKind::Cleanup => "`#[cleanup]` argument",
                     HookKind::Health => "`#[health]` argument",
                     HookKind::Run => "`#[run]` argument",
+                    HookKind::Reload => "`#[reload]` argument",
                 };
                 let mut keys = Keys::new(cx, what);
                 // `Some(optional)` once `critical` or `optional` was given.
@@ -351,7 +357,7 @@ impl<'a> HookAttr<'a> {
                             );
                             skip_value(meta.input)?;
                         }
-                        (HookKind::Init | HookKind::Cleanup, _) => {
+                        (HookKind::Init | HookKind::Cleanup | HookKind::Reload, _) => {
                             cx.error_spanned_by(
                                 &meta.path,
                                 format!(

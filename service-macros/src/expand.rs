@@ -279,6 +279,7 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
     };
     let init_specs = lifecycle.hooks(HookKind::Init).map(hook_spec);
     let cleanup_specs = lifecycle.hooks(HookKind::Cleanup).map(hook_spec);
+    let reload_specs = lifecycle.hooks(HookKind::Reload).map(hook_spec);
     let check_specs = lifecycle.hooks(HookKind::Health).map(|hook| {
         let (name, _) = hook.check_name();
         let critical = !hook.attr.optional;
@@ -297,6 +298,7 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
     let init = dispatch(lifecycle, HookKind::Init, krate);
     let cleanup = dispatch(lifecycle, HookKind::Cleanup, krate);
     let health = dispatch(lifecycle, HookKind::Health, krate);
+    let reload = dispatch(lifecycle, HookKind::Reload, krate);
     // The type `__run` returns: the run hook's future, unboxed (see `Lifecycle::__run`).
     // At the user's method name, where a non-`Send` run hook fails this `Send` bound: it is
     // reported at the hook, as the boxed hooks are at the `Send` bound of `hook`.
@@ -346,6 +348,7 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
                 cleanup: &[#(#cleanup_specs),*],
                 health: &[#(#check_specs),*],
                 run: #run_spec,
+                reload: &[#(#reload_specs),*],
             };
 
             fn __init(&mut self, __service_index: usize) -> #private::HookFuture<'_> {
@@ -360,12 +363,16 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
                 #health
             }
 
+            fn __reload(&self, __service_index: usize) -> #private::HookFuture<'_> {
+                #reload
+            }
+
             #run
         }
     }
 }
 
-/// The body of `__init`, `__cleanup` or `__health`: a `match` from hook number to hook call.
+/// The body of `__init`, `__cleanup`, `__health` or `__reload`: a `match` from hook number to hook call.
 fn dispatch(lifecycle: &Lifecycle, kind: HookKind, krate: &TokenStream) -> TokenStream {
     let missing = match kind {
         HookKind::Health => quote!(#krate::__private::missing_check(__service_index)),
@@ -461,6 +468,10 @@ fn stub_lifecycle(block: &ImplBlock, krate: &TokenStream) -> TokenStream {
             }
 
             fn __health(&self, _: usize) -> #private::CheckFuture<'_> {
+                ::core::unreachable!()
+            }
+
+            fn __reload(&self, _: usize) -> #private::HookFuture<'_> {
                 ::core::unreachable!()
             }
 

@@ -238,6 +238,7 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// | `#[cleanup]` | `async fn name(&mut self) -> Result<(), E>` | any; run in reverse source order by `stop()`, each one even if another failed |
 /// | `#[health]` | `async fn name(&self) -> T` | any; run concurrently by `health()` |
 /// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>` | at most one; runs while the service is running |
+/// | `#[reload]` | `async fn name(&self) -> Result<(), E>` | any; run in source order by `reload()` (a supervisor's on `SIGHUP`) while the service keeps running |
 ///
 /// `E` is any type that converts into `Box<dyn Error + Send + Sync>`: your own error
 /// type, `std::io::Error`, `anyhow::Error`, `String`. A `#[health]` check returns
@@ -251,6 +252,12 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// `.await` loses nothing. Returning `Ok` earlier stops the service; returning `Err` puts
 /// it in the `error` status.
 ///
+/// A `#[reload]` hook re-reads what may change while the service runs (a configuration
+/// file, a certificate): `&self`, like a health check, so the state it replaces sits
+/// behind interior mutability (an atomic, a `RwLock`, an `ArcSwap`). A reload changes no
+/// status; a failed hook is reported to the caller of `reload()` and logged, and the
+/// service keeps running with what it had.
+///
 /// Hooks must not be generic (lifetimes aside) or `unsafe`, and their futures must be
 /// `Send`: a hook that holds an `Rc`, a `RefCell` borrow or a `std::sync::MutexGuard`
 /// across an `.await` is a compile error on that hook, unless the block opts out with
@@ -260,7 +267,7 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 ///
 /// | attribute | keys |
 /// |---|---|
-/// | `#[init(...)]`, `#[cleanup(...)]` | `timeout = "5s"`: this hook's budget instead of the service's `start_timeout` / `stop_timeout` |
+/// | `#[init(...)]`, `#[cleanup(...)]`, `#[reload(...)]` | `timeout = "5s"`: this hook's budget instead of the service's `start_timeout` (init, reload) / `stop_timeout` (cleanup) |
 /// | `#[health(...)]` | `name = "…"`: the check's name in the health report (default: the method's name; unique per service). `critical` (the default): its failure makes the service unhealthy; or `optional`: its failure only degrades it. `timeout = "250ms"`: instead of the service's `health_timeout` |
 /// | `#[run]` | none |
 ///

@@ -59,6 +59,8 @@ pub struct Hooks {
     pub health: &'static [CheckSpec],
     /// The `#[run]` hook.
     pub run: Option<HookSpec>,
+    /// `#[reload]` hooks.
+    pub reload: &'static [HookSpec],
 }
 
 impl Hooks {
@@ -68,6 +70,7 @@ impl Hooks {
         cleanup: &[],
         health: &[],
         run: None,
+        reload: &[],
     };
 }
 

@@ -22,16 +22,19 @@ pub enum HookKind {
     Run,
     /// A `#[health]` check.
     Health,
+    /// A `#[reload]` hook.
+    Reload,
 }
 
 impl HookKind {
-    /// The lower-case name used in messages (`init`, `cleanup`, `run`, `health`).
+    /// The lower-case name used in messages (`init`, `cleanup`, `run`, `health`, `reload`).
     pub const fn as_str(self) -> &'static str {
         match self {
             HookKind::Init => "init",
             HookKind::Cleanup => "cleanup",
             HookKind::Run => "run",
             HookKind::Health => "health",
+            HookKind::Reload => "reload",
         }
     }
 }

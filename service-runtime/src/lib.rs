@@ -89,8 +89,8 @@ pub use shutdown::{Shutdown, ShutdownRequested};
 pub use status::{ServiceStatus, TransitionError};
 pub use supervisor::{
     DEFAULT_REPEAT_WINDOW, DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED,
-    EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, ServiceRef, ServiceStats, StartupError,
-    Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
+    EXIT_SHUTDOWN_TIMEOUT, ReloadError, Report, RestartRecord, ServiceRef, ServiceStats,
+    StartupError, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
 };
 #[cfg(all(unix, feature = "systemd"))]
 pub use systemd::SystemdNotifier;

@@ -169,7 +169,8 @@ pub trait Service: Lifecycle {
 /// The hooks of a service, implemented by `#[lifecycle]`.
 ///
 /// Not meant to be implemented by hand: write an inherent impl block with
-/// `#[lifecycle]` and mark its methods `#[init]`, `#[cleanup]`, `#[health]`, `#[run]`.
+/// `#[lifecycle]` and mark its methods `#[init]`, `#[cleanup]`, `#[health]`, `#[run]`,
+/// `#[reload]`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has `#[derive(Service)]` but no `#[lifecycle]` impl block",
     label = "the hooks of `{Self}` are declared by a `#[lifecycle]` impl block",
@@ -191,6 +192,10 @@ pub trait Lifecycle: Send + Sync + Sized + 'static {
     /// Runs health check number `index` (source order).
     #[doc(hidden)]
     fn __health(&self, index: usize) -> CheckFuture<'_>;
+
+    /// Runs reload hook number `index` (source order).
+    #[doc(hidden)]
+    fn __reload(&self, index: usize) -> HookFuture<'_>;
 
     /// Runs the `#[run]` hook, if `__HOOKS.run` is `Some`.
     ///

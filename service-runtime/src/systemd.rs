@@ -158,6 +158,15 @@ fn watchdog_from_env() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// `CLOCK_MONOTONIC` in microseconds: the clock systemd compares a reload's
+/// `MONOTONIC_USEC=` with.
+fn monotonic_usec() -> Option<u64> {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let micros = u64::try_from(now.tv_nsec).ok()? / 1_000;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
 /// The notifications of one supervisor run: `STATUS=` for every change, `READY=1` and the
 /// watchdog once every service runs, `STOPPING=1` when the shutdown begins. Changes are
 /// sent by [`flush`](Session::flush), which the supervisor calls as it handles them and
@@ -215,6 +224,26 @@ impl Session {
                 }
             }));
         }
+    }
+
+    /// `RELOADING=1`, with the `MONOTONIC_USEC=` that `Type=notify-reload` requires.
+    pub(crate) fn reloading(&mut self) {
+        self.flush();
+        let mut state = String::from("RELOADING=1\nSTATUS=reloading");
+        if let Some(usec) = monotonic_usec() {
+            state.push_str(&format!("\nMONOTONIC_USEC={usec}"));
+        }
+        self.notifier.send(&state);
+    }
+
+    /// `READY=1` once a reload is over, with its outcome as the status line.
+    pub(crate) fn reloaded(&mut self, error: Option<&crate::ReloadError>) {
+        self.flush();
+        let status = match error {
+            None => "reloaded".to_owned(),
+            Some(error) => error.to_string().replace('\n', " "),
+        };
+        self.notifier.send(&format!("READY=1\nSTATUS={status}"));
     }
 
     pub(crate) fn stopping(&mut self) {

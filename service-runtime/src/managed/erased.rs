@@ -59,6 +59,10 @@ pub(crate) trait DynService: Send + Sync {
     /// if it had stopped.
     fn abandon(&self, budget: Option<std::time::Duration>) -> Option<ServiceStatus>;
     fn health(&self) -> BoxFuture<'_, HealthReport>;
+    /// What [`Managed::reload`](super::Managed::reload) does.
+    fn reload(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
+    /// Whether a reload would run a hook: of the service or of a component it started.
+    fn reloads_anything(&self) -> bool;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
     /// status, and its changes posted there while the supervisor runs.
@@ -147,6 +151,14 @@ impl<S: Service> DynService for Inner<S> {
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         Box::pin(Inner::health(self))
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<(), ServiceError>> {
+        Box::pin(Inner::reload(self))
+    }
+
+    fn reloads_anything(&self) -> bool {
+        Inner::reloads_anything(self)
     }
 
     fn add_subscriber(&self, subscriber: Subscriber) {

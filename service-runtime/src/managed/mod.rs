@@ -12,6 +12,7 @@ mod hooks;
 mod loop_stop;
 mod observers;
 mod operation;
+mod reload;
 mod run_loop;
 mod start;
 mod stop;
@@ -325,6 +326,48 @@ impl<S: Service> Managed<S> {
     /// service unhealthy, an optional one at most degraded.
     pub async fn health(&self) -> HealthReport {
         self.inner.health().await
+    }
+
+    /// Reloads the service: its `#[reload]` hooks in source order, each under its
+    /// timeout (by default the service's `start_timeout`), then its components' reloads
+    /// in start order.
+    ///
+    /// The service keeps running whatever the hooks do: every hook runs even if one
+    /// failed, and the failures, each naming the service and the hook, are returned
+    /// together. A service that is not `running` has nothing to reload (its next start
+    /// reads what its init hooks read): `Ok` at once. A
+    /// [`Supervisor`](crate::Supervisor) reloads its services in dependency order on
+    /// `SIGHUP` and on [`SupervisorHandle::reload`](crate::SupervisorHandle::reload).
+    ///
+    /// Calls made at the same time run the hooks at the same time: a program that
+    /// reloads from several places serialises them (a supervisor does).
+    ///
+    /// ```
+    /// use std::sync::RwLock;
+    /// use service_runtime::{lifecycle, Managed, Service};
+    ///
+    /// #[derive(Service)]
+    /// struct Quoter { spread: RwLock<f64> }
+    ///
+    /// #[lifecycle]
+    /// impl Quoter {
+    ///     #[reload]
+    ///     async fn read_settings(&self) -> Result<(), std::io::Error> {
+    ///         *self.spread.write().unwrap() = 0.25; // e.g. from a file
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let quoter = Managed::new(Quoter { spread: RwLock::new(0.5) });
+    /// quoter.start().await?;
+    /// quoter.reload().await?;
+    /// assert_eq!(*quoter.read().await.spread.read().unwrap(), 0.25);
+    /// # Ok::<(), service_runtime::ServiceError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        self.inner.reload().await
     }
 
     pub(crate) fn erased(&self) -> ErasedService {

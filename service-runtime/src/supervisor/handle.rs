@@ -126,6 +126,29 @@ impl SupervisorHandle {
         }
     }
 
+    /// Reloads every running service, as `SIGHUP` does under
+    /// [`run_until_signal`](super::Supervisor::run_until_signal): their `#[reload]` hooks
+    /// (see [`Managed::reload`](crate::Managed::reload)), level by level in start order
+    /// (what a service depends on reloads before it), with systemd told `RELOADING=1`
+    /// before and `READY=1` after.
+    ///
+    /// Reloads are carried out one at a time by the supervisor's loop: a request made
+    /// during the startup waits until every service runs (or the startup fails), and one
+    /// made before the supervisor is run waits for its run. The services keep running
+    /// whatever their hooks do; [`ReloadError::Failed`](super::ReloadError::Failed) lists
+    /// the failures.
+    pub async fn reload(&self) -> Result<(), super::ReloadError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let request = super::run::reload::ReloadRequest {
+            reason: "SupervisorHandle::reload",
+            reply: Some(reply),
+        };
+        if self.shared.reloads.send(request).is_err() {
+            return Err(super::ReloadError::NotRunning);
+        }
+        outcome.await.unwrap_or(Err(super::ReloadError::NotRunning))
+    }
+
     /// The address the probe endpoint listens on, once it does (feature `http`).
     #[cfg(feature = "http")]
     pub fn probe_address(&self) -> Option<std::net::SocketAddr> {

@@ -25,6 +25,7 @@ pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth}
 pub use report::{
     EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
 };
+pub use run::reload::ReloadError;
 
 use std::fmt;
 use std::future::Future;
@@ -99,6 +100,8 @@ pub struct Supervisor {
     repeat_window: Duration,
     default_restart: Option<RestartPolicy>,
     shared: Arc<Shared>,
+    /// The requests of `Shared::reloads`, taken by the run's running phase.
+    reload_requests: mpsc::UnboundedReceiver<run::reload::ReloadRequest>,
     #[cfg(all(unix, feature = "systemd"))]
     systemd: Arc<crate::systemd::SystemdNotifier>,
     #[cfg(feature = "http")]
@@ -135,6 +138,8 @@ struct Shared {
     turns: liveness::Turns,
     /// Kept by the services' own transitions: what readiness and the probes' cache read.
     tally: Arc<StatusTally>,
+    /// Where `SIGHUP` and [`SupervisorHandle::reload`] ask for a reload.
+    reloads: mpsc::UnboundedSender<run::reload::ReloadRequest>,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
 }
@@ -182,7 +187,9 @@ impl fmt::Debug for Supervisor {
 impl Supervisor {
     /// An empty supervisor with the default shutdown budget.
     pub fn new() -> Self {
+        let (reloads, reload_requests) = mpsc::unbounded_channel();
         Supervisor {
+            reload_requests,
             entries: Vec::new(),
             names: String::new(),
             name_ends: Vec::new(),
@@ -204,6 +211,7 @@ impl Supervisor {
                 startup: tokio::sync::watch::Sender::new(None),
                 turns: liveness::Turns::new(),
                 tally: Arc::default(),
+                reloads,
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
             }),
@@ -402,7 +410,7 @@ impl Supervisor {
     /// `#[tokio::main]` it runs on a worker, not in `block_on` on the main thread);
     /// dropping the returned future still ends it.
     pub async fn run_until_signal(self) -> Report {
-        let signals = match signals() {
+        let signals = match signals(&self.shared.reloads) {
             Ok(signals) => signals,
             Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
         };

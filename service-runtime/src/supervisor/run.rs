@@ -73,6 +73,7 @@
 //!   cannot keep the run from its shutdown, whose stops are bounded by the budget and
 //!   abandoned at the trigger's next request.
 
+pub(super) mod reload;
 mod restarts;
 
 use std::collections::VecDeque;
@@ -83,6 +84,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::reload::{ReloadRequest, next_request, refuse_from_now_on};
 use self::restarts::{EntryState, PendingRestart, perform};
 use super::handle::StartupError;
 use super::plan::Plan;
@@ -165,6 +167,7 @@ impl Supervisor {
             report: Report::default(),
             pending: Vec::new(),
             to_stop: Vec::new(),
+            reload_requests: self.reload_requests,
             poke,
         };
         // Every poll of the loop is a turn that liveness watches.
@@ -266,6 +269,9 @@ struct Run {
     pending: Vec<PendingRestart>,
     /// Failed services that will not be restarted: stopped at once to release what they hold.
     to_stop: Vec<usize>,
+    /// Reloads asked for (`SIGHUP`, `SupervisorHandle::reload`), carried out one at a
+    /// time by the running phase.
+    reload_requests: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
     /// Wakes a `run_until` caller that polls its future in its own task.
     poke: Option<Arc<Notify>>,
     #[cfg(all(unix, feature = "systemd"))]
@@ -276,6 +282,7 @@ struct Run {
 enum Step {
     Continue,
     Escalate,
+    Reload(ReloadRequest),
 }
 
 impl Run {
@@ -369,14 +376,22 @@ impl Run {
                 () = sleep_until_opt(next_due), if next_due.is_some() => {
                     Step::Continue
                 }
+                request = next_request(&mut self.reload_requests) => Step::Reload(request),
             };
             #[cfg(all(unix, feature = "systemd"))]
             if let Some(systemd) = &mut self.systemd {
                 systemd.flush();
             }
             self.poke();
-            if let Step::Escalate = step {
-                return;
+            match step {
+                Step::Continue => {}
+                Step::Escalate => return,
+                Step::Reload(request) => {
+                    if !self.reload(request, trigger).await {
+                        return;
+                    }
+                    continue;
+                }
             }
             // Restarts and their preparation run here, raced against shutdown requests:
             // a request abandons them at once (the shutdown stops whatever they began).
@@ -416,6 +431,7 @@ impl Run {
     /// a second shutdown request abandons what is left.
     async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
         self.shared.stopping.request();
+        refuse_from_now_on(&mut self.reload_requests);
         #[cfg(all(unix, feature = "systemd"))]
         if let Some(systemd) = &mut self.systemd {
             systemd.stopping();

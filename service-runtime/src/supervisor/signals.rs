@@ -1,9 +1,12 @@
-//! What ends a supervisor's running phase: SIGINT or SIGTERM (Ctrl-C off Unix), the
-//! caller's future, or the request of a caller that polls its future in its own task.
+//! What ends a supervisor's running phase: SIGINT, SIGTERM or SIGQUIT (Ctrl-C off Unix),
+//! the caller's future, or the request of a caller that polls its future in its own
+//! task; and the other signals `run_until_signal` takes so that none ends the process
+//! unannounced: SIGHUP asks for a reload, SIGUSR1 and SIGUSR2 are logged and ignored.
 
 use tokio::sync::mpsc;
 
 use super::BoxFuture;
+use super::run::reload::ReloadRequest;
 
 /// What ends the running phase.
 pub(super) enum Trigger<'a> {
@@ -49,8 +52,11 @@ impl Trigger<'_> {
     }
 }
 
-/// Listens for SIGINT and SIGTERM from now on, so none arriving during startup is lost.
-pub(super) fn signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>> {
+/// Listens for the signals from now on, so none arriving during startup is lost: the
+/// shutdown requests come out of the returned channel, the reloads go to `reloads`.
+pub(super) fn signals(
+    reloads: &mpsc::UnboundedSender<ReloadRequest>,
+) -> std::io::Result<mpsc::UnboundedReceiver<&'static str>> {
     let (sender, receiver) = mpsc::unbounded_channel();
     #[cfg(unix)]
     {
@@ -58,6 +64,7 @@ pub(super) fn signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>
         for (kind, name) in [
             (SignalKind::interrupt(), "SIGINT"),
             (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::quit(), "SIGQUIT"),
         ] {
             let mut stream = signal(kind)?;
             let sender = sender.clone();
@@ -69,9 +76,38 @@ pub(super) fn signals() -> std::io::Result<mpsc::UnboundedReceiver<&'static str>
                 }
             });
         }
+        let mut hangups = signal(SignalKind::hangup())?;
+        let reloads = reloads.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let request = ReloadRequest {
+                    reason: "SIGHUP",
+                    reply: None,
+                };
+                if reloads.send(request).is_err() {
+                    // The run is over: a late SIGHUP is still not a silent death.
+                    tracing::warn!("SIGHUP received after the supervisor's run: ignored");
+                }
+            }
+        });
+        for (kind, name) in [
+            (SignalKind::user_defined1(), "SIGUSR1"),
+            (SignalKind::user_defined2(), "SIGUSR2"),
+        ] {
+            let mut stream = signal(kind)?;
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    tracing::warn!(
+                        signal = name,
+                        "signal received and ignored: the supervisor stops on SIGINT, SIGTERM or SIGQUIT and reloads on SIGHUP"
+                    );
+                }
+            });
+        }
     }
     #[cfg(not(unix))]
     {
+        let _ = reloads;
         tokio::spawn(async move {
             while tokio::signal::ctrl_c().await.is_ok() {
                 if sender.send("Ctrl-C").is_err() {

@@ -74,6 +74,16 @@ impl MarketFeed {
         Ok(())
     }
 
+    #[reload]
+    async fn reread_settings(&self) -> Result<(), FeedError> {
+        Ok(())
+    }
+
+    #[reload(timeout = "3s")]
+    async fn rotate_certificate(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
     // Not hooks: an ordinary method and an associated const stay as written.
     const LIMIT: usize = 3;
 
