@@ -9,7 +9,9 @@
 //! `strategy` depends on `market_feed`, `risk` on `strategy`, `order_gateway` on `risk`;
 //! `audit_log` depends on nothing, so it starts in parallel with `market_feed`. Data
 //! flows through `tokio::sync::broadcast` channels: each stage subscribes when its run
-//! loop starts, so a restarted stage simply picks up the stream again.
+//! loop starts, so a restarted stage simply picks up the stream again, and signals
+//! `ready` once subscribed, so it is `running` (and what depends on it starts) only when
+//! it can no longer miss a message.
 //!
 //! The strategy's model "drifts" after every 60 ticks (about 6 s): its run loop returns
 //! an error, and the supervisor restarts it, together with the services that depend on
@@ -45,8 +47,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use service_runtime::{
-    HealthDetail, HealthStatus, Report, Restart, RestartPolicy, Service, ServiceStatus, Shutdown,
-    StatusChanges, Supervisor, SupervisorHandle, lifecycle,
+    HealthDetail, HealthStatus, Ready, Report, Restart, RestartPolicy, Service, ServiceStatus,
+    Shutdown, StatusChanges, Supervisor, SupervisorHandle, lifecycle,
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -251,8 +253,10 @@ impl Strategy {
     }
 
     #[run]
-    async fn trade(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+    async fn trade(&self, ready: Ready, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut ticks = self.desk.ticks.subscribe();
+        // Subscribed: `running` from now on, so nothing sent after the start is missed.
+        ready.notify();
         let mut prices: HashMap<&'static str, VecDeque<f64>> = HashMap::new();
         let mut above: HashMap<&'static str, bool> = HashMap::new();
         let mut seen = 0u64;
@@ -361,8 +365,10 @@ impl Risk {
     }
 
     #[run]
-    async fn check(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+    async fn check(&self, ready: Ready, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut signals = self.desk.signals.subscribe();
+        // Subscribed: `running` from now on, so nothing sent after the start is missed.
+        ready.notify();
         let mut positions: HashMap<&'static str, i64> = HashMap::new();
         while let Some(signal) = next(&mut signals, &shutdown).await {
             // Read at each signal: a reload applies from the next one.
@@ -429,8 +435,10 @@ impl OrderGateway {
     }
 
     #[run]
-    async fn send(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+    async fn send(&self, ready: Ready, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut orders = self.desk.orders.subscribe();
+        // Subscribed: `running` from now on, so nothing sent after the start is missed.
+        ready.notify();
         while let Some(order) = next(&mut orders, &shutdown).await {
             tokio::time::sleep(Duration::from_millis(5)).await; // the exchange's acknowledgement
             if order.quantity > 0 {
@@ -491,8 +499,10 @@ impl AuditLog {
     }
 
     #[run]
-    async fn record(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+    async fn record(&self, ready: Ready, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut orders = self.desk.orders.subscribe();
+        // Subscribed: `running` from now on, so nothing sent after the start is missed.
+        ready.notify();
         while let Some(order) = next(&mut orders, &shutdown).await {
             self.records.lock().expect("journal lock").push(order);
             count(&self.desk.counters.audited);

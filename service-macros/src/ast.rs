@@ -370,12 +370,56 @@ impl Hook<'_> {
         }
     }
 
-    /// A `#[run]` hook's argument after `&self`: the `Shutdown`, if it takes one.
-    pub(crate) fn shutdown_arg(&self) -> Option<&syn::PatType> {
-        self.method.sig.inputs.iter().find_map(|input| match input {
-            syn::FnArg::Typed(arg) => Some(arg),
-            syn::FnArg::Receiver(_) => None,
-        })
+    /// A `#[run]` hook's arguments after `&self`, in order, each with what it is.
+    pub(crate) fn run_args(&self) -> Vec<RunArg<'_>> {
+        self.method
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|input| match input {
+                syn::FnArg::Typed(arg) => Some(RunArg {
+                    role: RunArgRole::of(&arg.ty),
+                    arg,
+                }),
+                syn::FnArg::Receiver(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// An argument of a `#[run]` hook after `&self`.
+pub(crate) struct RunArg<'a> {
+    pub(crate) role: RunArgRole,
+    pub(crate) arg: &'a syn::PatType,
+}
+
+/// What a `#[run]` hook's argument is, told by the last segment of its type's path (the
+/// macro sees tokens, not types: a renamed import of `Shutdown` counts as state).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunArgRole {
+    /// The service's `Shutdown`.
+    Shutdown,
+    /// The `Ready` the hook notifies once the service is ready.
+    Ready,
+    /// The value an `#[init(state)]` hook returned, handed over by value.
+    State,
+}
+
+impl RunArgRole {
+    fn of(ty: &Type) -> Self {
+        let last = match ty {
+            Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
+            _ => None,
+        };
+        match last {
+            Some(segment) if segment.arguments.is_none() && segment.ident == "Shutdown" => {
+                RunArgRole::Shutdown
+            }
+            Some(segment) if segment.arguments.is_none() && segment.ident == "Ready" => {
+                RunArgRole::Ready
+            }
+            _ => RunArgRole::State,
+        }
     }
 }
 

@@ -294,6 +294,8 @@ pub(crate) struct HookAttr<'a> {
     pub(crate) name: Option<LitStr>,
     /// `optional` (health); `critical` is the default.
     pub(crate) optional: bool,
+    /// `state` (init): the hook's `Ok` value is handed to the `#[run]` hook.
+    pub(crate) state: Option<Span>,
 }
 
 impl<'a> HookAttr<'a> {
@@ -304,6 +306,7 @@ impl<'a> HookAttr<'a> {
             timeout: None,
             name: None,
             optional: false,
+            state: None,
         };
         match &attr.meta {
             Meta::Path(_) => {}
@@ -357,7 +360,23 @@ impl<'a> HookAttr<'a> {
                             );
                             skip_value(meta.input)?;
                         }
-                        (HookKind::Init | HookKind::Cleanup | HookKind::Reload, _) => {
+                        (HookKind::Init, "state") => {
+                            let first = keys.first(&meta);
+                            let span = flag(cx, &meta, &key)?;
+                            if first {
+                                hook.state = Some(span);
+                            }
+                        }
+                        (HookKind::Init, _) => {
+                            cx.error_spanned_by(
+                                &meta.path,
+                                format!(
+                                    "unknown `#[init]` argument `{key}`; expected `timeout` or `state`"
+                                ),
+                            );
+                            skip_value(meta.input)?;
+                        }
+                        (HookKind::Cleanup | HookKind::Reload, _) => {
                             cx.error_spanned_by(
                                 &meta.path,
                                 format!(

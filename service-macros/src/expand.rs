@@ -8,7 +8,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Generics, Ident, Item, Path, ReturnType};
 
-use crate::ast::{Hook, ImplBlock, Lifecycle, Method, Service};
+use crate::ast::{Hook, ImplBlock, Lifecycle, Method, RunArgRole, Service};
 use crate::attr::{HookKind, LifecycleArgs};
 use crate::ctxt::Ctxt;
 use crate::valid;
@@ -308,50 +308,90 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
             impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_
         }
     };
-    let run = match run {
-        Some(hook) => match hook.shutdown_arg() {
-            Some(shutdown) => {
-                // At the user's parameter type: a parameter that is not a `Shutdown` is reported there.
-                let shutdown = quote_spanned!(at(shutdown.ty.span())=> __service_shutdown);
-                let call = call_hook(lifecycle, hook, krate, &quote!(self, #shutdown));
-                let run_future = run_future(hook.method.sig.ident.span());
-                quote! {
-                    fn __run(&self, __service_shutdown: #krate::Shutdown) -> #run_future {
-                        #call
-                    }
-                }
+    let run_state_ty = match run.map(|hook| hook.run_args()) {
+        Some(args) => match args.iter().find(|arg| arg.role == RunArgRole::State) {
+            Some(state) => {
+                let ty = &state.arg.ty;
+                // At the user's type: a type that is not `Send + 'static` is reported there.
+                quote_spanned!(at(ty.span())=> #ty)
             }
-            None => {
-                // The hook cannot hear a stop: dropped when shutdown is requested.
-                let call = call_hook(lifecycle, hook, krate, &quote!(self));
-                let run_future = run_future(hook.method.sig.ident.span());
-                quote! {
-                    fn __run(&self, __service_shutdown: #krate::Shutdown) -> #run_future {
-                        #private::until_shutdown(__service_shutdown, #call)
-                    }
-                }
-            }
+            None => quote!(()),
         },
+        None => quote!(()),
+    };
+    let run = match run {
+        Some(hook) => {
+            let args = hook.run_args();
+            let takes_shutdown = args.iter().any(|arg| arg.role == RunArgRole::Shutdown);
+            // The user's arguments in the user's order, each at its type: an argument of
+            // the wrong type is reported there.
+            let passed = args.iter().map(|arg| {
+                let span = arg.arg.ty.span();
+                match arg.role {
+                    RunArgRole::Shutdown => quote_spanned!(at(span)=> __service_shutdown),
+                    RunArgRole::Ready => quote_spanned!(at(span)=> __service_ready),
+                    RunArgRole::State => {
+                        let private = respan(&private, span);
+                        quote_spanned!(at(span)=> #private::run_state(__service_state))
+                    }
+                }
+            });
+            let call = call_hook(lifecycle, hook, krate, &quote!(self, #(#passed),*));
+            let run_future = run_future(hook.method.sig.ident.span());
+            let body = if takes_shutdown {
+                call
+            } else {
+                // The hook cannot hear a stop: dropped when shutdown is requested.
+                quote!(#private::until_shutdown(__service_shutdown, #call))
+            };
+            quote! {
+                fn __run(
+                    &self,
+                    __service_shutdown: #krate::Shutdown,
+                    __service_ready: #krate::Ready,
+                    __service_state: #private::Option<#run_state_ty>,
+                ) -> #run_future {
+                    #body
+                }
+            }
+        }
         None => quote! {
             // Never called: `__HOOKS.run` is `None`.
-            fn __run(&self, _: #krate::Shutdown) -> impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_ {
+            fn __run(
+                &self,
+                _: #krate::Shutdown,
+                _: #krate::Ready,
+                _: #private::Option<#run_state_ty>,
+            ) -> impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_ {
                 ::core::future::ready(::core::result::Result::Ok(()))
             }
         },
     };
+    let run_ready = lifecycle.hooks(HookKind::Run).next().is_some_and(|hook| {
+        hook.run_args()
+            .iter()
+            .any(|arg| arg.role == RunArgRole::Ready)
+    });
 
     quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Lifecycle for #self_ty #where_clause {
+            type __RunState = #run_state_ty;
+
             const __HOOKS: #private::Hooks = #private::Hooks {
                 init: &[#(#init_specs),*],
                 cleanup: &[#(#cleanup_specs),*],
                 health: &[#(#check_specs),*],
                 run: #run_spec,
+                run_ready: #run_ready,
                 reload: &[#(#reload_specs),*],
             };
 
-            fn __init(&mut self, __service_index: usize) -> #private::HookFuture<'_> {
+            fn __init<'__service>(
+                &'__service mut self,
+                __service_index: usize,
+                __service_state: &'__service mut #private::Option<#run_state_ty>,
+            ) -> #private::HookFuture<'__service> {
                 #init
             }
 
@@ -427,6 +467,9 @@ fn call_hook(
             HookKind::Health => quote_spanned! {at(output_span)=>
                 #krate::__private::IntoHealthDetail::into_health_detail(Self::#method(#args).await)
             },
+            HookKind::Init if hook.attr.state.is_some() => quote_spanned! {at(output_span)=>
+                #krate::__private::store_run_state(__service_state, Self::#method(#args).await)
+            },
             _ => quote_spanned! {at(output_span)=>
                 #krate::__private::IntoHookResult::into_hook_result(Self::#method(#args).await)
             },
@@ -457,9 +500,15 @@ fn stub_lifecycle(block: &ImplBlock, krate: &TokenStream) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Lifecycle for #self_ty #where_clause {
+            type __RunState = ();
+
             const __HOOKS: #private::Hooks = #private::Hooks::NONE;
 
-            fn __init(&mut self, _: usize) -> #private::HookFuture<'_> {
+            fn __init<'__service>(
+                &'__service mut self,
+                _: usize,
+                _: &'__service mut #private::Option<()>,
+            ) -> #private::HookFuture<'__service> {
                 ::core::unreachable!()
             }
 
@@ -475,7 +524,12 @@ fn stub_lifecycle(block: &ImplBlock, krate: &TokenStream) -> TokenStream {
                 ::core::unreachable!()
             }
 
-            fn __run(&self, _: #krate::Shutdown) -> impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_ {
+            fn __run(
+                &self,
+                _: #krate::Shutdown,
+                _: #krate::Ready,
+                _: #private::Option<()>,
+            ) -> impl ::core::future::Future<Output = #private::HookResult> + ::core::marker::Send + '_ {
                 async { ::core::unreachable!() }
             }
         }

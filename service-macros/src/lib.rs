@@ -237,7 +237,7 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// | `#[init]` | `async fn name(&mut self) -> Result<(), E>` | any; run in source order by `start()` |
 /// | `#[cleanup]` | `async fn name(&mut self) -> Result<(), E>` | any; run in reverse source order by `stop()`, each one even if another failed |
 /// | `#[health]` | `async fn name(&self) -> T` | any; run concurrently by `health()` |
-/// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>` | at most one; runs while the service is running |
+/// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>`; it may also take a `Ready` and the value of the `#[init(state)]` hook, in any order | at most one; runs while the service is running |
 /// | `#[reload]` | `async fn name(&self) -> Result<(), E>` | any; run in source order by `reload()` (a supervisor's on `SIGHUP`) while the service keeps running |
 ///
 /// `E` is any type that converts into `Box<dyn Error + Send + Sync>`: your own error
@@ -251,6 +251,13 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// begins, and the stop is clean: write it that way when dropping the loop at any
 /// `.await` loses nothing. Returning `Ok` earlier stops the service; returning `Err` puts
 /// it in the `error` status.
+///
+/// A `#[run]` hook that takes a `Ready` is spawned while the service is `starting`, and the
+/// start waits (under `start_timeout`) until it calls `ready.notify()`: only then is the
+/// service `running`. A `#[run]` argument that is neither a `Shutdown` nor a `Ready` (told
+/// by the last segment of its type's path) is the `Ok` value of the init hook marked
+/// `#[init(state)]`, handed over by value: how a loop owns a receiver or a stream without
+/// a `Mutex<Option<_>>`.
 ///
 /// A `#[reload]` hook re-reads what may change while the service runs (a configuration
 /// file, a certificate): `&self`, like a health check, so the state it replaces sits
@@ -268,6 +275,7 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// | attribute | keys |
 /// |---|---|
 /// | `#[init(...)]`, `#[cleanup(...)]`, `#[reload(...)]` | `timeout = "5s"`: this hook's budget instead of the service's `start_timeout` (init, reload) / `stop_timeout` (cleanup) |
+/// | `#[init(state)]` | its `Ok` value is handed to the `#[run]` hook, which takes it as an argument (one such hook per service) |
 /// | `#[health(...)]` | `name = "…"`: the check's name in the health report (default: the method's name; unique per service). `critical` (the default): its failure makes the service unhealthy; or `optional`: its failure only degrades it. `timeout = "250ms"`: instead of the service's `health_timeout` |
 /// | `#[run]` | none |
 ///

@@ -4,7 +4,7 @@
 use quote::quote;
 use syn::{FnArg, GenericParam, ReturnType, Type};
 
-use crate::ast::{Hook, Lifecycle, Service};
+use crate::ast::{Hook, Lifecycle, RunArg, RunArgRole, Service};
 use crate::attr::HookKind;
 use crate::ctxt::Ctxt;
 
@@ -68,6 +68,7 @@ pub(crate) fn check_lifecycle(cx: &Ctxt, lifecycle: &Lifecycle) {
             "a service has at most one `#[run]` hook",
         );
     }
+    check_run_state(cx, lifecycle);
     let mut check_names: Vec<String> = Vec::new();
     for check in lifecycle.hooks(HookKind::Health) {
         let (name, span) = check.check_name();
@@ -108,7 +109,15 @@ fn check_signature(cx: &Ctxt, hook: &Hook) {
 
     let takes_mut = matches!(kind, HookKind::Init | HookKind::Cleanup);
     let receiver = if takes_mut { "&mut self" } else { "&self" };
-    let receiver_message = format!("`{attr}` hooks take `{receiver}`");
+    let receiver_message = if kind == HookKind::Run {
+        "`#[run]` hooks take `&self`: the health checks read the service while it runs. \
+         To own what the loop consumes (a receiver, a stream), return it from an init hook \
+         marked `#[init(state)]` and take it as an argument: \
+         `async fn run(&self, rx: Receiver<T>, shutdown: Shutdown)`"
+            .to_owned()
+    } else {
+        format!("`{attr}` hooks take `{receiver}`")
+    };
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(self_arg)) => {
@@ -126,20 +135,81 @@ fn check_signature(cx: &Ctxt, hook: &Hook) {
             return check_return(cx, hook);
         }
     }
-    let extra: Vec<&FnArg> = if kind == HookKind::Run {
-        inputs.skip(1).collect()
-    } else {
-        inputs.collect()
-    };
-    if !extra.is_empty() {
-        let message = if kind == HookKind::Run {
-            "a `#[run]` hook takes `&self` and optionally a `Shutdown`, nothing else".to_owned()
-        } else {
-            format!("`{attr}` hooks take no arguments besides `{receiver}`")
-        };
-        cx.error_spanned_by(quote!(#(#extra),*), message);
+    // A run hook's arguments are checked with the init hooks (`check_run_state`).
+    let extra: Vec<&FnArg> = inputs.collect();
+    if kind != HookKind::Run && !extra.is_empty() {
+        cx.error_spanned_by(
+            quote!(#(#extra),*),
+            format!("`{attr}` hooks take no arguments besides `{receiver}`"),
+        );
     }
     check_return(cx, hook);
+}
+
+/// The arguments of the `#[run]` hook (each of `Shutdown`, `Ready` and an owned state at
+/// most once), and the `#[init(state)]` hook that makes the state.
+fn check_run_state(cx: &Ctxt, lifecycle: &Lifecycle) {
+    let state_inits: Vec<&Hook> = lifecycle
+        .hooks(HookKind::Init)
+        .filter(|hook| hook.attr.state.is_some())
+        .collect();
+    for extra in state_inits.iter().skip(1) {
+        cx.error_at(
+            extra.attr.state.expect("filtered on `state`"),
+            "only one init hook can be `#[init(state)]`: its `Ok` value is the one the `#[run]` \
+             hook takes; return several values in a tuple or a struct",
+        );
+    }
+    let run = lifecycle.hooks(HookKind::Run).next();
+    let state_arg = run.and_then(|run| check_run_args(cx, &run.run_args()));
+    match (state_inits.first(), state_arg) {
+        (Some(init), None) => {
+            let message = if run.is_some() {
+                "`#[init(state)]` hands its `Ok` value to the `#[run]` hook, which takes none: \
+                 add an argument for it, like `async fn run(&self, state: T, shutdown: Shutdown)`"
+            } else {
+                "`#[init(state)]` hands its `Ok` value to the `#[run]` hook, and this service has \
+                 none: add one that takes it, like `async fn run(&self, state: T, shutdown: Shutdown)`"
+            };
+            cx.error_at(init.attr.state.expect("filtered on `state`"), message);
+        }
+        (None, Some(arg)) => {
+            let pat = &arg.pat;
+            cx.error_spanned_by(
+                arg,
+                format!(
+                    "the argument `{}` is neither a `Shutdown` nor a `Ready`: to hand the run loop \
+                     a value it owns, return it as `Ok(value)` from an init hook marked \
+                     `#[init(state)]`",
+                    quote!(#pat)
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Each role at most once; returns the state argument, if any.
+fn check_run_args<'a>(cx: &Ctxt, args: &[RunArg<'a>]) -> Option<&'a syn::PatType> {
+    let mut state = None;
+    for (i, arg) in args.iter().enumerate() {
+        if args[..i].iter().all(|earlier| earlier.role != arg.role) {
+            if arg.role == RunArgRole::State {
+                state = Some(arg.arg);
+            }
+            continue;
+        }
+        let message = match arg.role {
+            RunArgRole::Shutdown => "a `#[run]` hook takes at most one `Shutdown`",
+            RunArgRole::Ready => "a `#[run]` hook takes at most one `Ready`",
+            RunArgRole::State => {
+                "a `#[run]` hook takes at most one value from `#[init(state)]` (besides its \
+                 `Shutdown` and `Ready`): hand it several in a tuple or a struct"
+            }
+        };
+        cx.error_spanned_by(arg.arg, message);
+    }
+    state
 }
 
 fn check_return(cx: &Ctxt, hook: &Hook) {

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use ::core::option::Option::{None, Some};
+pub use ::core::option::Option::{self, None, Some};
 pub use ::std::sync::OnceLock;
 pub use ::std::vec::Vec;
 
@@ -59,6 +59,8 @@ pub struct Hooks {
     pub health: &'static [CheckSpec],
     /// The `#[run]` hook.
     pub run: Option<HookSpec>,
+    /// The `#[run]` hook takes a [`Ready`](crate::Ready): a start waits for its signal.
+    pub run_ready: bool,
     /// `#[reload]` hooks.
     pub reload: &'static [HookSpec],
 }
@@ -70,6 +72,7 @@ impl Hooks {
         cleanup: &[],
         health: &[],
         run: None,
+        run_ready: false,
         reload: &[],
     };
 }
@@ -133,6 +136,39 @@ where
     fn into_hook_result(self) -> HookResult {
         self.map_err(Into::into)
     }
+}
+
+/// Normalises the output of an `#[init(state)]` hook: the `T` of `Result<T, E>` is what
+/// the `#[run]` hook takes.
+#[diagnostic::on_unimplemented(
+    message = "an `#[init(state)]` hook must return `Result<{T}, E>`, not `{Self}`",
+    label = "expected `Result<{T}, E>`: `{T}` is what the `#[run]` hook takes",
+    note = "the `Ok` value of the `#[init(state)]` hook is handed to the `#[run]` hook by value"
+)]
+pub trait IntoRunState<T> {
+    /// Splits into the state and the runtime's result.
+    fn into_run_state(self) -> Result<T, BoxError>;
+}
+
+impl<T, E> IntoRunState<T> for Result<T, E>
+where
+    E: Into<BoxError>,
+{
+    fn into_run_state(self) -> Result<T, BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Keeps the `Ok` value of an `#[init(state)]` hook for the run loop.
+pub fn store_run_state<T, R: IntoRunState<T>>(slot: &mut Option<T>, result: R) -> HookResult {
+    *slot = Some(result.into_run_state()?);
+    Ok(())
+}
+
+/// The value an `#[init(state)]` hook made, for the `#[run]` hook.
+pub fn run_state<T>(state: Option<T>) -> T {
+    // A start spawns the run loop only after every init hook returned `Ok`.
+    state.expect("the `#[init(state)]` hook returned `Ok` before the run loop began")
 }
 
 /// Normalises the output of a health check.

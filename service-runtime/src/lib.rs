@@ -63,6 +63,7 @@ mod local;
 mod managed;
 #[cfg(feature = "http")]
 mod probes;
+mod ready;
 mod restart;
 mod service;
 mod shutdown;
@@ -79,6 +80,7 @@ pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
 pub use probes::http::DEFAULT_HEALTH_CACHE_TTL;
 #[cfg(feature = "http")]
 pub use probes::{ProbeLimits, ShowDetails};
+pub use ready::Ready;
 pub use restart::{Restart, RestartPolicy};
 pub use service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service,

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::__private::{CheckFuture, ComponentEntry, HookFuture, HookResult, Hooks};
-use crate::Shutdown;
 use crate::restart::{Restart, RestartPolicy};
+use crate::{Ready, Shutdown};
 
 /// Timeout applied to each init hook when `#[service(start_timeout = "…")]` is absent.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -177,13 +177,21 @@ pub trait Service: Lifecycle {
     note = "add `#[lifecycle] impl {Self} {{ ... }}` with its hooks; an empty block is fine for a service without hooks"
 )]
 pub trait Lifecycle: Send + Sync + Sized + 'static {
+    /// What the `#[init(state)]` hook hands the `#[run]` hook (`()` without one).
+    #[doc(hidden)]
+    type __RunState: Send + 'static;
+
     /// Names and options of the hooks, in source order.
     #[doc(hidden)]
     const __HOOKS: Hooks;
 
-    /// Runs init hook number `index` (source order).
+    /// Runs init hook number `index` (source order); the `#[init(state)]` hook fills `state`.
     #[doc(hidden)]
-    fn __init(&mut self, index: usize) -> HookFuture<'_>;
+    fn __init<'a>(
+        &'a mut self,
+        index: usize,
+        state: &'a mut Option<Self::__RunState>,
+    ) -> HookFuture<'a>;
 
     /// Runs cleanup hook number `index` (source order; the runtime walks them in reverse).
     #[doc(hidden)]
@@ -203,5 +211,10 @@ pub trait Lifecycle: Send + Sync + Sized + 'static {
     /// holds it inline: one allocation less per started run-loop service. The others stay
     /// boxed because one method returns the futures of several hooks (chosen by `index`).
     #[doc(hidden)]
-    fn __run(&self, shutdown: Shutdown) -> impl Future<Output = HookResult> + Send + '_;
+    fn __run(
+        &self,
+        shutdown: Shutdown,
+        ready: Ready,
+        state: Option<Self::__RunState>,
+    ) -> impl Future<Output = HookResult> + Send + '_;
 }

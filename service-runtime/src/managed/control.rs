@@ -14,8 +14,11 @@
 //!   the service out of them, or its guard, which ends an operation dropped half-way in
 //!   `error`. A start or stop with nothing to await makes its two transitions inline,
 //!   under one lock, without an operation. A run loop's task makes one transition, from
-//!   `running` (the only status with a loop in `Control::run`): to `error` when its loop
-//!   fails; a loop that returns `Ok` asks for a stop instead, which is an operation.
+//!   `running`: to `error` when its loop fails; a loop that returns `Ok` asks for a stop
+//!   instead, which is an operation. `Control::run` holds a loop only while `running`, or
+//!   while `starting` when the start waits for the loop's ready signal: then the start
+//!   owns it, and the loop's end goes to the start, never to a transition
+//!   ([`ready_wait`](super::ready_wait)).
 //!   A supervisor's shutdown that gives up on the service moves it to `error` from any
 //!   status ([`abandon`](super::abandon)), taking the operation, the loops and the
 //!   components away; until the next call, nothing else moves it (`Control::abandoned`).

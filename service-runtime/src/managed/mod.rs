@@ -12,6 +12,7 @@ mod hooks;
 mod loop_stop;
 mod observers;
 mod operation;
+mod ready_wait;
 mod reload;
 mod run_loop;
 mod start;

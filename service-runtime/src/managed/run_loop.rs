@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
-use tokio::sync::RwLockReadGuard;
+use tokio::sync::{RwLockReadGuard, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -19,10 +19,10 @@ use super::Managed;
 use super::control::{Control, Inner, run_hook_name};
 use super::hooks::panic_message;
 use crate::__private::HookResult;
-use crate::Shutdown;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::service::{Lifecycle, Service};
 use crate::status::ServiceStatus;
+use crate::{Ready, Shutdown};
 
 /// The run loop of a `running` service.
 pub(super) struct RunLoop {
@@ -43,10 +43,34 @@ const MAX_INLINE_RUN_FUTURE: usize = 1024;
 
 /// The size of the future `S::__run` returns, without making one.
 fn run_future_size<S: Lifecycle>() -> usize {
-    fn size_of_output<'a, S: 'a, F>(_: fn(&'a S, Shutdown) -> F) -> usize {
+    fn size_of_output<'a, S: 'a, T, F>(_: fn(&'a S, Shutdown, Ready, Option<T>) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     size_of_output(S::__run)
+}
+
+/// How a loop ended, for a start that waits for its ready signal: `None` for `Ok`.
+pub(super) type EarlyExit = Option<HookFailure>;
+
+/// What a run loop begins with.
+pub(super) struct LoopStart<S: Service> {
+    pub(super) ready: Ready,
+    pub(super) state: Option<S::__RunState>,
+    /// Set while a start waits for the loop's ready signal: the loop's end goes there
+    /// rather than to a transition, unless the start adopted the loop (dropped the
+    /// receiver) by then.
+    pub(super) early_exit: Option<oneshot::Sender<EarlyExit>>,
+}
+
+impl<S: Service> LoopStart<S> {
+    /// The start of a loop that is `running` at once.
+    pub(super) fn running(state: Option<S::__RunState>) -> Self {
+        LoopStart {
+            ready: Ready::unused(),
+            state,
+            early_exit: None,
+        }
+    }
 }
 
 /// Inside a loop's task: reports the loop's exit, or the task dropped before it.
@@ -56,6 +80,8 @@ struct RunTaskGuard<S: Service> {
     inner: Arc<Inner<S>>,
     id: u64,
     reported: bool,
+    /// See [`LoopStart::early_exit`].
+    early_exit: Option<oneshot::Sender<EarlyExit>>,
 }
 
 impl<S: Service> RunTaskGuard<S> {
@@ -67,6 +93,17 @@ impl<S: Service> RunTaskGuard<S> {
             Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
             Err(panic) => Some(HookFailure::Panic(panic)),
         };
+        if let Some(early_exit) = self.early_exit.take() {
+            match self.inner.hand_to_start(self.id, early_exit, failure) {
+                Ok(()) => return,
+                Err(failure) => return self.end_running(failure).await,
+            }
+        }
+        self.end_running(failure).await;
+    }
+
+    /// Reports the end of a loop that was `running`.
+    async fn end_running(self, failure: Option<HookFailure>) {
         if let Some((op, error)) = self.inner.clone().on_run_exit(self.id, failure) {
             // Boxed: the task lives as long as its loop, the stop's state only at its end.
             let errors = error.into_iter().collect();
@@ -77,9 +114,17 @@ impl<S: Service> RunTaskGuard<S> {
 
 impl<S: Service> Drop for RunTaskGuard<S> {
     fn drop(&mut self) {
-        if !self.reported {
-            self.inner.run_task_dropped(self.id);
+        if self.reported {
+            return;
         }
+        self.reported = true;
+        // A start waiting for the loop sees its sender dropped: the task is gone.
+        if let Some(early_exit) = self.early_exit.take() {
+            if self.inner.release_to_start(self.id, early_exit) {
+                return;
+            }
+        }
+        self.inner.run_task_dropped(self.id);
     }
 }
 
@@ -96,6 +141,7 @@ impl<S: Service> Inner<S> {
     pub(super) fn spawn_run_loop(
         self: &Arc<Self>,
         ctl: &mut Control,
+        start: LoopStart<S>,
     ) -> Result<Option<RunLoop>, ServiceError> {
         if S::__HOOKS.run.is_none() {
             return Ok(None);
@@ -116,11 +162,13 @@ impl<S: Service> Inner<S> {
             inner: self.clone(),
             id,
             reported: false,
+            early_exit: start.early_exit,
         };
+        let (ready, state) = (start.ready, start.state);
         let task = if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE {
-            self.spawn_run_task_inline(guard, shutdown.clone())
+            self.spawn_run_task_inline(guard, shutdown.clone(), ready, state)
         } else {
-            self.spawn_run_task_boxed(guard, shutdown.clone())
+            self.spawn_run_task_boxed(guard, shutdown.clone(), ready, state)
         };
         Ok(Some(RunLoop {
             id,
@@ -133,11 +181,17 @@ impl<S: Service> Inner<S> {
     // Each way in a function of its own, so that neither stack frame holds the other's
     // future.
     #[inline(never)]
-    fn spawn_run_task_inline(&self, guard: RunTaskGuard<S>, shutdown: Shutdown) -> AbortHandle {
+    fn spawn_run_task_inline(
+        &self,
+        guard: RunTaskGuard<S>,
+        shutdown: Shutdown,
+        ready: Ready,
+        state: Option<S::__RunState>,
+    ) -> AbortHandle {
         self.spawn_run_task(async move {
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
-                AssertUnwindSafe(service.__run(shutdown))
+                AssertUnwindSafe(service.__run(shutdown, ready, state))
                     .catch_unwind()
                     .await
             };
@@ -148,11 +202,17 @@ impl<S: Service> Inner<S> {
     }
 
     #[inline(never)]
-    fn spawn_run_task_boxed(&self, guard: RunTaskGuard<S>, shutdown: Shutdown) -> AbortHandle {
+    fn spawn_run_task_boxed(
+        &self,
+        guard: RunTaskGuard<S>,
+        shutdown: Shutdown,
+        ready: Ready,
+        state: Option<S::__RunState>,
+    ) -> AbortHandle {
         self.spawn_run_task(async move {
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
-                AssertUnwindSafe(Box::pin(service.__run(shutdown)))
+                AssertUnwindSafe(Box::pin(service.__run(shutdown, ready, state)))
                     .catch_unwind()
                     .await
             };

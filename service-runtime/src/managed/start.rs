@@ -13,6 +13,7 @@ use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::HookOutcome;
 use super::operation::{OpResult, Waiting};
+use super::run_loop::LoopStart;
 use crate::__private::ComponentEntry;
 use crate::error::{BoxError, HookFailure, HookKind, ServiceError};
 use crate::service::Service;
@@ -20,9 +21,13 @@ use crate::status::ServiceStatus;
 
 impl<S: Service> Inner<S> {
     /// Whether a start has nothing to await: no init hook, no cleanup owed from a failed
-    /// run, no component.
+    /// run, no component, no ready signal of the run loop.
     pub(super) fn start_owes_nothing(&self, ctl: &Control) -> bool {
-        if !S::__HOOKS.init.is_empty() || ctl.cleanup_owed || !ctl.components.is_empty() {
+        if !S::__HOOKS.init.is_empty()
+            || S::__HOOKS.run_ready
+            || ctl.cleanup_owed
+            || !ctl.components.is_empty()
+        {
             return false;
         }
         let Ok(service) = self.service.try_read() else {
@@ -37,7 +42,7 @@ impl<S: Service> Inner<S> {
     pub(super) fn start_inline(self: &Arc<Self>, ctl: &mut Control) -> OpResult {
         let now = Instant::now();
         self.transition(ctl, ServiceStatus::Starting, None, now);
-        self.become_running(ctl, Vec::new(), now)
+        self.become_running(ctl, Vec::new(), None, now)
     }
 
     /// Begins a start from `stopped` or `error`. From `error` with cleanup or components
@@ -68,12 +73,11 @@ impl<S: Service> Inner<S> {
         self: &Arc<Self>,
         ctl: &mut Control,
         components: Vec<ComponentEntry>,
+        state: Option<S::__RunState>,
         now: Instant,
     ) -> OpResult {
-        ctl.components = components;
-        ctl.cleanup_owed = true;
-        self.transition(ctl, ServiceStatus::Running, None, now);
-        match self.spawn_run_loop(ctl) {
+        self.enter_running(ctl, components, now);
+        match self.spawn_run_loop(ctl, LoopStart::running(state)) {
             Ok(run) => {
                 ctl.run = run;
                 self.watch_components(ctl);
@@ -81,6 +85,18 @@ impl<S: Service> Inner<S> {
             }
             Err(error) => Err(self.fail(ctl, error)),
         }
+    }
+
+    /// `running`, with what the start started: cleanup is owed from now on.
+    pub(super) fn enter_running(
+        &self,
+        ctl: &mut Control,
+        components: Vec<ComponentEntry>,
+        now: Instant,
+    ) {
+        ctl.components = components;
+        ctl.cleanup_owed = true;
+        self.transition(ctl, ServiceStatus::Running, None, now);
     }
 
     /// The work of a start. Ends `running`, `error` (the start failed) or `stopped` (the
@@ -106,9 +122,11 @@ impl<S: Service> Inner<S> {
                 return Err(self.fail(&mut ctl, error));
             }
         };
+        // Filled by the `#[init(state)]` hook, for the run loop.
+        let mut state = None;
         for (index, spec) in S::__HOOKS.init.iter().enumerate() {
             let timeout = spec.timeout.unwrap_or(self.config().start_timeout);
-            let future = service.__init(index);
+            let future = service.__init(index, &mut state);
             match self
                 .run_hook(HookKind::Init, spec.name, future, timeout, Some(&cancel))
                 .await
@@ -136,12 +154,16 @@ impl<S: Service> Inner<S> {
             Box::pin(self.start_components(components, &cancel)).await?
         };
 
+        if S::__HOOKS.run_ready {
+            // Boxed: only services whose run hook signals ready carry this wait.
+            return Box::pin(self.start_awaiting_ready(started, state, &cancel)).await;
+        }
         let mut ctl = self.lock();
         if cancel.is_cancelled() {
             drop(ctl);
             return Err(Box::pin(self.abandon_start(started, true)).await);
         }
-        let result = self.become_running(&mut ctl, started, Instant::now());
+        let result = self.become_running(&mut ctl, started, state, Instant::now());
         drop(ctl);
         // This start may end in a task after every handle went: nothing could stop the
         // loop it spawned, so it ends now.
@@ -214,7 +236,11 @@ impl<S: Service> Inner<S> {
 
     /// A start failed after every init hook completed: undo it (components, cleanup
     /// hooks) and end in `error` with the first cause.
-    async fn fail_start(&self, error: ServiceError, started: Vec<ComponentEntry>) -> ServiceError {
+    pub(super) async fn fail_start(
+        &self,
+        error: ServiceError,
+        started: Vec<ComponentEntry>,
+    ) -> ServiceError {
         for secondary in self.stop_steps(started, true).await {
             // Each was logged where it happened; this ties it to the failed start.
             tracing::debug!(parent: &self.span(), error = %secondary, "while undoing a failed start");
@@ -223,7 +249,11 @@ impl<S: Service> Inner<S> {
     }
 
     /// `stop()` cancelled the start: `starting → stopping`, undo what was done, `→ stopped`.
-    async fn abandon_start(&self, started: Vec<ComponentEntry>, cleanup: bool) -> ServiceError {
+    pub(super) async fn abandon_start(
+        &self,
+        started: Vec<ComponentEntry>,
+        cleanup: bool,
+    ) -> ServiceError {
         self.transition(
             &mut self.lock(),
             ServiceStatus::Stopping,

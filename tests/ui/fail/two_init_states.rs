@@ -1,0 +1,27 @@
+use service_runtime::{Ready, Service, Shutdown, lifecycle};
+
+#[derive(Service)]
+struct Feed;
+
+#[lifecycle]
+impl Feed {
+    #[init(state)]
+    async fn subscribe(&mut self) -> Result<u32, std::io::Error> {
+        Ok(7)
+    }
+
+    #[init(state)]
+    async fn replay(&mut self) -> Result<u32, std::io::Error> {
+        Ok(8)
+    }
+
+    #[run]
+    async fn pump(&self, offset: u32, _shutdown: Shutdown) -> Result<(), std::io::Error> {
+        let _ = offset;
+        Ok(())
+    }
+}
+
+fn main() {
+    let _ = std::marker::PhantomData::<Ready>;
+}
