@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::{Log, history, settle, watched};
 use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
 use service_runtime::{
-    HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown, Supervisor, lifecycle,
+    HealthStatus, HookKind, Managed, Restart, RestartPolicy, Service, ServiceError, Shutdown,
+    Supervisor, lifecycle,
 };
 use tokio::sync::Notify;
 
@@ -415,4 +416,96 @@ async fn a_critical_failure_is_never_missed_on_the_multi_thread_runtime() {
         service.start().await.unwrap();
         service.stop().await.unwrap();
     }
+}
+
+/// A supervised tolerant pipeline whose consumer fails `cuts` times, `apart` apart.
+async fn supervised_tolerant_run(cuts: u32, apart: Duration) -> service_runtime::Report {
+    let switches = switches();
+    let supervisor = Supervisor::new().add(tolerant(&switches));
+    let handle = supervisor.handle();
+    supervisor
+        .run_until(async {
+            handle.started().await.unwrap();
+            for _ in 0..cuts {
+                switches.cut.notify_one();
+                settle().await;
+                tokio::time::sleep(apart).await;
+            }
+        })
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_report_counts_an_optional_components_healed_failures_as_restarts() {
+    // Two failures, each restarted (after 1 s, then 2 s): healed, exit 0.
+    let report = supervised_tolerant_run(2, Duration::from_secs(5)).await;
+
+    assert!(report.is_success(), "{:?}", report.errors());
+    assert_eq!(report.code(), 0);
+    let record = report
+        .restarts_of("consumer")
+        .expect("the consumer's restarts are in the report");
+    assert_eq!(record.count, 2);
+    assert_eq!(
+        record.last_cause.to_string(),
+        "service `consumer`: run hook `consume` failed: broker connection lost"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_report_fails_for_an_optional_component_left_in_error() {
+    // `max_restarts = 2` within a minute: the third failure is left in `error`.
+    let report = supervised_tolerant_run(3, Duration::from_secs(5)).await;
+
+    assert!(!report.is_success());
+    assert_eq!(report.code(), 1);
+    let error = report
+        .error_of("pipeline")
+        .expect("the pipeline's component failure is in the report");
+    assert_eq!(error.to_string(), CAUSE);
+    assert_eq!(report.restarts_of("consumer").map(|r| r.count), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_temporary_optional_component_is_not_restarted_and_its_failure_fails_the_run() {
+    let switches = switches();
+    let temporary = Consumer::config().restart(RestartPolicy::new(Restart::Temporary));
+    let pipeline = TolerantPipeline {
+        consumer: Managed::with_config(
+            Consumer {
+                log: switches.log.clone(),
+                cut: switches.cut.clone(),
+                finish: switches.finish.clone(),
+            },
+            temporary,
+        ),
+        producer: Managed::new(Producer {
+            log: switches.log.clone(),
+        }),
+    };
+    let pipeline = Managed::new(pipeline);
+    let supervisor = Supervisor::new().add(pipeline.clone());
+    let handle = supervisor.handle();
+    let report = supervisor
+        .run_until(async {
+            handle.started().await.unwrap();
+            switches.cut.notify_one();
+            settle().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert_eq!(pipeline.read().await.consumer.status(), Error);
+            assert_eq!(pipeline.status(), Running);
+        })
+        .await;
+
+    assert_eq!(report.code(), 1);
+    assert_eq!(
+        report
+            .error_of("pipeline")
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some(CAUSE)
+    );
+    assert!(report.restarts_of("consumer").is_none());
+    // Connected once: never restarted.
+    assert_eq!(switches.log.count("connect"), 1);
 }

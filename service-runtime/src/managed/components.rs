@@ -14,6 +14,10 @@
 //! - a component that stops by itself (its run loop returned `Ok`) is restarted under
 //!   `permanent` only, and otherwise left stopped: it finished its work.
 //!
+//! The answers to optional components' failures are kept as [`ComponentIncident`]s in
+//! the parent's control state, so that a supervisor's report counts them: a failure a
+//! restart healed as a restart record, one left in `error` as a failure (exit code 1).
+//!
 //! # Invariants
 //!
 //! - **One current watch.** The parent's `Control::components_watch` holds the abort
@@ -50,6 +54,21 @@ use crate::restart::{Restart, RestartHistory, RestartPolicy};
 use crate::service::Service;
 use crate::status::ServiceStatus;
 
+/// The failures of one optional component and how its parent answered them.
+#[derive(Clone, Debug)]
+pub(crate) struct ComponentIncident {
+    /// The component's field in the parent.
+    pub(crate) field: &'static str,
+    /// The failures answered with a restart.
+    pub(crate) restarts: u64,
+    pub(crate) first: Instant,
+    pub(crate) last: Instant,
+    pub(crate) last_cause: ServiceError,
+    /// The last failure was not restarted (`temporary`, or past the restart limit), and
+    /// the component has not run since.
+    pub(crate) given_up: bool,
+}
+
 /// One component as its parent's watch keeps it.
 struct Watched {
     field: &'static str,
@@ -73,6 +92,16 @@ impl<S: Service> Inner<S> {
             return;
         };
         let (sender, changes) = mpsc::unbounded_channel();
+        // Started again with the parent: a failure a component was left in is healed.
+        let running: Vec<&'static str> = ctl
+            .components
+            .iter()
+            .filter(|entry| entry.handle.0.status() == ServiceStatus::Running)
+            .map(|entry| entry.field)
+            .collect();
+        for field in running {
+            Self::healed(ctl, field);
+        }
         let watched = ctl
             .components
             .iter()
@@ -133,7 +162,10 @@ impl<S: Service> Inner<S> {
         }
         let now = Instant::now();
         match (change.from, change.to) {
-            (_, ServiceStatus::Running) => component.history.running(now),
+            (_, ServiceStatus::Running) => {
+                component.history.running(now);
+                Self::healed(&mut self.lock(), component.field);
+            }
             (_, ServiceStatus::Error) => {
                 let Some(error) = change.error.or_else(|| component.handle.0.last_error()) else {
                     debug_assert!(false, "every move to `error` carries its cause");
@@ -191,9 +223,14 @@ impl<S: Service> Inner<S> {
         let field = component.field;
         if let (Some(error), Restart::Temporary) = (error, component.policy.restart) {
             tracing::warn!(parent: &self.span(), component = field, %error, "optional component failed; not restarting it (temporary): it stays in error until the service stops");
+            self.record_incident(field, error, false, now);
             return;
         }
-        match component.history.next_delay(&component.policy, now) {
+        let delay = component.history.next_delay(&component.policy, now);
+        if let Some(error) = error {
+            self.record_incident(field, error, delay.is_some(), now);
+        }
+        match delay {
             Some(delay) => {
                 match error {
                     Some(error) => {
@@ -214,6 +251,46 @@ impl<S: Service> Inner<S> {
                     within = ?component.policy.within,
                     "component restart limit exceeded; leaving it as it is until the service stops"
                 );
+            }
+        }
+    }
+
+    /// Records an optional component's failure and whether it is restarted.
+    fn record_incident(
+        &self,
+        field: &'static str,
+        error: &ServiceError,
+        restarted: bool,
+        at: Instant,
+    ) {
+        let mut ctl = self.lock();
+        let incidents = &mut ctl.component_incidents;
+        match incidents
+            .iter_mut()
+            .find(|incident| incident.field == field)
+        {
+            Some(incident) => {
+                incident.restarts += u64::from(restarted);
+                incident.last = at;
+                incident.last_cause = error.clone();
+                incident.given_up = !restarted;
+            }
+            None => incidents.push(ComponentIncident {
+                field,
+                restarts: u64::from(restarted),
+                first: at,
+                last: at,
+                last_cause: error.clone(),
+                given_up: !restarted,
+            }),
+        }
+    }
+
+    /// The component `field` runs again: a failure it was left in is healed.
+    fn healed(ctl: &mut Control, field: &'static str) {
+        for incident in &mut ctl.component_incidents {
+            if incident.field == field {
+                incident.given_up = false;
             }
         }
     }

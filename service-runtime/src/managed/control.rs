@@ -49,6 +49,7 @@ use tokio::sync::{RwLock, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::components::ComponentIncident;
 use super::loop_stop::StoppingLoop;
 use super::observers::Subscribers;
 use super::operation::Op;
@@ -132,6 +133,10 @@ pub(super) struct Control {
     /// Why the stop in flight was begun, when a failure began it (a critical component's):
     /// the stop ends in `error` with it (boxed: rare).
     pub(super) stop_cause: Option<Box<ServiceError>>,
+    /// What the component watches answered optional components' failures with, for a
+    /// supervisor's report (empty, unallocated, but for a parent whose optional
+    /// component failed).
+    pub(super) component_incidents: Vec<ComponentIncident>,
     pub(super) subscribers: Subscribers,
 }
 
@@ -163,6 +168,7 @@ impl<S: Service> Inner<S> {
                 last_error: None,
                 components_watch: None,
                 stop_cause: None,
+                component_incidents: Vec::new(),
                 subscribers: Subscribers::default(),
             }),
             watch: OnceLock::new(),

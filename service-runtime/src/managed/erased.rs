@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::BoxFuture;
+use super::components::ComponentIncident;
 use super::control::Inner;
 use super::decide::Request;
 use super::observers::{StatusTally, Subscriber};
@@ -63,6 +64,9 @@ pub(crate) trait DynService: Send + Sync {
     fn reload(&self) -> BoxFuture<'_, Result<(), ServiceError>>;
     /// Whether a reload would run a hook: of the service or of a component it started.
     fn reloads_anything(&self) -> bool;
+    /// How its optional components' failures were answered (see
+    /// [`components`](super::components)).
+    fn component_incidents(&self) -> Vec<ComponentIncident>;
     fn add_subscriber(&self, subscriber: Subscriber);
     /// Joins a supervisor as its entry `index`: counted in `tally` from its current
     /// status, and its changes posted there while the supervisor runs.
@@ -159,6 +163,10 @@ impl<S: Service> DynService for Inner<S> {
 
     fn reloads_anything(&self) -> bool {
         Inner::reloads_anything(self)
+    }
+
+    fn component_incidents(&self) -> Vec<ComponentIncident> {
+        self.lock().component_incidents.clone()
     }
 
     fn add_subscriber(&self, subscriber: Subscriber) {

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{RwLockReadGuard, mpsc, watch};
 
+pub(crate) use self::components::ComponentIncident;
 use self::control::{Inner, Settings};
 use self::decide::Request;
 pub use self::erased::ErasedService;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ServiceError;
+use crate::managed::ComponentIncident;
 
 /// Exit code after a second signal forced the shutdown (128 + SIGINT, as shells report).
 pub const EXIT_FORCED: u8 = 130;
@@ -284,6 +285,35 @@ impl fmt::Display for RestartRecord {
 }
 
 impl Report {
+    /// Counts what `parent` answered its optional components' failures with: those a
+    /// restart healed as restart records (under the component's name), one it was left
+    /// in as a failure of the parent's component.
+    pub(super) fn count_components(
+        &mut self,
+        parent: &Arc<str>,
+        incidents: Vec<ComponentIncident>,
+    ) {
+        for incident in incidents {
+            if incident.restarts > 0 {
+                self.restarts.push(RestartRecord {
+                    service: Arc::from(incident.last_cause.service()),
+                    count: incident.restarts,
+                    first: incident.first,
+                    last: incident.last,
+                    last_cause: incident.last_cause.clone(),
+                });
+            }
+            if incident.given_up {
+                self.errors
+                    .push(SupervisorError::Failed(ServiceError::Component {
+                        service: parent.clone(),
+                        component: incident.field,
+                        source: Box::new(incident.last_cause),
+                    }));
+            }
+        }
+    }
+
     pub(super) fn single(error: SupervisorError) -> Self {
         Report {
             errors: vec![error],

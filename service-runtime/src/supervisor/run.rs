@@ -343,6 +343,11 @@ impl Run {
             self.shared.startup.send_replace(Some(outcome));
         }
         self.shutdown(trigger).await;
+        for entry in &self.entries {
+            let parent = entry.service.0.name();
+            let incidents = entry.service.0.component_incidents();
+            self.report.count_components(parent, incidents);
+        }
     }
 
     /// The running phase: act on failures and exits until a shutdown request.
