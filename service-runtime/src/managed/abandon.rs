@@ -43,7 +43,7 @@ impl<S: Service> Inner<S> {
         let op = ctl.op.take();
         let components = std::mem::take(&mut ctl.components);
         ctl.end_components_watch();
-        ctl.stop_cause = None;
+        drop(ctl.take_stop_cause());
         if status != ServiceStatus::Error {
             self.transition(
                 &mut ctl,

@@ -203,7 +203,7 @@ impl<S: Service> Inner<S> {
         }
         // Its own handle: this task ends now, and the stop ends the watch anyway.
         ctl.components_watch = None;
-        ctl.stop_cause = Some(Box::new(cause.clone()));
+        ctl.set_stop_cause(cause.clone());
         drop(ctl);
         tracing::error!(parent: &self.span(), error = %cause, "critical component failed; stopping the service");
         let parent = Managed::counted(self.clone());
@@ -264,7 +264,7 @@ impl<S: Service> Inner<S> {
         at: Instant,
     ) {
         let mut ctl = self.lock();
-        let incidents = &mut ctl.component_incidents;
+        let incidents = ctl.incidents_mut();
         match incidents
             .iter_mut()
             .find(|incident| incident.field == field)
@@ -288,9 +288,15 @@ impl<S: Service> Inner<S> {
 
     /// The component `field` runs again: a failure it was left in is healed.
     fn healed(ctl: &mut Control, field: &'static str) {
-        for incident in &mut ctl.component_incidents {
-            if incident.field == field {
-                incident.given_up = false;
+        if ctl
+            .incidents()
+            .iter()
+            .any(|incident| incident.field == field)
+        {
+            for incident in ctl.incidents_mut() {
+                if incident.field == field {
+                    incident.given_up = false;
+                }
             }
         }
     }

@@ -130,17 +130,51 @@ pub(super) struct Control {
     /// The watch over the components of a `running` parent (see
     /// [`components`](super::components)).
     pub(super) components_watch: Option<AbortHandle>,
-    /// Why the stop in flight was begun, when a failure began it (a critical component's):
-    /// the stop ends in `error` with it (boxed: rare).
-    pub(super) stop_cause: Option<Box<ServiceError>>,
-    /// What the component watches answered optional components' failures with, for a
-    /// supervisor's report (empty, unallocated, but for a parent whose optional
-    /// component failed).
-    pub(super) component_incidents: Vec<ComponentIncident>,
+    /// What its components' failures left (boxed: only a parent whose component failed
+    /// has any).
+    component_failures: Option<Box<ComponentFailures>>,
     pub(super) subscribers: Subscribers,
 }
 
+/// What a parent's components' failures left in its control state.
+#[derive(Default)]
+struct ComponentFailures {
+    /// Why the stop in flight was begun, when a critical component's failure began it:
+    /// the stop ends in `error` with it.
+    stop_cause: Option<ServiceError>,
+    /// What the component watch answered optional components' failures with, for a
+    /// supervisor's report.
+    incidents: Vec<ComponentIncident>,
+}
+
 impl Control {
+    /// Sets why the stop about to begin is begun (see [`end_stop`](Inner::end_stop)).
+    pub(super) fn set_stop_cause(&mut self, cause: ServiceError) {
+        self.component_failures
+            .get_or_insert_with(Box::default)
+            .stop_cause = Some(cause);
+    }
+
+    /// Takes the cause of the stop in flight, if a failure began it.
+    pub(super) fn take_stop_cause(&mut self) -> Option<ServiceError> {
+        self.component_failures.as_mut()?.stop_cause.take()
+    }
+
+    /// The answers to optional components' failures so far.
+    pub(super) fn incidents(&self) -> &[ComponentIncident] {
+        self.component_failures
+            .as_ref()
+            .map_or(&[], |failures| &failures.incidents)
+    }
+
+    /// The answers to optional components' failures, to record one.
+    pub(super) fn incidents_mut(&mut self) -> &mut Vec<ComponentIncident> {
+        &mut self
+            .component_failures
+            .get_or_insert_with(Box::default)
+            .incidents
+    }
+
     /// A fresh id for an operation or a run loop.
     pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
@@ -167,8 +201,7 @@ impl<S: Service> Inner<S> {
                 abandoned: false,
                 last_error: None,
                 components_watch: None,
-                stop_cause: None,
-                component_incidents: Vec::new(),
+                component_failures: None,
                 subscribers: Subscribers::default(),
             }),
             watch: OnceLock::new(),

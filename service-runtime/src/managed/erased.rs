@@ -166,7 +166,7 @@ impl<S: Service> DynService for Inner<S> {
     }
 
     fn component_incidents(&self) -> Vec<ComponentIncident> {
-        self.lock().component_incidents.clone()
+        self.lock().incidents().to_vec()
     }
 
     fn add_subscriber(&self, subscriber: Subscriber) {

@@ -62,9 +62,8 @@ impl<S: Service> Inner<S> {
                 None
             } else {
                 let start = LoopStart {
-                    ready,
+                    ready: Some((ready, early_exit)),
                     state,
-                    early_exit: Some(early_exit),
                 };
                 Some(self.spawn_run_loop(&mut ctl, start).map(|run| {
                     let run = run.expect("a ready signal implies a run hook");
@@ -119,6 +118,8 @@ impl<S: Service> Inner<S> {
                 Err(self.fail_start(error, started).await)
             }
             Waited::Exited(None) => {
+                // Its task is gone; its guard may not have told the control yet.
+                drop(self.lock().run.take_if(|run| run.id == id));
                 let error = self.hook_error(HookKind::Run, hook, message(
                     "its task was dropped before it signalled ready (its tokio runtime shut down)",
                 ));
@@ -210,21 +211,6 @@ impl<S: Service> Inner<S> {
         }
         let _ = early_exit.send(failure);
         Ok(())
-    }
-
-    /// The loop `id`'s task was dropped before it returned: as
-    /// [`hand_to_start`](Self::hand_to_start), the start learns it from the sender's drop.
-    /// `false` when the start had adopted the loop.
-    pub(super) fn release_to_start(&self, id: u64, early_exit: oneshot::Sender<EarlyExit>) -> bool {
-        let mut ctl = self.lock();
-        if early_exit.is_closed() {
-            return false;
-        }
-        if ctl.run.as_ref().is_some_and(|run| run.id == id) {
-            ctl.run = None;
-        }
-        drop(early_exit);
-        true
     }
 }
 

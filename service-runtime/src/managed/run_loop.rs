@@ -54,22 +54,16 @@ pub(super) type EarlyExit = Option<HookFailure>;
 
 /// What a run loop begins with.
 pub(super) struct LoopStart<S: Service> {
-    pub(super) ready: Ready,
+    /// The hook's ready signal and where the loop's end goes while a start waits for
+    /// it (see [`ready_wait`](super::ready_wait)); `None` for a loop `running` at once.
+    pub(super) ready: Option<(Ready, oneshot::Sender<EarlyExit>)>,
     pub(super) state: Option<S::__RunState>,
-    /// Set while a start waits for the loop's ready signal: the loop's end goes there
-    /// rather than to a transition, unless the start adopted the loop (dropped the
-    /// receiver) by then.
-    pub(super) early_exit: Option<oneshot::Sender<EarlyExit>>,
 }
 
 impl<S: Service> LoopStart<S> {
     /// The start of a loop that is `running` at once.
     pub(super) fn running(state: Option<S::__RunState>) -> Self {
-        LoopStart {
-            ready: Ready::unused(),
-            state,
-            early_exit: None,
-        }
+        LoopStart { ready: None, state }
     }
 }
 
@@ -80,30 +74,32 @@ struct RunTaskGuard<S: Service> {
     inner: Arc<Inner<S>>,
     id: u64,
     reported: bool,
-    /// See [`LoopStart::early_exit`].
-    early_exit: Option<oneshot::Sender<EarlyExit>>,
 }
 
 impl<S: Service> RunTaskGuard<S> {
     /// Reports the loop's end and, if a stop took the loop, carries out the rest of it.
-    async fn end(mut self, outcome: Result<HookResult, String>) {
+    /// `early_exit` is set while a start waits for the loop's ready signal: the loop's
+    /// end goes there rather than to a transition, unless the start adopted the loop
+    /// (closed the receiver) by then.
+    async fn end(
+        mut self,
+        outcome: Result<HookResult, String>,
+        early_exit: Option<oneshot::Sender<EarlyExit>>,
+    ) {
         self.reported = true;
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(HookFailure::Error(Arc::from(error))),
             Err(panic) => Some(HookFailure::Panic(panic)),
         };
-        if let Some(early_exit) = self.early_exit.take() {
-            match self.inner.hand_to_start(self.id, early_exit, failure) {
+        // A start that waits for this loop's ready signal takes its end instead.
+        let failure = match early_exit {
+            Some(early_exit) => match self.inner.hand_to_start(self.id, early_exit, failure) {
                 Ok(()) => return,
-                Err(failure) => return self.end_running(failure).await,
-            }
-        }
-        self.end_running(failure).await;
-    }
-
-    /// Reports the end of a loop that was `running`.
-    async fn end_running(self, failure: Option<HookFailure>) {
+                Err(failure) => failure,
+            },
+            None => failure,
+        };
         if let Some((op, error)) = self.inner.clone().on_run_exit(self.id, failure) {
             // Boxed: the task lives as long as its loop, the stop's state only at its end.
             let errors = error.into_iter().collect();
@@ -114,17 +110,9 @@ impl<S: Service> RunTaskGuard<S> {
 
 impl<S: Service> Drop for RunTaskGuard<S> {
     fn drop(&mut self) {
-        if self.reported {
-            return;
+        if !self.reported {
+            self.inner.run_task_dropped(self.id);
         }
-        self.reported = true;
-        // A start waiting for the loop sees its sender dropped: the task is gone.
-        if let Some(early_exit) = self.early_exit.take() {
-            if self.inner.release_to_start(self.id, early_exit) {
-                return;
-            }
-        }
-        self.inner.run_task_dropped(self.id);
     }
 }
 
@@ -162,13 +150,13 @@ impl<S: Service> Inner<S> {
             inner: self.clone(),
             id,
             reported: false,
-            early_exit: start.early_exit,
         };
-        let (ready, state) = (start.ready, start.state);
-        let task = if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE {
-            self.spawn_run_task_inline(guard, shutdown.clone(), ready, state)
-        } else {
-            self.spawn_run_task_boxed(guard, shutdown.clone(), ready, state)
+        let state = start.state;
+        let task = match start.ready {
+            None if run_future_size::<S>() <= MAX_INLINE_RUN_FUTURE => {
+                self.spawn_run_task_inline(guard, shutdown.clone(), state)
+            }
+            ready => self.spawn_run_task_boxed(guard, shutdown.clone(), ready, state),
         };
         Ok(Some(RunLoop {
             id,
@@ -179,24 +167,24 @@ impl<S: Service> Inner<S> {
     }
 
     // Each way in a function of its own, so that neither stack frame holds the other's
-    // future.
+    // future. A loop whose start waits for its ready signal goes the boxed way: rare, it
+    // keeps the `Ready` out of every other loop's task.
     #[inline(never)]
     fn spawn_run_task_inline(
         &self,
         guard: RunTaskGuard<S>,
         shutdown: Shutdown,
-        ready: Ready,
         state: Option<S::__RunState>,
     ) -> AbortHandle {
         self.spawn_run_task(async move {
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
-                AssertUnwindSafe(service.__run(shutdown, ready, state))
+                AssertUnwindSafe(service.__run(shutdown, Ready::unused(), state))
                     .catch_unwind()
                     .await
             };
             guard
-                .end(outcome.map_err(|panic| panic_message(&*panic)))
+                .end(outcome.map_err(|panic| panic_message(&*panic)), None)
                 .await;
         })
     }
@@ -206,10 +194,14 @@ impl<S: Service> Inner<S> {
         &self,
         guard: RunTaskGuard<S>,
         shutdown: Shutdown,
-        ready: Ready,
+        ready: Option<(Ready, oneshot::Sender<EarlyExit>)>,
         state: Option<S::__RunState>,
     ) -> AbortHandle {
         self.spawn_run_task(async move {
+            let (ready, early_exit) = match ready {
+                Some((ready, early_exit)) => (ready, Some(early_exit)),
+                None => (Ready::unused(), None),
+            };
             let outcome = {
                 let service = read_for_run(&guard.inner).await;
                 AssertUnwindSafe(Box::pin(service.__run(shutdown, ready, state)))
@@ -217,7 +209,7 @@ impl<S: Service> Inner<S> {
                     .await
             };
             guard
-                .end(outcome.map_err(|panic| panic_message(&*panic)))
+                .end(outcome.map_err(|panic| panic_message(&*panic)), early_exit)
                 .await;
         })
     }
@@ -282,6 +274,11 @@ impl<S: Service> Inner<S> {
             return;
         }
         ctl.run = None;
+        if self.status() == ServiceStatus::Starting {
+            // A start waits for the loop's ready signal: it owns the status, and learns
+            // of the task's end from its channel, whose sender the task dropped.
+            return;
+        }
         ctl.end_components_watch();
         // Not logged as a failure: it happens at every program exit that leaves a
         // service running; the transition records it (at info level).

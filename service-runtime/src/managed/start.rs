@@ -56,7 +56,7 @@ impl<S: Service> Inner<S> {
         } else {
             ServiceStatus::Starting
         };
-        ctl.stop_cause = None;
+        drop(ctl.take_stop_cause());
         self.transition(ctl, first, None, Instant::now());
         let cancel = CancellationToken::new();
         let token = cancel.clone();

@@ -68,11 +68,11 @@ impl<S: Service> Inner<S> {
     /// stop's outcome.
     pub(super) fn end_stop(&self, ctl: &mut Control, error: Option<ServiceError>) -> OpResult {
         ctl.cleanup_owed = false;
-        let error = match ctl.stop_cause.take() {
+        let error = match ctl.take_stop_cause() {
             None => error,
             Some(cause) => ServiceError::combine(
                 || self.name().clone(),
-                [*cause].into_iter().chain(error).collect(),
+                [cause].into_iter().chain(error).collect(),
             ),
         };
         match error {
