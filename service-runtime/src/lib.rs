@@ -76,9 +76,7 @@ pub use error::{BoxError, HookFailure, HookKind, ServiceError};
 pub use health::{HealthDetail, HealthReport, HealthStatus};
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
 #[cfg(feature = "http")]
-pub use probes::http::DEFAULT_HEALTH_CACHE_TTL;
-#[cfg(feature = "http")]
-pub use probes::{ProbeLimits, ShowDetails};
+pub use probes::{DEFAULT_HEALTH_CACHE_TTL, ProbeFuture, ProbeLimits, ProbeService, ShowDetails};
 pub use restart::{Restart, RestartPolicy};
 pub use service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service,

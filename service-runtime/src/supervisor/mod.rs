@@ -137,6 +137,9 @@ struct Shared {
     tally: Arc<StatusTally>,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
+    /// What every probe endpoint answers from: `serve_health`'s and the mounted ones.
+    #[cfg(feature = "http")]
+    probes: crate::probes::ProbeAnswers,
 }
 
 /// What the supervisor keeps of each service; see [`ServiceStats`].
@@ -206,6 +209,8 @@ impl Supervisor {
                 tally: Arc::default(),
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
+                #[cfg(feature = "http")]
+                probes: crate::probes::ProbeAnswers::default(),
             }),
         }
     }
@@ -331,6 +336,11 @@ impl Supervisor {
     /// probe storm does not hammer dependencies; concurrent probes share one computation.
     /// Each connection is bounded by the [`probe_limits`](Self::probe_limits), and the
     /// reports show error texts only as [`show_details`](Self::show_details) allows.
+    /// With feature `metrics` it also serves `/metrics`.
+    ///
+    /// The same answers can be served by the program's own HTTP server, beside this port
+    /// or instead of it: [`SupervisorHandle::probe_service`] (a `tower::Service` and a
+    /// hyper service) and, with feature `axum`, [`SupervisorHandle::probe_router`].
     ///
     /// Anyone who can reach `address` can read the probes: `127.0.0.1` keeps them to the
     /// machine (or the pod); `0.0.0.0` serves every network it is on, which a pod needs
@@ -343,12 +353,12 @@ impl Supervisor {
         self
     }
 
-    /// How long the probe endpoint reuses a health report (default 1 s; zero disables
-    /// the cache). Feature `http`.
+    /// How long the probe endpoints reuse a health report (default 1 s; zero disables
+    /// the cache): `serve_health`'s and every mounted one, which share it. Feature `http`.
     #[cfg(feature = "http")]
     #[must_use]
-    pub fn health_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.probe_config().cache_ttl = ttl;
+    pub fn health_cache_ttl(self, ttl: Duration) -> Self {
+        self.shared.probes.cache.set_ttl(ttl);
         self
     }
 
@@ -364,11 +374,11 @@ impl Supervisor {
 
     /// How much of the health reports `/health` and `/readyz` show (default
     /// [`ShowDetails::Statuses`](crate::ShowDetails::Statuses): statuses and names, no
-    /// error texts). Feature `http`.
+    /// error texts), on `serve_health`'s port and every mounted endpoint. Feature `http`.
     #[cfg(feature = "http")]
     #[must_use]
-    pub fn show_details(mut self, level: crate::ShowDetails) -> Self {
-        self.probe_config().show = level;
+    pub fn show_details(self, level: crate::ShowDetails) -> Self {
+        self.shared.probes.cache.set_show(level);
         self
     }
 
@@ -378,7 +388,8 @@ impl Supervisor {
         self.probes.get_or_insert_with(Default::default)
     }
 
-    /// A handle to observe and stop the supervisor while it runs.
+    /// A handle to observe and stop the supervisor while it runs (and to mount its probes:
+    /// [`SupervisorHandle::probe_service`]).
     pub fn handle(&self) -> SupervisorHandle {
         SupervisorHandle {
             shared: self.shared.clone(),
@@ -511,6 +522,14 @@ fn joined(result: Result<Report, JoinError>) -> Report {
         Ok(report) => report,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         Err(error) => panic!("the supervisor's task was cancelled: {error}"),
+    }
+}
+
+#[cfg(feature = "http")]
+impl SupervisorHandle {
+    /// What the probe endpoints answer from.
+    pub(crate) fn probe_answers(&self) -> &crate::probes::ProbeAnswers {
+        &self.shared.probes
     }
 }
 
