@@ -336,7 +336,8 @@ impl Supervisor {
     /// probe storm does not hammer dependencies; concurrent probes share one computation.
     /// Each connection is bounded by the [`probe_limits`](Self::probe_limits), and the
     /// reports show error texts only as [`show_details`](Self::show_details) allows.
-    /// With feature `metrics` it also serves `/metrics`.
+    /// With feature `metrics` it also serves `/metrics`, the program's own
+    /// [`metrics_registry`](Self::metrics_registry) included.
     ///
     /// The same answers can be served by the program's own HTTP server, beside this port
     /// or instead of it: [`SupervisorHandle::probe_service`] (a `tower::Service` and a
@@ -379,6 +380,42 @@ impl Supervisor {
     #[must_use]
     pub fn show_details(self, level: crate::ShowDetails) -> Self {
         self.shared.probes.cache.set_show(level);
+        self
+    }
+
+    /// Serves the program's own metrics on `/metrics` after the supervisor's `service_*`
+    /// families (feature `metrics`), on `serve_health`'s port and every mounted endpoint.
+    /// Each scrape encodes `registry` as it is then; its families keep the order they were
+    /// registered in, after the supervisor's, and each family's samples are in the order
+    /// of their labels, so two scrapes of the same figures are the same text.
+    ///
+    /// Each call adds a registry (a library may bring its own), encoded in the order of
+    /// the calls. A family named as one of the supervisor's (`service_up`,
+    /// `service_health`, …; a counter's `_total` aside) would make every scrape invalid:
+    /// the run then fails at once, as for any invalid supervisor.
+    ///
+    /// ```
+    /// use service_runtime::Supervisor;
+    /// use service_runtime::prometheus_client::metrics::counter::Counter;
+    /// use service_runtime::prometheus_client::registry::Registry;
+    ///
+    /// let orders = Counter::<u64>::default();
+    /// let mut registry = Registry::with_prefix("shop");
+    /// registry.register("orders", "Orders placed", orders.clone());
+    /// let supervisor = Supervisor::new().metrics_registry(registry);
+    /// orders.inc(); // `shop_orders_total 1` on the next scrape
+    /// # let _ = supervisor;
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_registry(mut self, registry: prometheus_client::registry::Registry) -> Self {
+        for family in crate::probes::metrics::clashes(&registry) {
+            self.config_errors.push(format!(
+                "metrics_registry(..): the family `{family}` is one of the supervisor's own; \
+                 name it otherwise (a prefix: `Registry::with_prefix(\"app\")`)"
+            ));
+        }
+        self.shared.probes.app_metrics.add(registry);
         self
     }
 
