@@ -34,7 +34,7 @@ type Answer = Result<Response<Full<Bytes>>, Infallible>;
 /// request body, which it never reads. The server that mounts it owns the connections:
 /// the [`ProbeLimits`](crate::ProbeLimits) bound `serve_health`'s listener only, and a
 /// prefix must be stripped before the request reaches it (axum's `nest_service` does).
-/// With feature `axum`, [`SupervisorHandle::probe_router`] gives an `axum::Router`
+/// With feature `axum`, `SupervisorHandle::probe_router` gives an `axum::Router`
 /// instead.
 ///
 /// ```

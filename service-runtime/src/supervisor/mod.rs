@@ -337,11 +337,11 @@ impl Supervisor {
     /// Each connection is bounded by the [`probe_limits`](Self::probe_limits), and the
     /// reports show error texts only as [`show_details`](Self::show_details) allows.
     /// With feature `metrics` it also serves `/metrics`, the program's own
-    /// [`metrics_registry`](Self::metrics_registry) included.
+    /// `metrics_registry` included.
     ///
     /// The same answers can be served by the program's own HTTP server, beside this port
     /// or instead of it: [`SupervisorHandle::probe_service`] (a `tower::Service` and a
-    /// hyper service) and, with feature `axum`, [`SupervisorHandle::probe_router`].
+    /// hyper service) and, with feature `axum`, `SupervisorHandle::probe_router`.
     ///
     /// Anyone who can reach `address` can read the probes: `127.0.0.1` keeps them to the
     /// machine (or the pod); `0.0.0.0` serves every network it is on, which a pod needs
