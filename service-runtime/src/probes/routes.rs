@@ -85,8 +85,9 @@ pub(super) async fn answer<B>(
     probe: Probe,
     request: Request<B>,
 ) -> Response<Full<Bytes>> {
-    // The body is never read; it is kept until the answer is made, as the request was
-    // before (hyper reads what arrived with the head while the answer is pending).
+    // The body is never read. It is dropped once the answer is made, when hyper decides
+    // whether the connection can carry another request (it can if the body arrived
+    // whole with the head).
     let (parts, body) = request.into_parts();
     let response = answer_parts(handle, probe, &parts).await;
     drop(body);

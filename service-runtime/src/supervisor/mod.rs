@@ -363,9 +363,10 @@ impl Supervisor {
         self
     }
 
-    /// The bounds of each probe connection: the header and idle timeouts, and how many
-    /// connections are served at once (default [`ProbeLimits::new`](crate::ProbeLimits::new):
-    /// 5 s, 5 s, 256). Feature `http`.
+    /// The bounds of each connection to `serve_health`'s port: the header and idle
+    /// timeouts, and how many connections are served at once (default
+    /// [`ProbeLimits::new`](crate::ProbeLimits::new): 5 s, 5 s, 256). A mounted
+    /// endpoint's connections are its server's to bound. Feature `http`.
     #[cfg(feature = "http")]
     #[must_use]
     pub fn probe_limits(mut self, limits: crate::ProbeLimits) -> Self {
