@@ -1,18 +1,10 @@
 //! The README's demo, `examples/trading_desk.rs`, run as a user runs it: a child process
-//! stopped by a real SIGTERM.
-//!
-//! Every wait is bounded: stdout is read on its own thread, and a child still running at
-//! the deadline (or when an assertion fails) is killed, so a hang fails the test instead
-//! of stalling CI.
+//! stopped by a real SIGTERM (every wait bounded, see `example_binary`).
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
-use std::time::{Duration, Instant};
+use example_binary::Example;
+
+mod example_binary;
 
 /// The line the demo prints once every service is running.
 const BANNER: &str = "all services running; press Ctrl-C to stop";
@@ -25,188 +17,15 @@ const SERVICES: [&str; 5] = [
     "risk",
     "order_gateway",
 ];
-/// Budget of building the demo (once per test binary), and of each run of it.
-const BUILD_DEADLINE: Duration = Duration::from_secs(120);
-const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Builds the example once per test binary (with the cargo running these tests, so with
-/// the same profile and target directory) and returns the path of its executable.
-fn demo_binary() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let deadline = Instant::now() + BUILD_DEADLINE;
-        let mut cargo = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--example",
-                "trading_desk",
-                "--message-format=json-render-diagnostics",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cargo runs");
-        let mut stdout = cargo.stdout.take().expect("piped stdout");
-        let messages = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text);
-            text
-        });
-        let status = loop {
-            if let Some(status) = cargo.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = cargo.kill();
-                let _ = cargo.wait();
-                panic!("building the demo took more than {BUILD_DEADLINE:?}");
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "building the demo failed: {status}");
-        messages
-            .join()
-            .expect("cargo's output")
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| {
-                message["reason"] == "compiler-artifact"
-                    && message["target"]["name"] == "trading_desk"
-            })
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the demo's executable")
-    })
-}
-
-/// The demo running as a child process; killed when dropped while still running.
-struct Demo {
-    child: Child,
-    lines: Receiver<String>,
-    stdout: Vec<String>,
-    stderr: Option<thread::JoinHandle<String>>,
-    deadline: Instant,
-}
-
-impl Demo {
-    fn start() -> Demo {
-        Demo::start_with(&[])
-    }
-
-    /// Starts the demo with extra environment variables.
-    fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Demo {
-        let binary = demo_binary();
-        let deadline = Instant::now() + DEADLINE;
-        let mut child = Command::new(binary)
-            .env_remove("RUST_LOG")
-            .env_remove("DEMO_RUN_FOR")
+/// Starts the demo, its probes on any free port (a fixed one could be taken on the test
+/// machine), to run until signalled.
+fn start_demo() -> Example {
+    Example::start("trading_desk", |demo| {
+        demo.env_remove("DEMO_RUN_FOR")
             .env_remove("RISK_LIMIT_FILE")
-            .envs(env.iter().copied())
-            // Any free port: a fixed one could be taken on the test machine.
-            .env("PROBES_ADDR", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the demo starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Demo {
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr: Some(stderr),
-            deadline,
-        }
-    }
-
-    /// Reads stdout until a line satisfies `wanted`; panics at the deadline or at EOF.
-    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) {
-        loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = wanted(&line);
-                    self.stdout.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "timed out waiting for {what}; output so far:\n{}",
-                    self.output()
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("the demo exited before {what}; output:\n{}", self.output())
-                }
-            }
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} failed: {status}");
-    }
-
-    /// Waits for the child to exit, then reads the rest of its output.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= self.deadline {
-                panic!(
-                    "the demo did not exit after SIGTERM; output so far:\n{}",
-                    self.output()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        // The pipe is closed once the child exited: the reader thread ends promptly.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
-            self.stdout.push(line);
-        }
-        status
-    }
-
-    /// Everything the child wrote to stderr (call after it exited).
-    fn stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|reader| reader.join().expect("stderr reader"))
-            .unwrap_or_default()
-    }
-
-    fn output(&self) -> String {
-        self.stdout.join("\n")
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+            .env("PROBES_ADDR", "127.0.0.1:0");
+    })
 }
 
 /// `[   8.055s] strategy       stopping -> stopped  (stopped in 0ns)` → `("strategy", "stopping", "stopped")`.
@@ -281,7 +100,7 @@ fn assert_stopped_in_reverse_order(lines: &[String]) {
 
 #[test]
 fn sigterm_stops_every_service_in_reverse_dependency_order_and_exits_0() {
-    let mut demo = Demo::start();
+    let mut demo = start_demo();
     demo.wait_for("the banner", |line| line.contains(BANNER));
     demo.signal("TERM");
     let status = demo.wait_exit();
@@ -294,7 +113,7 @@ fn sigterm_stops_every_service_in_reverse_dependency_order_and_exits_0() {
         "exit status {status}\nstdout:\n{output}\nstderr:\n{stderr}"
     );
     assert!(stderr.is_empty(), "unexpected stderr:\n{stderr}");
-    assert_stopped_in_reverse_order(&demo.stdout);
+    assert_stopped_in_reverse_order(demo.lines());
     assert!(
         output.contains("every service stopped cleanly; exit code 0"),
         "{output}"
@@ -303,7 +122,7 @@ fn sigterm_stops_every_service_in_reverse_dependency_order_and_exits_0() {
 
 #[test]
 fn sigterm_after_a_restart_still_stops_everything_in_order() {
-    let mut demo = Demo::start();
+    let mut demo = start_demo();
     demo.wait_for("the banner", |line| line.contains(BANNER));
     // The strategy fails after 60 ticks (about 6 s); the supervisor restarts it and the
     // services that depend on it.
@@ -322,7 +141,7 @@ fn sigterm_after_a_restart_still_stops_everything_in_order() {
     let stderr = demo.stderr();
     let output = demo.output();
 
-    assert_stopped_in_reverse_order(&demo.stdout);
+    assert_stopped_in_reverse_order(demo.lines());
     // The run loop's failure was recovered by the restart: the report counts it (one
     // warning line per restarted service) and the exit code is still 0.
     assert_eq!(
@@ -349,9 +168,13 @@ fn sighup_reloads_the_risk_limit_and_every_service_keeps_running() {
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let limit_file = dir.join("risk-limit");
     std::fs::write(&limit_file, "200\n").expect("the limit file");
-    let mut demo = Demo::start_with(&[("RISK_LIMIT_FILE", limit_file.as_os_str())]);
+    let mut demo = Example::start("trading_desk", |demo| {
+        demo.env_remove("DEMO_RUN_FOR")
+            .env("RISK_LIMIT_FILE", &limit_file)
+            .env("PROBES_ADDR", "127.0.0.1:0");
+    });
     demo.wait_for("the banner", |line| line.contains(BANNER));
-    let started = demo.stdout.len();
+    let started = demo.lines().len();
 
     std::fs::write(&limit_file, "350\n").expect("the new limit");
     demo.signal("HUP");
@@ -365,7 +188,7 @@ fn sighup_reloads_the_risk_limit_and_every_service_keeps_running() {
         line.contains("limit reloaded: 350 -> 400 shares per symbol")
     });
     // No service stopped or restarted for the reloads.
-    let changes: Vec<(&str, &str, &str)> = demo.stdout[started..]
+    let changes: Vec<(&str, &str, &str)> = demo.lines()[started..]
         .iter()
         .filter_map(|line| transition(line))
         .filter(|t| t.0 != "strategy" && t.0 != "risk" && t.0 != "order_gateway")
@@ -386,5 +209,5 @@ fn sighup_reloads_the_risk_limit_and_every_service_keeps_running() {
         Some(0),
         "exit status {status}\nstdout:\n{output}\nstderr:\n{stderr}"
     );
-    assert_stopped_in_reverse_order(&demo.stdout);
+    assert_stopped_in_reverse_order(demo.lines());
 }

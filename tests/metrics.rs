@@ -5,14 +5,14 @@
 //! notice and pass, except under `CI=true`, where they fail: `.ci/run` installs both.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 use http_client::{PATIENCE, address_of, get_accepting, until};
 use hyper::StatusCode;
+use metric_tools::{python_parser, run_tool};
 use service_runtime::{HealthDetail, Managed, Service, Supervisor, lifecycle};
 
 mod http_client;
+mod metric_tools;
 
 #[derive(Service)]
 struct Feed {
@@ -273,68 +273,6 @@ async fn serving() -> (
     let address = address_of(&handle).await;
     until("started", || handle.has_started()).await;
     (handle, address, run)
-}
-
-/// Feeds `input` to `program` on stdin; its status, stdout and stderr. `None` when the
-/// program is missing, outside CI: inside CI a missing tool fails the test.
-fn run_tool(program: &str, args: &[&str], input: &str, install: &str) -> Option<(bool, String)> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(error) => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(
-                !ci,
-                "{program} is not available ({error}) and CI is set: install it ({install}; \
-                 `.ci/run` does); this test never skips in CI"
-            );
-            let bar = "=".repeat(78);
-            eprintln!(
-                "\n{bar}\nSKIPPED a check of tests/metrics.rs: {program} is not on the PATH ({error}).\n\
-                 Install it ({install}) to validate /metrics with an independent parser.\n{bar}\n"
-            );
-            return None;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some((output.status.success(), text))
-}
-
-/// Whether `python3` can import `prometheus_client`; under CI a failure to is an error.
-fn python_parser(openmetrics: &str) -> Option<(bool, String)> {
-    const SCRIPT: &str = "import sys\n\
-        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
-        for family in text_string_to_metric_families(sys.stdin.read()):\n\
-        \x20   print(family.name, family.type, len(family.samples))\n";
-    let install = "`pip install prometheus_client`";
-    let probe = run_tool("python3", &["-c", "import prometheus_client"], "", install)?;
-    if !probe.0 {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(
-            !ci,
-            "python3 cannot import prometheus_client under CI: {}",
-            probe.1
-        );
-        eprintln!("SKIPPED the OpenMetrics parser check: {}", probe.1);
-        return None;
-    }
-    run_tool("python3", &["-c", SCRIPT], openmetrics, install)
 }
 
 #[tokio::test]

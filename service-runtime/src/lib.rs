@@ -77,9 +77,12 @@ pub use error::{BoxError, HookFailure, HookKind, ServiceError};
 pub use health::{HealthDetail, HealthReport, HealthStatus};
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
 #[cfg(feature = "http")]
-pub use probes::http::DEFAULT_HEALTH_CACHE_TTL;
-#[cfg(feature = "http")]
-pub use probes::{ProbeLimits, ShowDetails};
+pub use probes::{DEFAULT_HEALTH_CACHE_TTL, ProbeFuture, ProbeLimits, ProbeService, ShowDetails};
+/// The `prometheus-client` crate whose [`Registry`](prometheus_client::registry::Registry)
+/// [`Supervisor::metrics_registry`] takes (feature `metrics`), re-exported so that the
+/// program's metrics are made with the version the supervisor encodes.
+#[cfg(feature = "metrics")]
+pub use prometheus_client;
 pub use ready::Ready;
 pub use restart::{Restart, RestartPolicy};
 pub use service::{

@@ -96,6 +96,21 @@ pub async fn get_accepting(
     path: &str,
     accept: Option<&str>,
 ) -> (Reply, hyper::HeaderMap) {
+    let headers: Vec<(&str, &str)> = accept
+        .map(|accept| ("accept", accept))
+        .into_iter()
+        .collect();
+    exchange(address, Method::GET, path, &headers).await
+}
+
+/// `method path` with `headers` on a fresh connection; the reply and every response
+/// header.
+pub async fn exchange(
+    address: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Reply, hyper::HeaderMap) {
     let exchange = async {
         let stream = TcpStream::connect(address).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -103,10 +118,11 @@ pub async fn get_accepting(
             .unwrap();
         tokio::spawn(connection);
         let mut request = Request::builder()
+            .method(method)
             .uri(path)
             .header("host", address.to_string());
-        if let Some(accept) = accept {
-            request = request.header(hyper::header::ACCEPT, accept);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = sender
             .send_request(request.body(Empty::<Bytes>::new()).unwrap())

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hyper::body::Bytes;
 use serde::{Serialize, Serializer};
 
-use super::http::json_bytes;
+use super::routes::json_bytes;
 use crate::health::{HealthReport, HealthStatus};
 use crate::status::ServiceStatus;
 use crate::supervisor::{COMPLETED_REASON, SupervisorHealth};

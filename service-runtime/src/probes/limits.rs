@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// How much a client may hold of the probe endpoint (feature `http`); see
-/// [`Supervisor::probe_limits`](crate::Supervisor::probe_limits).
+/// How much a client may hold of `serve_health`'s probe endpoint (feature `http`); see
+/// [`Supervisor::probe_limits`](crate::Supervisor::probe_limits). A
+/// [`ProbeService`](crate::ProbeService) mounted in the program's server is bounded by
+/// that server instead.
 ///
 /// The defaults suit Kubernetes probes and a Prometheus scraper: a probe sends a small
 /// request at once and reads its small answer, so anything slower is a client to drop.

@@ -1,17 +1,18 @@
 //! `/metrics` (feature `metrics`): the supervisor's state, encoded by `prometheus-client`
 //! from a registry built for each scrape, so every figure is read at scrape time and
-//! nothing is kept twice; answered in OpenMetrics or the classic Prometheus text, as the
-//! scrape's `Accept` asks (see `exposition`).
+//! nothing is kept twice, then the program's own registry ([`AppMetrics`]); answered in
+//! OpenMetrics or the classic Prometheus text, as the scrape's `Accept` asks (see
+//! `exposition`).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::Response;
 use hyper::body::Bytes;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, VARY};
-use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -25,7 +26,56 @@ use crate::supervisor::{SupervisorHandle, SupervisorHealth};
 type Labels = Vec<(&'static str, String)>;
 type Seconds = Gauge<f64, AtomicU64>;
 
-/// Encodes every metric of the supervisor's services.
+/// The names of the supervisor's own families, as their `# TYPE` lines give them: the
+/// program's registry may use none of them (`tests/app_metrics.rs` checks the list is
+/// complete).
+const FAMILIES: [&str; 9] = [
+    "service_status",
+    "service_up",
+    "service_restarts",
+    "service_last_start_duration_seconds",
+    "service_last_stop_duration_seconds",
+    "service_uptime_seconds",
+    "service_health",
+    "service_dependency_health",
+    "service_health_check_duration_seconds",
+];
+
+/// The program's own registries ([`Supervisor::metrics_registry`](crate::Supervisor::metrics_registry)),
+/// encoded after the supervisor's families at each scrape, in the order added. A scrape
+/// clones the list of `Arc`s and encodes without the lock.
+#[derive(Default)]
+pub(crate) struct AppMetrics(Mutex<Vec<Arc<Registry>>>);
+
+impl AppMetrics {
+    pub(crate) fn add(&self, registry: Registry) {
+        self.registries().push(Arc::new(registry));
+    }
+
+    fn registries(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Registry>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The families of `registry` that the supervisor's own would clash with: its names
+/// (by their `# TYPE` lines, a counter's `_total` aside), which would make every scrape
+/// invalid. Found by encoding it once.
+pub(crate) fn clashes(registry: &Registry) -> Vec<String> {
+    let mut text = String::new();
+    if encode_registry(&mut text, registry).is_err() {
+        return Vec::new();
+    }
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
+        .filter(|name| {
+            let bare = name.strip_suffix("_total").unwrap_or(name);
+            FAMILIES.contains(&bare)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Encodes every metric of the supervisor's services, then the program's own.
 pub(crate) fn encode_all(
     handle: &SupervisorHandle,
     health: &SupervisorHealth,
@@ -141,7 +191,12 @@ pub(crate) fn encode_all(
     );
 
     let mut out = String::new();
-    encode_text(&mut out, &registry)?;
+    encode_registry(&mut out, &registry)?;
+    let app = handle.probe_answers().app_metrics.registries().clone();
+    for registry in &app {
+        encode_registry(&mut out, registry)?;
+    }
+    encode_eof(&mut out)?;
     Ok(out)
 }
 
@@ -181,4 +236,25 @@ pub(crate) fn response(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(VARY, HeaderValue::from_static("accept"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn a_registry_clashes_by_family_name_only() {
+        let mut registry = Registry::default();
+        registry.register("service_up", "Mine", Gauge::<i64>::default());
+        registry.register("service_restarts", "Mine", Counter::<u64>::default());
+        registry.register("service_requests", "Mine", Counter::<u64>::default());
+        registry.sub_registry_with_prefix("shop").register(
+            "service_up",
+            "Mine",
+            Gauge::<i64>::default(),
+        );
+        assert_eq!(clashes(&registry), ["service_up", "service_restarts"]);
+        assert!(clashes(&Registry::with_prefix("service")).is_empty());
+    }
 }

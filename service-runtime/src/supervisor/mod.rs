@@ -142,6 +142,9 @@ struct Shared {
     reloads: mpsc::UnboundedSender<run::reload::ReloadRequest>,
     #[cfg(feature = "http")]
     probe_address: Mutex<Option<std::net::SocketAddr>>,
+    /// What every probe endpoint answers from: `serve_health`'s and the mounted ones.
+    #[cfg(feature = "http")]
+    probes: crate::probes::ProbeAnswers,
 }
 
 /// What the supervisor keeps of each service; see [`ServiceStats`].
@@ -214,6 +217,8 @@ impl Supervisor {
                 reloads,
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
+                #[cfg(feature = "http")]
+                probes: crate::probes::ProbeAnswers::default(),
             }),
         }
     }
@@ -339,6 +344,12 @@ impl Supervisor {
     /// probe storm does not hammer dependencies; concurrent probes share one computation.
     /// Each connection is bounded by the [`probe_limits`](Self::probe_limits), and the
     /// reports show error texts only as [`show_details`](Self::show_details) allows.
+    /// With feature `metrics` it also serves `/metrics`, the program's own
+    /// `metrics_registry` included.
+    ///
+    /// The same answers can be served by the program's own HTTP server, beside this port
+    /// or instead of it: [`SupervisorHandle::probe_service`] (a `tower::Service` and a
+    /// hyper service) and, with feature `axum`, `SupervisorHandle::probe_router`.
     ///
     /// Anyone who can reach `address` can read the probes: `127.0.0.1` keeps them to the
     /// machine (or the pod); `0.0.0.0` serves every network it is on, which a pod needs
@@ -351,18 +362,19 @@ impl Supervisor {
         self
     }
 
-    /// How long the probe endpoint reuses a health report (default 1 s; zero disables
-    /// the cache). Feature `http`.
+    /// How long the probe endpoints reuse a health report (default 1 s; zero disables
+    /// the cache): `serve_health`'s and every mounted one, which share it. Feature `http`.
     #[cfg(feature = "http")]
     #[must_use]
-    pub fn health_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.probe_config().cache_ttl = ttl;
+    pub fn health_cache_ttl(self, ttl: Duration) -> Self {
+        self.shared.probes.cache.set_ttl(ttl);
         self
     }
 
-    /// The bounds of each probe connection: the header and idle timeouts, and how many
-    /// connections are served at once (default [`ProbeLimits::new`](crate::ProbeLimits::new):
-    /// 5 s, 5 s, 256). Feature `http`.
+    /// The bounds of each connection to `serve_health`'s port: the header and idle
+    /// timeouts, and how many connections are served at once (default
+    /// [`ProbeLimits::new`](crate::ProbeLimits::new): 5 s, 5 s, 256). A mounted
+    /// endpoint's connections are its server's to bound. Feature `http`.
     #[cfg(feature = "http")]
     #[must_use]
     pub fn probe_limits(mut self, limits: crate::ProbeLimits) -> Self {
@@ -372,11 +384,47 @@ impl Supervisor {
 
     /// How much of the health reports `/health` and `/readyz` show (default
     /// [`ShowDetails::Statuses`](crate::ShowDetails::Statuses): statuses and names, no
-    /// error texts). Feature `http`.
+    /// error texts), on `serve_health`'s port and every mounted endpoint. Feature `http`.
     #[cfg(feature = "http")]
     #[must_use]
-    pub fn show_details(mut self, level: crate::ShowDetails) -> Self {
-        self.probe_config().show = level;
+    pub fn show_details(self, level: crate::ShowDetails) -> Self {
+        self.shared.probes.cache.set_show(level);
+        self
+    }
+
+    /// Serves the program's own metrics on `/metrics` after the supervisor's `service_*`
+    /// families (feature `metrics`), on `serve_health`'s port and every mounted endpoint.
+    /// Each scrape encodes `registry` as it is then; its families keep the order they were
+    /// registered in, after the supervisor's, and each family's samples are in the order
+    /// of their labels, so two scrapes of the same figures are the same text.
+    ///
+    /// Each call adds a registry (a library may bring its own), encoded in the order of
+    /// the calls. A family named as one of the supervisor's (`service_up`,
+    /// `service_health`, …; a counter's `_total` aside) would make every scrape invalid:
+    /// the run then fails at once, as for any invalid supervisor.
+    ///
+    /// ```
+    /// use service_runtime::Supervisor;
+    /// use service_runtime::prometheus_client::metrics::counter::Counter;
+    /// use service_runtime::prometheus_client::registry::Registry;
+    ///
+    /// let orders = Counter::<u64>::default();
+    /// let mut registry = Registry::with_prefix("shop");
+    /// registry.register("orders", "Orders placed", orders.clone());
+    /// let supervisor = Supervisor::new().metrics_registry(registry);
+    /// orders.inc(); // `shop_orders_total 1` on the next scrape
+    /// # let _ = supervisor;
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_registry(mut self, registry: prometheus_client::registry::Registry) -> Self {
+        for family in crate::probes::metrics::clashes(&registry) {
+            self.config_errors.push(format!(
+                "metrics_registry(..): the family `{family}` is one of the supervisor's own; \
+                 name it otherwise (a prefix: `Registry::with_prefix(\"app\")`)"
+            ));
+        }
+        self.shared.probes.app_metrics.add(registry);
         self
     }
 
@@ -386,7 +434,8 @@ impl Supervisor {
         self.probes.get_or_insert_with(Default::default)
     }
 
-    /// A handle to observe and stop the supervisor while it runs.
+    /// A handle to observe and stop the supervisor while it runs (and to mount its probes:
+    /// [`SupervisorHandle::probe_service`]).
     pub fn handle(&self) -> SupervisorHandle {
         SupervisorHandle {
             shared: self.shared.clone(),
@@ -519,6 +568,14 @@ fn joined(result: Result<Report, JoinError>) -> Report {
         Ok(report) => report,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         Err(error) => panic!("the supervisor's task was cancelled: {error}"),
+    }
+}
+
+#[cfg(feature = "http")]
+impl SupervisorHandle {
+    /// What the probe endpoints answer from.
+    pub(crate) fn probe_answers(&self) -> &crate::probes::ProbeAnswers {
+        &self.shared.probes
     }
 }
 
