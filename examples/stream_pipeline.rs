@@ -9,7 +9,7 @@
 //!  └─ producer (component) XADD stream_pipeline:events <seq>-1 seq <seq> …, 20 a second
 //! ```
 //!
-//! The services are in `tests/support/stream_pipeline.rs`, shared with the integration
+//! The services are in `tests/support/stream_pipeline/`, shared with the integration
 //! test that kills Redis under them (`tests/redis_pipeline.rs`).
 //!
 //! ```sh
@@ -27,7 +27,7 @@
 //! Redis's persistence on, e.g. `--appendonly yes`). On Ctrl-C (SIGINT) or SIGTERM the
 //! producer stops first, then the consumer, after acknowledging the batch it holds.
 
-#[path = "../tests/support/stream_pipeline.rs"]
+#[path = "../tests/support/stream_pipeline/mod.rs"]
 mod pipeline;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,166 @@
+//! The design note's "Stream Processing Service Pattern" on a real broker: Redis Streams
+//! with a consumer group. Shared by `examples/stream_pipeline.rs` (which runs it) and
+//! `tests/redis_pipeline.rs` (which kills Redis under it).
+//!
+//! ```text
+//! stream_pipeline ── init: connect, XGROUP CREATE … MKSTREAM ── health "redis": PING via the breaker
+//!   ├─ consumer  (component, started first, stopped last)  XREADGROUP … > / 0, XACK
+//!   └─ producer  (component, started last, stopped first)  XADD <seq>-1 seq <seq>
+//! ```
+//!
+//! Each message is processed exactly once across Redis outages, provided Redis keeps
+//! what it acknowledged (persistence on: `appendonly yes`, `appendfsync always`) and the
+//! process lives (a consumer that dies between processing and XACK processes those
+//! entries again on its next run: at least once then). One producer and one consumer
+//! name per stream.
+//!
+//!
+//! - The producer gives every message an explicit ID, `<seq>-1`, and retries the same
+//!   sequence until Redis confirms it. A retry whose first attempt was written after all
+//!   is refused by Redis ("equal or smaller than the target stream top item"), which the
+//!   producer counts as written: nothing is lost, nothing written twice. On start it
+//!   resumes after the stream's last ID.
+//! - The consumer reads new entries (`>`), processes them, then acknowledges them. After
+//!   any error it first acknowledges what it processed but could not acknowledge, then
+//!   re-reads its own pending entries (ID `0`): what Redis delivered but the reply never
+//!   arrived is processed then, and nothing processed is processed again.
+//! - On stop the consumer finishes the batch in hand and acknowledges it (its reads block
+//!   for at most `BLOCK`, so it notices the stop promptly): nothing stays pending.
+//!
+//! Every call to Redis goes through one [`CircuitBreaker`]: while Redis is down the loops
+//! fail fast and wait, and the pipeline's `redis` check reports the breaker as `degraded`.
+//! No loop ever gives up: when Redis is back, a trial call closes the breaker and the
+//! pipeline carries on where it stopped, without a restart.
+//!
+//! Here: the settings, the ledger and the options the services share. The services are
+//! in `pipeline.rs`, `consumer.rs` and `producer.rs`; how they call Redis (a resend
+//! after a dropped connection, the backoff) in `calls.rs`.
+#![allow(dead_code, unused_imports)] // the example and the tests each use their own subset
+
+mod calls;
+mod consumer;
+mod pipeline;
+mod producer;
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, RedisResult};
+use service_runtime::CircuitBreaker;
+
+pub use calls::CallError;
+pub use consumer::Consumer;
+pub use pipeline::Pipeline;
+pub use producer::Producer;
+
+use calls::query;
+
+/// How long a consumer read waits for new entries: the longest a stop waits for it.
+const BLOCK: Duration = Duration::from_millis(200);
+/// A health check's PING, below the services' `health_timeout` (500 ms), so a hung PING
+/// counts as a failure for the breaker instead of being dropped by the timeout.
+const PING_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Where the pipeline's stream is and how it reaches it, shared by the three services.
+#[derive(Clone)]
+pub struct Settings {
+    pub client: redis::Client,
+    /// The stream's key.
+    pub stream: String,
+    /// The consumer group.
+    pub group: String,
+    /// The consumer's name in the group: keep it across restarts, so a restarted consumer
+    /// finds the entries it was delivered but had not acknowledged.
+    pub consumer: String,
+    /// Guards every call to Redis, from every service.
+    pub breaker: CircuitBreaker,
+}
+
+impl Settings {
+    /// Settings for `url` with the default names and a breaker that opens after 3
+    /// consecutive failures and lets a trial call through after 1 s.
+    pub fn new(url: &str) -> RedisResult<Self> {
+        Ok(Settings {
+            client: redis::Client::open(url)?,
+            stream: "stream_pipeline:events".into(),
+            group: "processors".into(),
+            consumer: "processor-1".into(),
+            breaker: CircuitBreaker::new("redis")
+                .failure_threshold(3)
+                .open_for(Duration::from_secs(1))
+                .half_open_trials(1),
+        })
+    }
+
+    /// A connection that reconnects by itself: after a failed request the next one opens
+    /// a new connection. Each connection attempt is made once (`number_of_retries(0)`):
+    /// the services pace their own retries, with the breaker, and a request never waits
+    /// behind the client's own reconnection backoff.
+    pub async fn connect(&self) -> RedisResult<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Duration::from_millis(500))
+            // Above `BLOCK`: a blocking read is not a hung connection.
+            .set_response_timeout(Duration::from_secs(2));
+        self.client.get_connection_manager_with_config(config).await
+    }
+
+    /// `XGROUP CREATE <stream> <group> 0 MKSTREAM`; a group that exists is fine.
+    pub async fn ensure_group(&self, conn: &ConnectionManager) -> RedisResult<()> {
+        let create = Cmd::xgroup_create_mkstream(&self.stream, &self.group, "0");
+        match query::<()>(conn, &create).await {
+            Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// What the pipeline did, shared with whoever watches it (the example prints it, the
+/// test checks it).
+#[derive(Default)]
+pub struct Ledger {
+    /// Messages Redis confirmed (the producer moved to the next sequence).
+    pub produced: AtomicU64,
+    /// Sequences the consumer processed, in order.
+    pub processed: Mutex<Vec<u64>>,
+    /// Entries XACK reported acknowledged. An XACK whose reply was lost in an outage
+    /// is sent again and then counts 0, so after an outage this may fall short.
+    pub acked: AtomicU64,
+    /// XADD retries that found their entry already written (a reply lost in an outage).
+    pub already_written: AtomicU64,
+    /// Entries read from the consumer's own pending list (at start, or after an error):
+    /// delivered earlier, never acknowledged.
+    pub redelivered: AtomicU64,
+    /// Failed or refused calls to Redis.
+    pub failures: AtomicU64,
+}
+
+impl Ledger {
+    pub fn processed_count(&self) -> usize {
+        self.processed.lock().expect("ledger lock").len()
+    }
+
+    pub fn processed(&self) -> Vec<u64> {
+        self.processed.lock().expect("ledger lock").clone()
+    }
+}
+
+/// How fast the producer writes, and how many.
+#[derive(Clone, Copy)]
+pub struct ProducerOptions {
+    /// Pause between messages.
+    pub interval: Duration,
+    /// The last sequence to write, if any; then the producer idles until stopped.
+    pub last: Option<u64>,
+}
+
+/// How the consumer reads and works.
+#[derive(Clone, Copy)]
+pub struct ConsumerOptions {
+    /// Entries per read (`COUNT`).
+    pub batch: usize,
+    /// Simulated work per message.
+    pub work: Duration,
+}
