@@ -142,6 +142,7 @@ async fn a_redis_crash_degrades_health_opens_the_breaker_and_loses_nothing() {
     let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.length, MESSAGES, "one stream entry per message");
     assert_eq!(stream.pending, 0, "no entry left unacknowledged");
+    assert_effects_once(&server, &settings, MESSAGES).await;
 
     println!(
         "{MESSAGES} messages, each processed once; Redis killed after {produced_before_outage} \
@@ -219,6 +220,7 @@ async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
     let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.pending, 0);
     assert_eq!(stream.length, MESSAGES);
+    assert_effects_once(&server, &settings, MESSAGES).await;
 
     println!(
         "first run stopped after producing {produced} and processing {processed} messages, \
@@ -302,6 +304,7 @@ async fn entries_delivered_but_never_acknowledged_are_processed_by_the_next_run(
     let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.pending, 0);
     assert_eq!(stream.length, MESSAGES);
+    assert_effects_once(&server, &settings, MESSAGES).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,6 +327,24 @@ fn assert_exactly_once(processed: &[u64], messages: u64) {
     assert!(missing.is_empty(), "never processed: {missing:?}");
     assert!(unexpected.is_empty(), "not produced: {unexpected:?}");
     assert_eq!(processed.len() as u64, messages);
+}
+
+/// Redis's side: every message's effect counter is 1.
+async fn assert_effects_once(server: &RedisServer, settings: &Settings, messages: u64) {
+    let effects = server.counters(&settings.effects).await;
+    let wrong: Vec<(u64, u64)> = (1..=messages)
+        .map(|seq| (seq, effects.get(&seq).copied().unwrap_or(0)))
+        .filter(|&(_, count)| count != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "effects not applied once (seq, count): {wrong:?}"
+    );
+    assert_eq!(
+        effects.len() as u64,
+        messages,
+        "effects of unknown sequences"
+    );
 }
 
 /// The pipeline's health report, which must come back within the check timeout.

@@ -7,6 +7,7 @@
 //! panics: `.ci/run` installs it, so CI never skips these tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -169,6 +170,20 @@ impl RedisServer {
         bounded("Redis to answer XLEN and XPENDING", query)
             .await
             .expect("XLEN and XPENDING")
+    }
+}
+
+impl RedisServer {
+    /// A hash of counters by number (`HGETALL`), from a connection of our own.
+    pub async fn counters(&self, key: &str) -> BTreeMap<u64, u64> {
+        let query = async {
+            let client = redis::Client::open(self.url())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            conn.hgetall::<_, BTreeMap<u64, u64>>(key).await
+        };
+        bounded("Redis to answer HGETALL", query)
+            .await
+            .expect("HGETALL")
     }
 }
 

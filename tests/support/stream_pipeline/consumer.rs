@@ -1,5 +1,5 @@
-//! The consumer: reads the stream through the consumer group, processes each message and
-//! acknowledges it.
+//! The consumer: reads the stream through the consumer group, processes each message, and
+//! commits its effect with its acknowledgement.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,11 +9,12 @@ use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{Cmd, RedisResult};
 use service_runtime::{BreakerError, HealthDetail, Service, Shutdown, lifecycle};
 
-use super::calls::{Backoff, CallError, Trouble, is_dropped, pause, query, query_once};
+use super::calls::{Backoff, CallError, Trouble, is_dropped, pause, query_once};
+use super::scripts::{self, Done};
 use super::{BLOCK, ConsumerOptions, Ledger, Settings};
 
-/// Reads the stream through the consumer group, processes each message and acknowledges
-/// it.
+/// Reads the stream through the consumer group, processes each message, and commits its
+/// effect with its acknowledgement.
 #[derive(Service)]
 #[service(
     name = "consumer",
@@ -90,24 +91,24 @@ impl Consumer {
                 }
             }
         }
-        // Stopping: every processed message gets its acknowledgement, if Redis allows.
+        // Stopping: every processed message gets its commit, if Redis allows.
         self.settle(conn, &mut reader.owed).await
     }
 }
 
 /// Where the consumer is.
 struct Reader {
-    /// Processed, not acknowledged yet: acknowledged before anything is read again.
-    owed: Vec<String>,
+    /// Processed, not committed yet: committed before anything is read again.
+    owed: Vec<Done>,
     /// Read the consumer's own pending list (ID `0`) rather than new entries (`>`).
     catch_up: bool,
 }
 
 impl Consumer {
-    /// One batch: acknowledge what is owed, read (own pending entries first, then new
-    /// ones), process, acknowledge.
+    /// One batch: commit what is owed, read (own pending entries first, then new ones),
+    /// process, commit.
     async fn step(&self, conn: &ConnectionManager, reader: &mut Reader) -> Result<(), CallError> {
-        self.ack(conn, &mut reader.owed).await?;
+        self.commit(conn, &mut reader.owed).await?;
         let read = |from: &str| {
             let mut options = StreamReadOptions::default()
                 .group(&self.settings.group, &self.settings.consumer)
@@ -148,13 +149,13 @@ impl Consumer {
         }
         for entry in entries {
             self.process(&entry).await;
-            reader.owed.push(entry.id);
+            reader.owed.push(Done::of(&entry));
         }
-        self.ack(conn, &mut reader.owed).await
+        self.commit(conn, &mut reader.owed).await
     }
 
-    /// The work. An entry without a sequence (deleted, or written by someone else) is
-    /// acknowledged and skipped.
+    /// The work, whose effect the commit writes. An entry without a sequence (written by
+    /// someone else) has no effect: it is acknowledged and skipped.
     async fn process(&self, entry: &StreamId) {
         if !self.options.work.is_zero() {
             tokio::time::sleep(self.options.work).await;
@@ -164,31 +165,45 @@ impl Consumer {
         }
     }
 
-    async fn ack(&self, conn: &ConnectionManager, owed: &mut Vec<String>) -> Result<(), CallError> {
+    /// The effects and acknowledgements of `owed`, in one script. Resending it is
+    /// harmless: an entry applied before gets no second effect and is not counted.
+    async fn commit(
+        &self,
+        conn: &ConnectionManager,
+        owed: &mut Vec<Done>,
+    ) -> Result<(), CallError> {
         if owed.is_empty() {
             return Ok(());
         }
-        // Acknowledging twice is harmless: an entry no longer pending is not counted.
-        let ack = Cmd::xack(&self.settings.stream, &self.settings.group, owed);
-        let acked: usize = self.settings.breaker.call(query(conn, &ack)).await?;
-        self.ledger.acked.fetch_add(acked as u64, Ordering::Relaxed);
+        let committed = self
+            .settings
+            .breaker
+            .call(scripts::commit(conn, &self.settings, owed))
+            .await?;
+        let ledger = &self.ledger;
+        ledger
+            .applied
+            .fetch_add(committed.applied, Ordering::Relaxed);
+        let before = owed.len() as u64 - committed.applied;
+        ledger.already_applied.fetch_add(before, Ordering::Relaxed);
+        ledger.acked.fetch_add(committed.acked, Ordering::Relaxed);
         owed.clear();
         Ok(())
     }
 
-    /// The last acknowledgements, retried for a while (within the stop timeout) if
-    /// Redis is down; what cannot be acknowledged stays pending, and the next run reads
-    /// it again from the pending list.
-    async fn settle(&self, conn: &ConnectionManager, owed: &mut Vec<String>) -> anyhow::Result<()> {
+    /// The last commit, retried for a while (within the stop timeout) if Redis is down;
+    /// what cannot be committed stays pending, and the next run reads it again from the
+    /// pending list.
+    async fn settle(&self, conn: &ConnectionManager, owed: &mut Vec<Done>) -> anyhow::Result<()> {
         let mut backoff = Backoff::default();
         for _ in 0..5 {
-            match self.ack(conn, owed).await {
+            match self.commit(conn, owed).await {
                 Ok(()) => return Ok(()),
                 Err(error) => tokio::time::sleep(backoff.after(&error)).await,
             }
         }
         anyhow::bail!(
-            "{} processed entries left unacknowledged: {}",
+            "{} processed entries left uncommitted: {}",
             owed.len(),
             self.trouble.get().unwrap_or_default()
         )

@@ -8,24 +8,24 @@
 //!   └─ producer  (component, started last, stopped first)  XADD <seq>-1 seq <seq>
 //! ```
 //!
-//! Each message is processed exactly once across Redis outages, provided Redis keeps
-//! what it acknowledged (persistence on: `appendonly yes`, `appendfsync always`) and the
-//! process lives (a consumer that dies between processing and XACK processes those
-//! entries again on its next run: at least once then). One producer and one consumer
-//! name per stream.
-//!
+//! Each message's effect is applied exactly once across Redis outages and consumer
+//! crashes, provided Redis keeps what it acknowledged (persistence on: `appendonly yes`,
+//! `appendfsync always`): the effect is written with the entry's ID and its XACK in one
+//! Lua script (`scripts.rs`), so an entry processed again (a consumer that died between
+//! its work and its commit does that work again on its next run) is acknowledged without
+//! a second effect. One producer and one consumer name per stream.
 //!
 //! - The producer gives every message an explicit ID, `<seq>-1`, and retries the same
 //!   sequence until Redis confirms it. A retry whose first attempt was written after all
 //!   is refused by Redis ("equal or smaller than the target stream top item"), which the
 //!   producer counts as written: nothing is lost, nothing written twice. On start it
 //!   resumes after the stream's last ID.
-//! - The consumer reads new entries (`>`), processes them, then acknowledges them. After
-//!   any error it first acknowledges what it processed but could not acknowledge, then
-//!   re-reads its own pending entries (ID `0`): what Redis delivered but the reply never
-//!   arrived is processed then, and nothing processed is processed again.
-//! - On stop the consumer finishes the batch in hand and acknowledges it (its reads block
-//!   for at most `BLOCK`, so it notices the stop promptly): nothing stays pending.
+//! - The consumer reads new entries (`>`), processes them, then commits them: effects and
+//!   acknowledgements in one script. After any error it first resends the commit it owes,
+//!   then re-reads its own pending entries (ID `0`): what Redis delivered but the reply
+//!   never arrived is processed then, and nothing processed is processed again.
+//! - On stop the consumer finishes the batch in hand and commits it (its reads block for
+//!   at most `BLOCK`, so it notices the stop promptly): nothing stays pending.
 //!
 //! Every call to Redis goes through one [`CircuitBreaker`]: while Redis is down the loops
 //! fail fast and wait, and the pipeline's `redis` check reports the breaker as `degraded`.
@@ -33,14 +33,16 @@
 //! pipeline carries on where it stopped, without a restart.
 //!
 //! Here: the settings, the ledger and the options the services share. The services are
-//! in `pipeline.rs`, `consumer.rs` and `producer.rs`; how they call Redis (a resend
-//! after a dropped connection, the backoff) in `calls.rs`.
+//! in `pipeline.rs`, `consumer.rs` and `producer.rs`; the consumer's Lua scripts in
+//! `scripts.rs`; how they call Redis (a resend after a dropped connection, the backoff)
+//! in `calls.rs`.
 #![allow(dead_code, unused_imports)] // the example and the tests each use their own subset
 
 mod calls;
 mod consumer;
 mod pipeline;
 mod producer;
+mod scripts;
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -74,6 +76,10 @@ pub struct Settings {
     /// The consumer's name in the group: keep it across restarts, so a restarted consumer
     /// finds the entries it was delivered but had not acknowledged.
     pub consumer: String,
+    /// The set of the IDs whose effect is applied, written with each effect.
+    pub processed: String,
+    /// The effects: a hash of counters by sequence, each 1 once its message is processed.
+    pub effects: String,
     /// Guards every call to Redis, from every service.
     pub breaker: CircuitBreaker,
 }
@@ -87,6 +93,8 @@ impl Settings {
             stream: "stream_pipeline:events".into(),
             group: "processors".into(),
             consumer: "processor-1".into(),
+            processed: "stream_pipeline:processed".into(),
+            effects: "stream_pipeline:effects".into(),
             breaker: CircuitBreaker::new("redis")
                 .failure_threshold(3)
                 .open_for(Duration::from_secs(1))
@@ -123,10 +131,16 @@ impl Settings {
 pub struct Ledger {
     /// Messages Redis confirmed (the producer moved to the next sequence).
     pub produced: AtomicU64,
-    /// Sequences the consumer processed, in order.
+    /// Sequences the consumer processed (did the work of), in order.
     pub processed: Mutex<Vec<u64>>,
-    /// Entries XACK reported acknowledged. An XACK whose reply was lost in an outage
-    /// is sent again and then counts 0, so after an outage this may fall short.
+    /// Effects the consumer's commits applied.
+    pub applied: AtomicU64,
+    /// Entries whose commit found their effect applied already: a commit resent after
+    /// its reply was lost, or an entry another consumer had committed.
+    pub already_applied: AtomicU64,
+    /// Entries the commits' XACK reported acknowledged. A commit whose reply was lost
+    /// in an outage is sent again and then counts 0, so after an outage this may fall
+    /// short.
     pub acked: AtomicU64,
     /// XADD retries that found their entry already written (a reply lost in an outage).
     pub already_written: AtomicU64,

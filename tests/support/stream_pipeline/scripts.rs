@@ -1,0 +1,102 @@
+//! The consumer's Lua scripts, each an atomic step on the Redis side: a batch's effects
+//! written with the entries' IDs and acknowledged together, and a consumer leaving its
+//! group once it holds nothing.
+//!
+//! The commit makes processing idempotent by design. An entry's effect is applied only
+//! if its ID joins the set of processed IDs in the same script, and the entry is
+//! acknowledged there too; so an entry processed a second time (claimed from a replica
+//! that was slow rather than dead, or a commit resent after its reply was lost) is
+//! acknowledged without a second effect, and no crash can separate an effect from its
+//! acknowledgement. The set grows with the stream: trim it together with the stream
+//! (`XTRIM`), below the oldest ID that can still be delivered.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::streams::StreamId;
+use redis::{RedisResult, Script, ScriptInvocation};
+
+use super::Settings;
+use super::calls::is_dropped;
+
+/// `KEYS`: the stream, the set of processed IDs, the effects (a hash of counters by
+/// sequence). `ARGV`: the group, then each entry's ID and sequence (empty: no effect).
+/// Returns how many effects it applied and how many entries XACK acknowledged.
+const COMMIT: &str = r"
+local applied = 0
+local ids = {}
+for i = 2, #ARGV, 2 do
+    local id, seq = ARGV[i], ARGV[i + 1]
+    if redis.call('SADD', KEYS[2], id) == 1 then
+        applied = applied + 1
+        if seq ~= '' then
+            redis.call('HINCRBY', KEYS[3], seq, 1)
+        end
+    end
+    ids[#ids + 1] = id
+end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+return {applied, acked}
+";
+
+static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT));
+
+/// An entry whose work is done and whose commit is owed.
+#[derive(Clone, Debug)]
+pub(super) struct Done {
+    pub(super) id: String,
+    /// The message's sequence; `None` for an entry without one (no effect to apply).
+    pub(super) seq: Option<u64>,
+}
+
+impl Done {
+    pub(super) fn of(entry: &StreamId) -> Self {
+        Done {
+            id: entry.id.clone(),
+            seq: entry.get::<u64>("seq"),
+        }
+    }
+}
+
+/// What a commit did.
+pub(super) struct Committed {
+    /// Effects applied now: entries no commit had applied before.
+    pub(super) applied: u64,
+    /// Entries XACK acknowledged now (a resent commit's were acknowledged already).
+    pub(super) acked: u64,
+}
+
+/// Applies the effect of every entry of `batch` not applied before, and acknowledges
+/// them all, in one script. Safe to resend: a second run applies nothing.
+pub(super) async fn commit(
+    conn: &ConnectionManager,
+    settings: &Settings,
+    batch: &[Done],
+) -> RedisResult<Committed> {
+    let mut invocation = COMMIT_SCRIPT.prepare_invoke();
+    invocation
+        .key(&settings.stream)
+        .key(&settings.processed)
+        .key(&settings.effects)
+        .arg(&settings.group);
+    for done in batch {
+        invocation
+            .arg(&done.id)
+            .arg(done.seq.map(|seq| seq.to_string()).unwrap_or_default());
+    }
+    let (applied, acked): (u64, u64) = invoke(conn, &invocation).await?;
+    Ok(Committed { applied, acked })
+}
+
+/// Runs a script (loading it first if Redis lacks it: after a restart), and once more
+/// if its connection had died, as [`query`](super::calls::query) does. For scripts that
+/// are safe to run twice alone.
+async fn invoke<T: redis::FromRedisValue>(
+    conn: &ConnectionManager,
+    invocation: &ScriptInvocation<'_>,
+) -> RedisResult<T> {
+    match invocation.invoke_async(&mut conn.clone()).await {
+        Err(error) if is_dropped(&error) => invocation.invoke_async(&mut conn.clone()).await,
+        other => other,
+    }
+}
