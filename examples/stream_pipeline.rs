@@ -76,6 +76,7 @@ async fn main() -> ExitCode {
         ConsumerOptions {
             batch: 32,
             work: Duration::ZERO,
+            ..ConsumerOptions::default()
         },
         ledger.clone(),
     ));

@@ -48,6 +48,7 @@ async fn a_redis_crash_degrades_health_opens_the_breaker_and_loses_nothing() {
         ConsumerOptions {
             batch: 16,
             work: Duration::ZERO,
+            ..ConsumerOptions::default()
         },
         ledger.clone(),
     ));
@@ -175,6 +176,7 @@ async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
             ConsumerOptions {
                 batch: 20,
                 work: Duration::from_millis(1),
+                ..ConsumerOptions::default()
             },
             ledger.clone(),
         ))
@@ -279,6 +281,7 @@ async fn entries_delivered_but_never_acknowledged_are_processed_by_the_next_run(
         ConsumerOptions {
             batch: 4,
             work: Duration::ZERO,
+            ..ConsumerOptions::default()
         },
         ledger.clone(),
     ));

@@ -1,13 +1,16 @@
 //! How the pipeline's services call Redis: one send or a resend after a dropped
-//! connection, the last error a retrying loop keeps for its health check, and the pause
-//! between attempts.
+//! connection, a bounded call for the health checks and the PING check itself, the last
+//! error a retrying loop keeps for its health check, and the pause between attempts.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult};
-use service_runtime::{BreakerError, HealthDetail, Shutdown};
+use service_runtime::{BreakerError, CircuitBreaker, HealthDetail, Shutdown};
+
+use super::CHECK_TIMEOUT;
 
 /// The first and the longest pause between attempts while Redis fails.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -36,6 +39,22 @@ pub(super) async fn query<T: FromRedisValue>(
     match query_once(conn, cmd).await {
         Err(error) if is_dropped(&error) => query_once(conn, cmd).await,
         other => other,
+    }
+}
+
+/// `call`, or a timeout error after `limit`. A health check's calls are bounded below the
+/// check's own timeout, so a hung call counts as a failure for the breaker instead of
+/// being dropped with the check.
+pub(super) async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(reply) => reply,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no reply within {limit:?}"),
+        ))),
     }
 }
 
@@ -98,5 +117,30 @@ pub(super) async fn pause(shutdown: &Shutdown, delay: Duration) -> bool {
     tokio::select! {
         () = shutdown.requested() => false,
         () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// PING through the breaker: healthy when it answers, unhealthy when it fails, degraded
+/// (the breaker's own report) while the breaker is open and refuses calls.
+pub(super) async fn redis_health(
+    connection: Option<&ConnectionManager>,
+    breaker: &CircuitBreaker,
+) -> HealthDetail {
+    let Some(conn) = connection else {
+        return HealthDetail::unhealthy("not connected");
+    };
+    let ping = redis::cmd("PING");
+    let ping = within(CHECK_TIMEOUT, query::<String>(conn, &ping));
+    match breaker.call(ping).await {
+        Ok(_) => breaker.health(),
+        Err(refused @ BreakerError::Open { .. }) => {
+            let detail = breaker.health();
+            if detail.reason.is_some() {
+                detail
+            } else {
+                HealthDetail::degraded(refused.to_string())
+            }
+        }
+        Err(BreakerError::Inner(error)) => HealthDetail::unhealthy(format!("PING failed: {error}")),
     }
 }

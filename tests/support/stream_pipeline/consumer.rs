@@ -1,17 +1,26 @@
 //! The consumer: reads the stream through the consumer group, processes each message, and
-//! commits its effect with its acknowledgement.
+//! commits its effect with its acknowledgement; as one of several replicas, it also
+//! claims the entries of replicas that are gone, reports its lag, and leaves the group
+//! when it stops.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{Cmd, RedisResult};
 use service_runtime::{BreakerError, HealthDetail, Service, Shutdown, lifecycle};
 
-use super::calls::{Backoff, CallError, Trouble, is_dropped, pause, query_once};
+use super::calls::{Backoff, CallError, Trouble, is_dropped, pause, query_once, within};
+use super::claim::Sweep;
+use super::lag::Lag;
 use super::scripts::{self, Done};
-use super::{BLOCK, ConsumerOptions, Ledger, Settings};
+use super::{BLOCK, CHECK_TIMEOUT, ConsumerOptions, Ledger, Settings};
+
+/// How long a stopping consumer tries to leave its group: within its stop timeout, after
+/// the last commit. A consumer that could not leave stays listed, with nothing pending.
+const LEAVE_BUDGET: Duration = Duration::from_secs(1);
 
 /// Reads the stream through the consumer group, processes each message, and commits its
 /// effect with its acknowledgement.
@@ -27,18 +36,33 @@ pub struct Consumer {
     options: ConsumerOptions,
     ledger: Arc<Ledger>,
     connection: Option<ConnectionManager>,
+    /// For the lag check alone: the loop's blocking reads would delay it.
+    probe: Option<ConnectionManager>,
     trouble: Trouble,
 }
 
 impl Consumer {
-    pub(super) fn new(settings: Settings, options: ConsumerOptions, ledger: Arc<Ledger>) -> Self {
+    pub fn new(settings: Settings, options: ConsumerOptions, ledger: Arc<Ledger>) -> Self {
         Consumer {
             settings,
             options,
             ledger,
             connection: None,
+            probe: None,
             trouble: Trouble::default(),
         }
+    }
+
+    /// The lag as the `lag` check sees it, for whoever prints it.
+    pub async fn lag(&self) -> Result<Lag, CallError> {
+        let conn = self.probe.as_ref().ok_or_else(|| {
+            BreakerError::Inner(redis::RedisError::from((
+                redis::ErrorKind::ClientError,
+                "not connected",
+            )))
+        })?;
+        let measure = within(CHECK_TIMEOUT, Lag::measure(conn, &self.settings));
+        self.settings.breaker.call(measure).await
     }
 }
 
@@ -47,12 +71,14 @@ impl Consumer {
     #[init]
     async fn connect(&mut self) -> RedisResult<()> {
         self.connection = Some(self.settings.connect().await?);
+        self.probe = Some(self.settings.connect().await?);
         Ok(())
     }
 
     #[cleanup]
     async fn disconnect(&mut self) -> RedisResult<()> {
         self.connection = None;
+        self.probe = None;
         Ok(())
     }
 
@@ -62,6 +88,16 @@ impl Consumer {
         self.trouble.health("reading")
     }
 
+    /// Optional: a consumer behind by more than the threshold is degraded, not failed.
+    /// The figures are in the reason whatever the status.
+    #[health(name = "lag", optional)]
+    async fn lag_check(&self) -> HealthDetail {
+        match self.lag().await {
+            Ok(lag) => lag.health(self.options.lag_threshold),
+            Err(error) => HealthDetail::degraded(format!("lag unknown: {error}")),
+        }
+    }
+
     #[run]
     async fn consume(&self, shutdown: Shutdown) -> anyhow::Result<()> {
         let conn = self.connection.as_ref().expect("connected by init");
@@ -69,6 +105,7 @@ impl Consumer {
             owed: Vec::new(),
             // Start with the pending list: entries an earlier run was delivered.
             catch_up: true,
+            sweep: self.options.claim_idle.map(Sweep::new),
         };
         let mut backoff = Backoff::default();
         while !shutdown.is_requested() {
@@ -91,8 +128,11 @@ impl Consumer {
                 }
             }
         }
-        // Stopping: every processed message gets its commit, if Redis allows.
-        self.settle(conn, &mut reader.owed).await
+        // Stopping: every processed message gets its commit, if Redis allows; then,
+        // holding nothing, the consumer leaves the group.
+        self.settle(conn, &mut reader.owed).await?;
+        self.leave(conn).await;
+        Ok(())
     }
 }
 
@@ -102,13 +142,41 @@ struct Reader {
     owed: Vec<Done>,
     /// Read the consumer's own pending list (ID `0`) rather than new entries (`>`).
     catch_up: bool,
+    /// The claims of other consumers' idle entries, if this consumer makes them.
+    sweep: Option<Sweep>,
 }
 
 impl Consumer {
-    /// One batch: commit what is owed, read (own pending entries first, then new ones),
-    /// process, commit.
+    /// One batch: commit what is owed; take a batch (own pending entries first, then a
+    /// page of claims when a sweep is due, else new entries); process it; commit it.
     async fn step(&self, conn: &ConnectionManager, reader: &mut Reader) -> Result<(), CallError> {
         self.commit(conn, &mut reader.owed).await?;
+        let entries = match &mut reader.sweep {
+            Some(sweep) if !reader.catch_up && sweep.is_due() => {
+                let batch = self.options.batch;
+                let claim = sweep.claim(conn, &self.settings, batch);
+                let claimed = self.settings.breaker.call(claim).await?;
+                self.ledger
+                    .claimed
+                    .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+                claimed
+            }
+            _ => self.read(conn, reader).await?,
+        };
+        for entry in entries {
+            self.process(&entry).await;
+            reader.owed.push(Done::of(&entry));
+        }
+        self.commit(conn, &mut reader.owed).await
+    }
+
+    /// Reads a batch: the consumer's own pending entries while catching up, else new
+    /// ones (waiting up to `BLOCK` for them).
+    async fn read(
+        &self,
+        conn: &ConnectionManager,
+        reader: &mut Reader,
+    ) -> Result<Vec<StreamId>, CallError> {
         let read = |from: &str| {
             let mut options = StreamReadOptions::default()
                 .group(&self.settings.group, &self.settings.consumer)
@@ -147,11 +215,7 @@ impl Consumer {
                 .redelivered
                 .fetch_add(entries.len() as u64, Ordering::Relaxed);
         }
-        for entry in entries {
-            self.process(&entry).await;
-            reader.owed.push(Done::of(&entry));
-        }
-        self.commit(conn, &mut reader.owed).await
+        Ok(entries)
     }
 
     /// The work, whose effect the commit writes. An entry without a sequence (written by
@@ -207,5 +271,24 @@ impl Consumer {
             owed.len(),
             self.trouble.get().unwrap_or_default()
         )
+    }
+
+    /// Deletes this consumer from the group once nothing is pending under its name, so
+    /// the group lists the consumers that exist (a replica's name is often its pod's,
+    /// never used again). Best effort, within [`LEAVE_BUDGET`].
+    async fn leave(&self, conn: &ConnectionManager) {
+        let leave = self
+            .settings
+            .breaker
+            .call(scripts::leave(conn, &self.settings));
+        match tokio::time::timeout(LEAVE_BUDGET, leave).await {
+            Ok(Ok(left)) => self.ledger.left_group.store(left, Ordering::Relaxed),
+            Ok(Err(error)) => {
+                tracing::warn!(consumer = %self.settings.consumer, %error, "could not leave the group")
+            }
+            Err(_) => {
+                tracing::warn!(consumer = %self.settings.consumer, "could not leave the group within {LEAVE_BUDGET:?}")
+            }
+        }
     }
 }

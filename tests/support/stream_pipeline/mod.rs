@@ -1,19 +1,25 @@
 //! The design note's "Stream Processing Service Pattern" on a real broker: Redis Streams
-//! with a consumer group. Shared by `examples/stream_pipeline.rs` (which runs it) and
-//! `tests/redis_pipeline.rs` (which kills Redis under it).
+//! with a consumer group. Shared by `examples/stream_pipeline.rs` (which runs it), and
+//! `tests/redis_pipeline.rs` (which kills Redis under it) and `tests/redis_replicas.rs`
+//! (which runs it as several processes and kills one).
 //!
 //! ```text
 //! stream_pipeline ── init: connect, XGROUP CREATE … MKSTREAM ── health "redis": PING via the breaker
-//!   ├─ consumer  (component, started first, stopped last)  XREADGROUP … > / 0, XACK
+//!   ├─ consumer  (component, started first, stopped last)  XREADGROUP … > / 0, commit script
 //!   └─ producer  (component, started last, stopped first)  XADD <seq>-1 seq <seq>
+//!
+//! stream_replica ── the same init and check, one process of N, each its own consumer name
+//!   └─ consumer  (component)  … and XAUTOCLAIM of entries idle past the claim bound, a `lag` check
+//! producer ── alone in a process of its own: one producer per stream
 //! ```
 //!
-//! Each message's effect is applied exactly once across Redis outages and consumer
-//! crashes, provided Redis keeps what it acknowledged (persistence on: `appendonly yes`,
-//! `appendfsync always`): the effect is written with the entry's ID and its XACK in one
-//! Lua script (`scripts.rs`), so an entry processed again (a consumer that died between
-//! its work and its commit does that work again on its next run) is acknowledged without
-//! a second effect. One producer and one consumer name per stream.
+//! Each message's effect is applied exactly once across Redis outages, consumer crashes
+//! and take-overs, provided Redis keeps what it acknowledged (persistence on:
+//! `appendonly yes`, `appendfsync always`): the effect is written with the entry's ID and
+//! its XACK in one Lua script (`scripts.rs`), so an entry processed again (a consumer that
+//! died between its work and its commit does that work again on its next run, or a
+//! replica claims it) is acknowledged without a second effect. One producer per stream;
+//! one process per consumer name.
 //!
 //! - The producer gives every message an explicit ID, `<seq>-1`, and retries the same
 //!   sequence until Redis confirms it. A retry whose first attempt was written after all
@@ -24,8 +30,14 @@
 //!   acknowledgements in one script. After any error it first resends the commit it owes,
 //!   then re-reads its own pending entries (ID `0`): what Redis delivered but the reply
 //!   never arrived is processed then, and nothing processed is processed again.
+//! - With a claim bound (`ConsumerOptions::claim_idle`), the consumer also sweeps the
+//!   group's pending list every quarter of the bound and claims every entry idle longer
+//!   than the bound (`claim.rs`): the entries of a replica that died are taken over by
+//!   the others. Its `lag` check reports what is pending under its name and for how long
+//!   (`lag.rs`), degraded past `ConsumerOptions::lag_threshold`.
 //! - On stop the consumer finishes the batch in hand and commits it (its reads block for
-//!   at most `BLOCK`, so it notices the stop promptly): nothing stays pending.
+//!   at most `BLOCK`, so it notices the stop promptly): nothing stays pending. Then it
+//!   leaves the group (`XGROUP DELCONSUMER`, only if nothing is pending under its name).
 //!
 //! Every call to Redis goes through one [`CircuitBreaker`]: while Redis is down the loops
 //! fail fast and wait, and the pipeline's `redis` check reports the breaker as `degraded`.
@@ -33,19 +45,23 @@
 //! pipeline carries on where it stopped, without a restart.
 //!
 //! Here: the settings, the ledger and the options the services share. The services are
-//! in `pipeline.rs`, `consumer.rs` and `producer.rs`; the consumer's Lua scripts in
-//! `scripts.rs`; how they call Redis (a resend after a dropped connection, the backoff)
-//! in `calls.rs`.
+//! in `combined.rs` (the pipeline in one process), `replica.rs`, `consumer.rs` and
+//! `producer.rs`; the consumer's Lua scripts in `scripts.rs`, its claims in `claim.rs`,
+//! its lag in `lag.rs`; how they all call Redis (a resend after a dropped connection,
+//! the backoff, the PING check) in `calls.rs`.
 #![allow(dead_code, unused_imports)] // the example and the tests each use their own subset
 
 mod calls;
+mod claim;
+mod combined;
 mod consumer;
-mod pipeline;
+mod lag;
 mod producer;
+mod replica;
 mod scripts;
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -53,19 +69,22 @@ use redis::{Cmd, RedisResult};
 use service_runtime::CircuitBreaker;
 
 pub use calls::CallError;
+pub use combined::Pipeline;
 pub use consumer::Consumer;
-pub use pipeline::Pipeline;
+pub use lag::Lag;
 pub use producer::Producer;
+pub use replica::Replica;
 
 use calls::query;
 
 /// How long a consumer read waits for new entries: the longest a stop waits for it.
 const BLOCK: Duration = Duration::from_millis(200);
-/// A health check's PING, below the services' `health_timeout` (500 ms), so a hung PING
-/// counts as a failure for the breaker instead of being dropped by the timeout.
-const PING_TIMEOUT: Duration = Duration::from_millis(300);
+/// A health check's calls (PING, XPENDING), below the services' `health_timeout` (500 ms),
+/// so a hung call counts as a failure for the breaker instead of being dropped by the
+/// timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Where the pipeline's stream is and how it reaches it, shared by the three services.
+/// Where the pipeline's stream is and how it reaches it, shared by its services.
 #[derive(Clone)]
 pub struct Settings {
     pub client: redis::Client,
@@ -147,6 +166,11 @@ pub struct Ledger {
     /// Entries read from the consumer's own pending list (at start, or after an error):
     /// delivered earlier, never acknowledged.
     pub redelivered: AtomicU64,
+    /// Entries the consumer claimed from the group's pending list (idle past the claim
+    /// bound: most often another consumer's, gone).
+    pub claimed: AtomicU64,
+    /// Whether the consumer left the group when it stopped, holding nothing.
+    pub left_group: AtomicBool,
     /// Failed or refused calls to Redis.
     pub failures: AtomicU64,
 }
@@ -170,11 +194,31 @@ pub struct ProducerOptions {
     pub last: Option<u64>,
 }
 
-/// How the consumer reads and works.
-#[derive(Clone, Copy)]
+/// How the consumer reads, works and claims.
+#[derive(Clone, Copy, Debug)]
 pub struct ConsumerOptions {
-    /// Entries per read (`COUNT`).
+    /// Entries per read or claim (`COUNT`).
     pub batch: usize,
     /// Simulated work per message.
     pub work: Duration,
+    /// Claim entries pending longer than this from any consumer of the group (those of
+    /// a replica that died); `None` never claims. Longer than a batch takes to process
+    /// and commit, or entries in hand are taken from live consumers (and processed
+    /// twice, with one effect).
+    pub claim_idle: Option<Duration>,
+    /// The `lag` check is degraded once an entry has been pending under this consumer's
+    /// name for longer than this.
+    pub lag_threshold: Duration,
+}
+
+impl Default for ConsumerOptions {
+    /// Batches of 32, no simulated work, no claims, degraded past 5 s of lag.
+    fn default() -> Self {
+        ConsumerOptions {
+            batch: 32,
+            work: Duration::ZERO,
+            claim_idle: None,
+            lag_threshold: Duration::from_secs(5),
+        }
+    }
 }

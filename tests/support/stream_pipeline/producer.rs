@@ -38,7 +38,7 @@ enum Appended {
 }
 
 impl Producer {
-    pub(super) fn new(settings: Settings, options: ProducerOptions, ledger: Arc<Ledger>) -> Self {
+    pub fn new(settings: Settings, options: ProducerOptions, ledger: Arc<Ledger>) -> Self {
         Producer {
             settings,
             options,

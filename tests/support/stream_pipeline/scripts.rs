@@ -39,7 +39,20 @@ local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 return {applied, acked}
 ";
 
+/// `KEYS`: the stream. `ARGV`: the group, the consumer. Deletes the consumer from the
+/// group if nothing is pending under its name; returns 1 then, else 0. In one script, so
+/// no entry can be delivered to it between the look and the deletion (which would drop
+/// that entry from the pending list for good).
+const LEAVE: &str = r"
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+    return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 static COMMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT));
+static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE));
 
 /// An entry whose work is done and whose commit is owed.
 #[derive(Clone, Debug)]
@@ -86,6 +99,18 @@ pub(super) async fn commit(
     }
     let (applied, acked): (u64, u64) = invoke(conn, &invocation).await?;
     Ok(Committed { applied, acked })
+}
+
+/// Deletes this consumer from its group if it holds nothing; `false` if it still does.
+/// Safe to resend.
+pub(super) async fn leave(conn: &ConnectionManager, settings: &Settings) -> RedisResult<bool> {
+    let mut invocation = LEAVE_SCRIPT.prepare_invoke();
+    invocation
+        .key(&settings.stream)
+        .arg(&settings.group)
+        .arg(&settings.consumer);
+    let left: u8 = invoke(conn, &invocation).await?;
+    Ok(left == 1)
 }
 
 /// Runs a script (loading it first if Redis lacks it: after a restart), and once more

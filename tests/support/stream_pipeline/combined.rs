@@ -1,16 +1,16 @@
-//! The pipeline service: the stream's consumer group, the Redis health check, and the
-//! consumer and producer as its components.
+//! The pipeline in one process: the stream's consumer group, the Redis health check, and
+//! the consumer and producer as its components.
 
 use std::sync::Arc;
 
+use redis::RedisResult;
 use redis::aio::ConnectionManager;
-use redis::{RedisError, RedisResult};
-use service_runtime::{BreakerError, HealthDetail, Managed, Service, lifecycle};
+use service_runtime::{HealthDetail, Managed, Service, lifecycle};
 
-use super::calls::query;
+use super::calls::redis_health;
 use super::consumer::Consumer;
 use super::producer::Producer;
-use super::{ConsumerOptions, Ledger, PING_TIMEOUT, ProducerOptions, Settings};
+use super::{ConsumerOptions, Ledger, ProducerOptions, Settings};
 
 /// The stream-processing service: owns the stream and its consumer group, checks Redis,
 /// and runs a consumer and a producer as components. The consumer is declared first, so
@@ -71,37 +71,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// PING through the breaker: healthy when it answers, unhealthy when it fails,
-    /// degraded (the breaker's own report) while the breaker is open and refuses calls.
     #[health(name = "redis", critical)]
     async fn redis(&self) -> HealthDetail {
-        let Some(conn) = &self.connection else {
-            return HealthDetail::unhealthy("not connected");
-        };
-        let breaker = &self.settings.breaker;
-        let ping = async {
-            let ping = redis::cmd("PING");
-            match tokio::time::timeout(PING_TIMEOUT, query::<String>(conn, &ping)).await {
-                Ok(reply) => reply.map(drop),
-                Err(_) => Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no PONG within {PING_TIMEOUT:?}"),
-                ))),
-            }
-        };
-        match breaker.call(ping).await {
-            Ok(()) => breaker.health(),
-            Err(refused @ BreakerError::Open { .. }) => {
-                let detail = breaker.health();
-                if detail.reason.is_some() {
-                    detail
-                } else {
-                    HealthDetail::degraded(refused.to_string())
-                }
-            }
-            Err(BreakerError::Inner(error)) => {
-                HealthDetail::unhealthy(format!("PING failed: {error}"))
-            }
-        }
+        redis_health(self.connection.as_ref(), &self.settings.breaker).await
     }
 }
