@@ -5,13 +5,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use redis::RedisResult;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamPendingCountReply, StreamPendingReply};
-use redis::{Cmd, RedisResult};
 use service_runtime::{HealthDetail, HealthStatus};
 
 use super::Settings;
-use super::calls::query;
+use super::calls::is_dropped;
 
 /// How many of the consumer's pending entries are read for their ages: more than it holds
 /// (a batch in hand and a page of claims) unless it is far behind, when it is degraded
@@ -31,10 +31,26 @@ pub struct Lag {
 }
 
 impl Lag {
-    /// Reads it: `XPENDING` for the group's summary, then for this consumer's entries.
+    /// Reads it: `XPENDING` for the group's summary and for this consumer's entries, in
+    /// one transaction so that both see the same pending list.
     pub(super) async fn measure(conn: &ConnectionManager, settings: &Settings) -> RedisResult<Lag> {
-        let summary = Cmd::xpending(&settings.stream, &settings.group);
-        let summary: StreamPendingReply = query(conn, &summary).await?;
+        let mut both = redis::pipe();
+        both.atomic()
+            .xpending(&settings.stream, &settings.group)
+            .xpending_consumer_count(
+                &settings.stream,
+                &settings.group,
+                "-",
+                "+",
+                SAMPLE,
+                &settings.consumer,
+            );
+        // Read-only: sent again if its connection had died, as `calls::query` does.
+        let reply = match both.query_async(&mut conn.clone()).await {
+            Err(error) if is_dropped(&error) => both.query_async(&mut conn.clone()).await,
+            other => other,
+        };
+        let (summary, own): (StreamPendingReply, StreamPendingCountReply) = reply?;
         let (group_pending, pending) = match &summary {
             StreamPendingReply::Empty => (0, 0),
             StreamPendingReply::Data(data) => {
@@ -46,23 +62,11 @@ impl Lag {
                 (data.count, own)
             }
         };
-        let oldest = if pending == 0 {
-            None
-        } else {
-            let own = Cmd::xpending_consumer_count(
-                &settings.stream,
-                &settings.group,
-                "-",
-                "+",
-                SAMPLE,
-                &settings.consumer,
-            );
-            let own: StreamPendingCountReply = query(conn, &own).await?;
-            own.ids
-                .iter()
-                .map(|entry| Duration::from_millis(entry.last_delivered_ms as u64))
-                .max()
-        };
+        let oldest = own
+            .ids
+            .iter()
+            .map(|entry| Duration::from_millis(entry.last_delivered_ms as u64))
+            .max();
         Ok(Lag {
             pending: pending as u64,
             oldest,

@@ -188,7 +188,7 @@ impl Ledger {
 /// How fast the producer writes, and how many.
 #[derive(Clone, Copy)]
 pub struct ProducerOptions {
-    /// Pause between messages.
+    /// Pause between messages; zero: none, as fast as Redis confirms them.
     pub interval: Duration,
     /// The last sequence to write, if any; then the producer idles until stopped.
     pub last: Option<u64>,

@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use redis::streams::StreamInfoStreamReply;
 use redis::{Cmd, RedisError, RedisResult};
 use service_runtime::{HealthDetail, Service, Shutdown, lifecycle};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Interval, MissedTickBehavior};
 
 use super::calls::{Backoff, CallError, Trouble, pause, query};
 use super::{Ledger, ProducerOptions, Settings};
@@ -92,8 +92,12 @@ impl Producer {
     #[run]
     async fn produce(&self, shutdown: Shutdown) -> anyhow::Result<()> {
         let conn = self.connection.as_ref().expect("connected by init");
-        let mut interval = tokio::time::interval(self.options.interval);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // No pause at all for an interval of zero: as fast as Redis confirms.
+        let mut interval = (!self.options.interval.is_zero()).then(|| {
+            let mut interval = tokio::time::interval(self.options.interval);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        });
         let mut backoff = Backoff::default();
         loop {
             let seq = self.next.load(Ordering::Relaxed);
@@ -102,8 +106,9 @@ impl Producer {
                 return Ok(());
             }
             tokio::select! {
+                biased;
                 () = shutdown.requested() => return Ok(()),
-                _ = interval.tick() => {}
+                () = tick(interval.as_mut()) => {}
             }
             // The same sequence until Redis has it; an append in flight is never dropped.
             loop {
@@ -149,6 +154,13 @@ impl Producer {
                 }
             })
             .await
+    }
+}
+
+/// The next tick of `interval`, or at once without one.
+async fn tick(interval: Option<&mut Interval>) {
+    if let Some(interval) = interval {
+        interval.tick().await;
     }
 }
 
