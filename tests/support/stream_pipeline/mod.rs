@@ -74,6 +74,7 @@ pub use consumer::Consumer;
 pub use lag::Lag;
 pub use producer::Producer;
 pub use replica::Replica;
+pub use scripts::{Committed, Done, commit};
 
 use calls::query;
 

@@ -56,14 +56,14 @@ static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE));
 
 /// An entry whose work is done and whose commit is owed.
 #[derive(Clone, Debug)]
-pub(super) struct Done {
-    pub(super) id: String,
+pub struct Done {
+    pub id: String,
     /// The message's sequence; `None` for an entry without one (no effect to apply).
-    pub(super) seq: Option<u64>,
+    pub seq: Option<u64>,
 }
 
 impl Done {
-    pub(super) fn of(entry: &StreamId) -> Self {
+    pub fn of(entry: &StreamId) -> Self {
         Done {
             id: entry.id.clone(),
             seq: entry.get::<u64>("seq"),
@@ -72,16 +72,16 @@ impl Done {
 }
 
 /// What a commit did.
-pub(super) struct Committed {
+pub struct Committed {
     /// Effects applied now: entries no commit had applied before.
-    pub(super) applied: u64,
+    pub applied: u64,
     /// Entries XACK acknowledged now (a resent commit's were acknowledged already).
-    pub(super) acked: u64,
+    pub acked: u64,
 }
 
 /// Applies the effect of every entry of `batch` not applied before, and acknowledges
 /// them all, in one script. Safe to resend: a second run applies nothing.
-pub(super) async fn commit(
+pub async fn commit(
     conn: &ConnectionManager,
     settings: &Settings,
     batch: &[Done],
