@@ -52,18 +52,6 @@ impl Consumer {
             trouble: Trouble::default(),
         }
     }
-
-    /// The lag as the `lag` check sees it, for whoever prints it.
-    pub async fn lag(&self) -> Result<Lag, CallError> {
-        let conn = self.probe.as_ref().ok_or_else(|| {
-            BreakerError::Inner(redis::RedisError::from((
-                redis::ErrorKind::ClientError,
-                "not connected",
-            )))
-        })?;
-        let measure = within(CHECK_TIMEOUT, Lag::measure(conn, &self.settings));
-        self.settings.breaker.call(measure).await
-    }
 }
 
 #[lifecycle]
@@ -92,7 +80,11 @@ impl Consumer {
     /// The figures are in the reason whatever the status.
     #[health(name = "lag", optional)]
     async fn lag_check(&self) -> HealthDetail {
-        match self.lag().await {
+        let Some(conn) = &self.probe else {
+            return HealthDetail::unhealthy("not connected");
+        };
+        let measure = within(CHECK_TIMEOUT, Lag::measure(conn, &self.settings));
+        match self.settings.breaker.call(measure).await {
             Ok(lag) => lag.health(self.options.lag_threshold),
             Err(error) => HealthDetail::degraded(format!("lag unknown: {error}")),
         }
