@@ -5,20 +5,20 @@
 //! Without `redis-server` on the PATH the tests print a loud notice and pass, except
 //! under `CI=true`, where they fail: `.ci/run` installs it, so CI never skips them.
 
-#[path = "support/stream_pipeline.rs"]
+#[path = "support/stream_pipeline/mod.rs"]
 mod pipeline;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pipeline::{ConsumerOptions, Ledger, Pipeline, ProducerOptions, Settings};
 use redis::AsyncCommands;
+use redis_server::RedisServer;
 use service_runtime::{BreakerState, HealthReport, HealthStatus, Managed, ServiceStatus};
 use tokio::time::Instant;
 
@@ -33,7 +33,7 @@ const OUTAGE: Duration = Duration::from_millis(1500);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_crash_degrades_health_opens_the_breaker_and_loses_nothing() {
     const MESSAGES: u64 = 400;
-    let Some(mut server) = RedisServer::start("crash").await else {
+    let Some(mut server) = RedisServer::start("redis_pipeline-crash").await else {
         return;
     };
     let settings = Settings::new(&server.url()).unwrap();
@@ -48,6 +48,7 @@ async fn a_redis_crash_degrades_health_opens_the_breaker_and_loses_nothing() {
         ConsumerOptions {
             batch: 16,
             work: Duration::ZERO,
+            ..ConsumerOptions::default()
         },
         ledger.clone(),
     ));
@@ -139,9 +140,10 @@ async fn a_redis_crash_degrades_health_opens_the_breaker_and_loses_nothing() {
     // Exactly once: every sequence processed, none twice; nothing left pending.
     assert_eq!(ledger.produced.load(Ordering::Relaxed), MESSAGES);
     assert_exactly_once(&ledger.processed(), MESSAGES);
-    let stream = server.inspect(&settings).await;
+    let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.length, MESSAGES, "one stream entry per message");
     assert_eq!(stream.pending, 0, "no entry left unacknowledged");
+    assert_effects_once(&server, &settings, MESSAGES).await;
 
     println!(
         "{MESSAGES} messages, each processed once; Redis killed after {produced_before_outage} \
@@ -158,7 +160,7 @@ async fn a_redis_crash_degrades_health_opens_the_breaker_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
     const MESSAGES: u64 = 1000;
-    let Some(server) = RedisServer::start("stop").await else {
+    let Some(server) = RedisServer::start("redis_pipeline-stop").await else {
         return;
     };
     let settings = Settings::new(&server.url()).unwrap();
@@ -174,6 +176,7 @@ async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
             ConsumerOptions {
                 batch: 20,
                 work: Duration::from_millis(1),
+                ..ConsumerOptions::default()
             },
             ledger.clone(),
         ))
@@ -193,7 +196,7 @@ async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
         .expect("a graceful stop");
     let produced = ledger.produced.load(Ordering::Relaxed);
     let processed = ledger.processed_count() as u64;
-    let stream = server.inspect(&settings).await;
+    let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.pending, 0, "no entry left unacknowledged");
     assert_eq!(
         stream.length, produced,
@@ -216,9 +219,10 @@ async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
         .expect("a graceful stop");
     assert_eq!(ledger.produced.load(Ordering::Relaxed), MESSAGES);
     assert_exactly_once(&ledger.processed(), MESSAGES);
-    let stream = server.inspect(&settings).await;
+    let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.pending, 0);
     assert_eq!(stream.length, MESSAGES);
+    assert_effects_once(&server, &settings, MESSAGES).await;
 
     println!(
         "first run stopped after producing {produced} and processing {processed} messages, \
@@ -231,7 +235,7 @@ async fn a_graceful_stop_leaves_nothing_pending_and_the_next_run_resumes() {
 async fn entries_delivered_but_never_acknowledged_are_processed_by_the_next_run() {
     const EARLIER: u64 = 10;
     const MESSAGES: u64 = 20;
-    let Some(server) = RedisServer::start("pending").await else {
+    let Some(server) = RedisServer::start("redis_pipeline-pending").await else {
         return;
     };
     let settings = Settings::new(&server.url()).unwrap();
@@ -259,7 +263,13 @@ async fn entries_delivered_but_never_acknowledged_are_processed_by_the_next_run(
     };
     let delivered = bounded("the earlier run's traces", setup).await.unwrap();
     assert_eq!(delivered, EARLIER);
-    assert_eq!(server.inspect(&settings).await.pending, EARLIER);
+    assert_eq!(
+        server
+            .inspect(&settings.stream, &settings.group)
+            .await
+            .pending,
+        EARLIER
+    );
 
     let ledger = Arc::new(Ledger::default());
     let pipeline = Managed::new(Pipeline::new(
@@ -271,6 +281,7 @@ async fn entries_delivered_but_never_acknowledged_are_processed_by_the_next_run(
         ConsumerOptions {
             batch: 4,
             work: Duration::ZERO,
+            ..ConsumerOptions::default()
         },
         ledger.clone(),
     ));
@@ -293,9 +304,10 @@ async fn entries_delivered_but_never_acknowledged_are_processed_by_the_next_run(
         ledger.processed()[..EARLIER as usize],
         (1..=EARLIER).collect::<Vec<_>>()
     );
-    let stream = server.inspect(&settings).await;
+    let stream = server.inspect(&settings.stream, &settings.group).await;
     assert_eq!(stream.pending, 0);
     assert_eq!(stream.length, MESSAGES);
+    assert_effects_once(&server, &settings, MESSAGES).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -318,6 +330,24 @@ fn assert_exactly_once(processed: &[u64], messages: u64) {
     assert!(missing.is_empty(), "never processed: {missing:?}");
     assert!(unexpected.is_empty(), "not produced: {unexpected:?}");
     assert_eq!(processed.len() as u64, messages);
+}
+
+/// Redis's side: every message's effect counter is 1.
+async fn assert_effects_once(server: &RedisServer, settings: &Settings, messages: u64) {
+    let effects = server.counters(&settings.effects).await;
+    let wrong: Vec<(u64, u64)> = (1..=messages)
+        .map(|seq| (seq, effects.get(&seq).copied().unwrap_or(0)))
+        .filter(|&(_, count)| count != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "effects not applied once (seq, count): {wrong:?}"
+    );
+    assert_eq!(
+        effects.len() as u64,
+        messages,
+        "effects of unknown sequences"
+    );
 }
 
 /// The pipeline's health report, which must come back within the check timeout.
@@ -361,176 +391,4 @@ async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future)
         .await
         .unwrap_or_else(|_| panic!("timed out after {PATIENCE:?} waiting for {what}"))
-}
-
-// ---------------------------------------------------------------------------------------
-// A private redis-server.
-
-/// A `redis-server` child process on a loopback port, persisting to a directory of its
-/// own; killed and the directory removed on drop.
-struct RedisServer {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-/// What Redis holds for the pipeline's stream.
-struct StreamState {
-    length: u64,
-    pending: u64,
-}
-
-impl RedisServer {
-    /// Starts one and waits until it answers, or returns `None` (after a loud notice)
-    /// when `redis-server` is not installed and this is not CI.
-    async fn start(name: &str) -> Option<RedisServer> {
-        if let Err(error) = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .output()
-        {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(
-                !ci,
-                "redis-server is not available ({error}) and CI is set: install it \
-                 (`apt-get install redis-server`; `.ci/run` does); this test never skips in CI"
-            );
-            // Straight to the process's stderr, past the test harness's capture.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{bar}\nSKIPPED tests/redis_pipeline.rs ({name}): redis-server is not on the PATH ({error}).\n\
-                 Install it (`apt-get install redis-server`) to run the Redis integration tests.\n{bar}\n",
-                bar = "!".repeat(78),
-            );
-            return None;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("service-suite-redis-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-        let mut server = RedisServer {
-            port: free_port(),
-            dir,
-            child: None,
-        };
-        // Another process may take the port between our pick and the server's bind.
-        for _ in 0..3 {
-            server.spawn();
-            match server.ready().await {
-                Ok(()) => return Some(server),
-                Err(_) => server.port = free_port(),
-            }
-        }
-        server.spawn();
-        server.ready().await.unwrap_or_else(|log| panic!("{log}"));
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("redis.log"))
-            .expect("redis-server's log file");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(["--daemonize", "no", "--logfile", ""])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("redis-server's log file"))
-            .stderr(log)
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-    }
-
-    /// Waits until the server answers PING (bounded); `Err` with its log if it exited.
-    async fn ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        let client = redis::Client::open(self.url()).unwrap();
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                self.child = None;
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                return Err(format!(
-                    "redis-server exited ({status}) on port {}:\n{log}",
-                    self.port
-                ));
-            }
-            let ping = async {
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await
-            };
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), ping).await {
-                return Ok(());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {} within {PATIENCE:?}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown, no last save; what survives is what was fsynced.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The same port and directory, so the stream comes back from the AOF.
-    async fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-        self.ready().await.unwrap_or_else(|log| panic!("{log}"));
-    }
-
-    /// The stream's length and the group's pending count, from a connection of our own.
-    async fn inspect(&self, settings: &Settings) -> StreamState {
-        let query = async {
-            let client = redis::Client::open(self.url())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            let length: u64 = conn.xlen(&settings.stream).await?;
-            let pending: redis::streams::StreamPendingReply =
-                conn.xpending(&settings.stream, &settings.group).await?;
-            Ok::<_, redis::RedisError>(StreamState {
-                length,
-                pending: pending.count() as u64,
-            })
-        };
-        bounded("Redis to answer XLEN and XPENDING", query)
-            .await
-            .expect("XLEN and XPENDING")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A port nobody listens on now (the kernel's pick, released at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
 }

@@ -32,11 +32,25 @@ impl Reply {
 
 /// Sends one request on a fresh connection.
 pub async fn request(address: SocketAddr, method: Method, path: &str) -> Reply {
+    try_request(address, method, path)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Sends one request on a fresh connection; `Err` says which step failed (a server that
+/// is gone refuses the connection).
+pub async fn try_request(address: SocketAddr, method: Method, path: &str) -> Result<Reply, String> {
     let exchange = async {
-        let stream = TcpStream::connect(address).await.unwrap();
+        let failed = |step: &str| {
+            let step = step.to_owned();
+            move |error: &dyn std::fmt::Display| format!("{step} {address}: {error}")
+        };
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| failed("connecting to")(&e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .unwrap();
+            .map_err(|e| failed("handshake with")(&e))?;
         tokio::spawn(connection);
         let request = Request::builder()
             .method(method)
@@ -44,7 +58,10 @@ pub async fn request(address: SocketAddr, method: Method, path: &str) -> Reply {
             .header("host", address.to_string())
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| failed("requesting from")(&e))?;
         let status = response.status();
         let header = |name| {
             response
@@ -54,13 +71,18 @@ pub async fn request(address: SocketAddr, method: Method, path: &str) -> Reply {
         };
         let allow = header(hyper::header::ALLOW);
         let content_type = header(hyper::header::CONTENT_TYPE);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| failed("reading a body from")(&e))?
+            .to_bytes();
+        Ok(Reply {
             status,
             allow,
             content_type,
             body: String::from_utf8(body.to_vec()).unwrap(),
-        }
+        })
     };
     tokio::time::timeout(PATIENCE, exchange)
         .await
