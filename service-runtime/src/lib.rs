@@ -69,7 +69,7 @@ mod service;
 mod shutdown;
 mod status;
 mod supervisor;
-#[cfg(all(unix, feature = "systemd"))]
+#[cfg(feature = "systemd")]
 mod systemd;
 
 pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
@@ -97,5 +97,5 @@ pub use supervisor::{
     EXIT_SHUTDOWN_TIMEOUT, ReloadError, Report, RestartRecord, ServiceRef, ServiceStats,
     StartupError, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
 };
-#[cfg(all(unix, feature = "systemd"))]
+#[cfg(feature = "systemd")]
 pub use systemd::SystemdNotifier;

@@ -3,9 +3,10 @@
 //!
 //! Written against the protocol (a unix datagram of `KEY=VALUE` lines) rather than
 //! `libsystemd`, so it needs no C library and is a no-op where `NOTIFY_SOCKET` is unset.
+//! It compiles everywhere: off Unix there is no such socket, so the notifier is always
+//! disabled and a program that sets one up builds unchanged for every platform.
 
 use std::io;
-use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,17 +24,77 @@ pub struct SystemdNotifier {
     watchdog: Option<Duration>,
 }
 
+/// The socket notifications go to.
+#[cfg(unix)]
 #[derive(Debug)]
 struct Target {
-    socket: UnixDatagram,
+    socket: std::os::unix::net::UnixDatagram,
     address: Address,
 }
 
+/// Off Unix there is no notification socket: a notifier never has a target.
+#[cfg(not(unix))]
+#[derive(Debug)]
+enum Target {}
+
+#[cfg(unix)]
 #[derive(Debug)]
 enum Address {
     Path(PathBuf),
     #[cfg(target_os = "linux")]
     Abstract(Vec<u8>),
+}
+
+#[cfg(unix)]
+impl Target {
+    fn open(socket: PathBuf) -> io::Result<Target> {
+        let bytes = socket.as_os_str().as_encoded_bytes();
+        let address = match bytes.first() {
+            #[cfg(target_os = "linux")]
+            Some(b'@') => Address::Abstract(bytes[1..].to_vec()),
+            Some(b'/') => Address::Path(socket.clone()),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "NOTIFY_SOCKET must be an absolute path or @abstract name, not {socket:?}"
+                    ),
+                ));
+            }
+        };
+        Ok(Target {
+            socket: std::os::unix::net::UnixDatagram::unbound()?,
+            address,
+        })
+    }
+
+    fn send(&self, state: &str) -> io::Result<usize> {
+        match &self.address {
+            Address::Path(path) => self.socket.send_to(state.as_bytes(), path),
+            #[cfg(target_os = "linux")]
+            Address::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                self.socket.send_to_addr(state.as_bytes(), &address)
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+impl Target {
+    fn open(socket: PathBuf) -> io::Result<Target> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "systemd's notification socket {socket:?} is a unix socket: none on this platform"
+            ),
+        ))
+    }
+
+    fn send(&self, _: &str) -> io::Result<usize> {
+        match *self {}
+    }
 }
 
 impl SystemdNotifier {
@@ -58,27 +119,11 @@ impl SystemdNotifier {
 
     /// A notifier that sends to `socket` (a path, or `@name` for an abstract socket on
     /// Linux), without a watchdog.
+    ///
+    /// Off Unix it fails with [`io::ErrorKind::Unsupported`]: there is no such socket.
     pub fn connect(socket: impl Into<PathBuf>) -> io::Result<Self> {
-        let socket = socket.into();
-        let bytes = socket.as_os_str().as_encoded_bytes();
-        let address = match bytes.first() {
-            #[cfg(target_os = "linux")]
-            Some(b'@') => Address::Abstract(bytes[1..].to_vec()),
-            Some(b'/') => Address::Path(socket.clone()),
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "NOTIFY_SOCKET must be an absolute path or @abstract name, not {socket:?}"
-                    ),
-                ));
-            }
-        };
         Ok(SystemdNotifier {
-            target: Some(Target {
-                socket: UnixDatagram::unbound()?,
-                address,
-            }),
+            target: Some(Target::open(socket.into())?),
             watchdog: None,
         })
     }
@@ -113,15 +158,7 @@ impl SystemdNotifier {
         let Some(target) = &self.target else {
             return Ok(());
         };
-        let sent = match &target.address {
-            Address::Path(path) => target.socket.send_to(state.as_bytes(), path)?,
-            #[cfg(target_os = "linux")]
-            Address::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                target.socket.send_to_addr(state.as_bytes(), &address)?
-            }
-        };
+        let sent = target.send(state)?;
         if sent != state.len() {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -160,11 +197,18 @@ fn watchdog_from_env() -> Option<Duration> {
 
 /// `CLOCK_MONOTONIC` in microseconds: the clock systemd compares a reload's
 /// `MONOTONIC_USEC=` with.
+#[cfg(unix)]
 fn monotonic_usec() -> Option<u64> {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let secs = u64::try_from(now.tv_sec).ok()?;
     let micros = u64::try_from(now.tv_nsec).ok()? / 1_000;
     secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
+/// Off Unix no notification is ever sent.
+#[cfg(not(unix))]
+fn monotonic_usec() -> Option<u64> {
+    None
 }
 
 /// The notifications of one supervisor run: `STATUS=` for every change, `READY=1` and the

@@ -102,7 +102,7 @@ pub struct Supervisor {
     shared: Arc<Shared>,
     /// The requests of `Shared::reloads`, taken by the run's running phase.
     reload_requests: mpsc::UnboundedReceiver<run::reload::ReloadRequest>,
-    #[cfg(all(unix, feature = "systemd"))]
+    #[cfg(feature = "systemd")]
     systemd: Arc<crate::systemd::SystemdNotifier>,
     #[cfg(feature = "http")]
     probes: Option<crate::probes::http::ProbeConfig>,
@@ -200,7 +200,7 @@ impl Supervisor {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             repeat_window: DEFAULT_REPEAT_WINDOW,
             default_restart: None,
-            #[cfg(all(unix, feature = "systemd"))]
+            #[cfg(feature = "systemd")]
             systemd: Arc::new(crate::systemd::SystemdNotifier::from_env()),
             #[cfg(feature = "http")]
             probes: None,
@@ -319,7 +319,7 @@ impl Supervisor {
 
     /// Sends systemd notifications through `notifier` instead of the one `NOTIFY_SOCKET`
     /// names (feature `systemd`).
-    #[cfg(all(unix, feature = "systemd"))]
+    #[cfg(feature = "systemd")]
     #[must_use]
     pub fn systemd(mut self, notifier: crate::systemd::SystemdNotifier) -> Self {
         self.systemd = Arc::new(notifier);
@@ -442,8 +442,11 @@ impl Supervisor {
         }
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops every service in reverse dependency
-    /// order under the shutdown budget. A signal during startup stops the startup at
+    /// Runs until SIGINT, SIGTERM or SIGQUIT (on Windows: Ctrl-C, Ctrl-Break, the
+    /// console's closing or the system's shutdown), then stops every service in reverse
+    /// dependency order under the shutdown budget. On SIGHUP it reloads every service
+    /// ([`SupervisorHandle::reload`]); SIGUSR1 and SIGUSR2 are logged and ignored, so no
+    /// signal a process manager commonly sends ends the process unannounced. A signal during startup stops the startup at
     /// once; a second signal after the [repeat window](Self::repeat_window) abandons the
     /// remaining stops (exit code [`EXIT_FORCED`]).
     ///

@@ -152,10 +152,10 @@ impl Supervisor {
             },
             None => None,
         };
-        #[cfg(all(unix, feature = "systemd"))]
+        #[cfg(feature = "systemd")]
         let systemd = crate::systemd::Session::begin(self.systemd.clone(), &self.handle());
         let mut run = Run {
-            #[cfg(all(unix, feature = "systemd"))]
+            #[cfg(feature = "systemd")]
             systemd,
             states: self.entries.iter().map(|_| EntryState::default()).collect(),
             entries: self.entries,
@@ -274,7 +274,7 @@ struct Run {
     reload_requests: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
     /// Wakes a `run_until` caller that polls its future in its own task.
     poke: Option<Arc<Notify>>,
-    #[cfg(all(unix, feature = "systemd"))]
+    #[cfg(feature = "systemd")]
     systemd: Option<crate::systemd::Session>,
 }
 
@@ -330,7 +330,7 @@ impl Run {
             }
             tracing::info!("all services running");
             self.shared.startup.send_replace(Some(outcome));
-            #[cfg(all(unix, feature = "systemd"))]
+            #[cfg(feature = "systemd")]
             if let Some(systemd) = &mut self.systemd {
                 let handle = super::SupervisorHandle {
                     shared: self.shared.clone(),
@@ -383,7 +383,7 @@ impl Run {
                 }
                 request = next_request(&mut self.reload_requests) => Step::Reload(request),
             };
-            #[cfg(all(unix, feature = "systemd"))]
+            #[cfg(feature = "systemd")]
             if let Some(systemd) = &mut self.systemd {
                 systemd.flush();
             }
@@ -437,7 +437,7 @@ impl Run {
     async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
         self.shared.stopping.request();
         refuse_from_now_on(&mut self.reload_requests);
-        #[cfg(all(unix, feature = "systemd"))]
+        #[cfg(feature = "systemd")]
         if let Some(systemd) = &mut self.systemd {
             systemd.stopping();
         }

@@ -1,4 +1,5 @@
-//! What ends a supervisor's running phase: SIGINT, SIGTERM or SIGQUIT (Ctrl-C off Unix),
+//! What ends a supervisor's running phase: SIGINT, SIGTERM or SIGQUIT (on Windows:
+//! Ctrl-C, Ctrl-Break, the console's closing and the system's shutdown),
 //! the caller's future, or the request of a caller that polls its future in its own
 //! task; and the other signals `run_until_signal` takes so that none ends the process
 //! unannounced: SIGHUP asks for a reload, SIGUSR1 and SIGUSR2 are logged and ignored.
@@ -105,7 +106,32 @@ pub(super) fn signals(
             });
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows;
+        let _ = reloads;
+        // Each kind is a type of its own: one forwarding task per kind.
+        macro_rules! forward {
+            ($listener:expr, $name:literal) => {{
+                let mut events = $listener?;
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    while events.recv().await.is_some() {
+                        if sender.send($name).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }};
+        }
+        forward!(windows::ctrl_c(), "Ctrl-C");
+        forward!(windows::ctrl_break(), "Ctrl-Break");
+        // Windows ends the process a few seconds after these: a shutdown at once is
+        // the most of a clean stop it allows.
+        forward!(windows::ctrl_close(), "console closed");
+        forward!(windows::ctrl_shutdown(), "system shutdown");
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = reloads;
         tokio::spawn(async move {

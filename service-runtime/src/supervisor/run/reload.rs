@@ -172,7 +172,7 @@ impl Run {
             return None;
         }
         tracing::info!(reason = request.reason, "reloading every running service");
-        #[cfg(all(unix, feature = "systemd"))]
+        #[cfg(feature = "systemd")]
         if let Some(systemd) = &mut self.systemd {
             systemd.reloading();
         }
@@ -194,7 +194,7 @@ impl Run {
             tracing::warn!(?elapsed, %error, "reload done with failures");
             Err(error)
         };
-        #[cfg(all(unix, feature = "systemd"))]
+        #[cfg(feature = "systemd")]
         if let Some(systemd) = &mut self.systemd {
             systemd.reloaded(outcome.as_ref().err());
         }
