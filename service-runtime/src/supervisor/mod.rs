@@ -10,8 +10,10 @@
 //! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
 //! - `liveness`: whether the loop answers, the rule of the liveness answers;
 //! - `report`: [`Report`], [`SupervisorError`], [`RestartRecord`] and the exit codes;
+//! - `feature_hints`: the builder methods of a feature that is off, which say so;
 //! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request).
 
+mod feature_hints;
 mod handle;
 mod liveness;
 mod plan;
@@ -19,6 +21,7 @@ mod report;
 mod run;
 mod signals;
 
+pub use feature_hints::{NeedsHttp, NeedsMetrics, NeedsSystemd};
 #[cfg(feature = "http")]
 pub(crate) use handle::COMPLETED_REASON;
 pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
