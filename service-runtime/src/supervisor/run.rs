@@ -1,6 +1,6 @@
 //! One run of a supervisor, from its plan to its report: the startup (level by level),
 //! the running phase (failures and exits answered, restarts carried out; the answers
-//! themselves are in [`restarts`]), and the shutdown (the levels in reverse, under the
+//! themselves are in [`restarts`], a reload in [`reload`]), and the shutdown (the levels in reverse, under the
 //! budget).
 //!
 //! [`Run`] holds everything a run changes; [`Observer`] takes the services' status
@@ -73,17 +73,18 @@
 //!   cannot keep the run from its shutdown, whose stops are bounded by the budget and
 //!   abandoned at the trigger's next request.
 
+mod levels;
 pub(super) mod reload;
 mod restarts;
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::levels::{observing, start_levels, stop_level};
 use self::reload::{ReloadRequest, next_request, refuse_from_now_on};
 use self::restarts::{EntryState, PendingRestart, perform};
 use super::handle::StartupError;
@@ -91,10 +92,8 @@ use super::plan::Plan;
 use super::report::{Report, SupervisorError};
 use super::signals::Trigger;
 use super::{Entry, Figures, Shared, Supervisor, lock};
-use crate::ServiceError;
-use crate::managed::{Begun, DynService, EntryChange};
+use crate::managed::EntryChange;
 use crate::status::ServiceStatus;
-use futures_util::future::join_all;
 
 impl Supervisor {
     /// Checks the plan, serves the probes, then starts, supervises and stops every
@@ -515,94 +514,4 @@ async fn sleep_until_opt(due: Option<Instant>) {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
     }
-}
-
-/// Starts each level in parallel, the levels in order, observing the changes as they
-/// come. On a failure, stops nothing itself (the shutdown phase stops everything in
-/// reverse) and records every error.
-async fn start_levels(
-    entries: &[Entry],
-    plan: &Plan,
-    report: &mut Report,
-    observer: &mut Observer,
-) -> bool {
-    for level in plan.levels() {
-        // The level's changes are observed whenever the start makes progress (without a
-        // wake-up of its own per change), and all of them once it is done: before the next
-        // level starts and before `has_started`, so they never pile up.
-        let errors = observing(observer, Phase::Startup, start_level(entries, level)).await;
-        if !errors.is_empty() {
-            for error in errors {
-                tracing::warn!(service = %error.service(), "start failed; stopping what started");
-                report.errors.push(SupervisorError::Start(error));
-            }
-            return false;
-        }
-    }
-    true
-}
-
-/// Polls `work`, and after each poll observes every change waiting. Observing on the
-/// work's own wake-ups (rather than waking for each change) keeps a level of many
-/// services from being polled again for every change of each of them.
-async fn observing<F: Future>(observer: &mut Observer, phase: Phase, work: F) -> F::Output {
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| {
-        let poll = work.as_mut().poll(cx);
-        observer.absorb(phase);
-        poll
-    })
-    .await
-}
-
-/// Starts one level's services concurrently; returns their errors.
-async fn start_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| service.start_now()).await
-}
-
-/// Stops one level's services concurrently; returns their errors. A service that needs no
-/// stop is left as it is: a failed start stays `error`, its cause readable.
-async fn stop_level(entries: &[Entry], level: &[usize]) -> Vec<ServiceError> {
-    on_level(entries, level, |service| {
-        if service.needs_stop() {
-            service.stop_now()
-        } else {
-            Ok(Ok(()))
-        }
-    })
-    .await
-}
-
-/// Begins the operation `begin` on each of a level's services in order and awaits the
-/// ones that did not finish at once, concurrently; returns their errors, in level order.
-async fn on_level<'a>(
-    entries: &'a [Entry],
-    level: &[usize],
-    begin: impl Fn(&'a dyn DynService) -> Begun<'a>,
-) -> Vec<ServiceError> {
-    if let [i] = *level {
-        // One service (every level when nothing depends): no list, no join.
-        let outcome = match begin(&*entries[i].service.0) {
-            Ok(outcome) => outcome,
-            Err(rest) => rest.await,
-        };
-        return outcome.err().into_iter().collect();
-    }
-    let ops = level.iter().map(|&i| begin(&*entries[i].service.0));
-    let mut outcomes = Vec::new();
-    let mut waiting = Vec::new();
-    for op in ops {
-        outcomes.push(match op {
-            Ok(outcome) => Some(outcome),
-            Err(rest) => {
-                waiting.push(rest);
-                None
-            }
-        });
-    }
-    let mut waited = join_all(waiting).await.into_iter();
-    outcomes
-        .into_iter()
-        .filter_map(|outcome| outcome.or_else(|| waited.next())?.err())
-        .collect()
 }
