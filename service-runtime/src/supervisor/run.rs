@@ -1,7 +1,7 @@
-//! One run of a supervisor, from its plan to its report: the startup (level by level),
-//! the running phase (failures and exits answered, restarts carried out; the answers
-//! themselves are in [`restarts`], a reload in [`reload`]), and the shutdown (the levels in reverse, under the
-//! budget).
+//! One run of a supervisor, from its plan to its report: the startup (level by level,
+//! the level work in [`levels`]), the running phase (failures and exits answered,
+//! restarts carried out; the answers themselves are in [`restarts`], reloads in
+//! [`reload`]), and the shutdown (the levels in reverse, under the budget).
 //!
 //! [`Run`] holds everything a run changes; [`Observer`] takes the services' status
 //! changes from the tally's mailbox, keeps their figures, and queues the changes the
