@@ -402,6 +402,21 @@ impl Report {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code())
     }
+
+    /// Logs the end of the run (`supervisor finished`, with the exit code and the counts
+    /// of errors and of services restarted): `info` after a clean run, `warn` when
+    /// restarts healed failures, `error` otherwise.
+    pub(super) fn logged(self) -> Self {
+        let (code, errors, restarted) = (self.code(), self.errors.len(), self.restarts.len());
+        if errors > 0 {
+            tracing::error!(code, errors, restarted, "supervisor finished");
+        } else if restarted > 0 {
+            tracing::warn!(code, errors, restarted, "supervisor finished");
+        } else {
+            tracing::info!(code, errors, restarted, "supervisor finished");
+        }
+        self
+    }
 }
 
 impl From<Report> for ExitCode {
