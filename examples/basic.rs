@@ -1,14 +1,13 @@
 //! The design note's `MyService`, written as a derive plus hooks.
 //!
-//! Run with `cargo run --example basic` (add `RUST_LOG=info` to also see the tracing
-//! events the runtime emits). It prints every status change and the health report as
-//! JSON, then stops the service gracefully.
+//! Run with `cargo run --example basic` (`RUST_LOG=debug` for every event the runtime
+//! emits). The console reporter prints every status change with the time it took, on
+//! stderr; the example prints the health report as JSON on stdout, then stops the
+//! service gracefully.
 
 use std::time::Duration;
 
-use service_runtime::{
-    HealthDetail, HealthStatus, Managed, Service, ServiceStatus, Shutdown, lifecycle,
-};
+use service_runtime::{HealthDetail, HealthStatus, Managed, Service, Shutdown, lifecycle};
 
 /// What the service is configured with.
 struct Settings {
@@ -49,7 +48,8 @@ impl MyService {
     #[cleanup]
     async fn cleanup_resources(&mut self) -> Result<(), std::io::Error> {
         if let Some(pool) = self.pool.take() {
-            println!("closing the pool to {}", pool.url);
+            // In the hook's span: the console prints it on my_service's line.
+            tracing::info!("closing the pool to {}", pool.url);
         }
         Ok(())
     }
@@ -87,10 +87,9 @@ impl MyService {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `RUST_LOG=info` shows the runtime's own events: spans name the service and hook.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    // Status changes, failures and the program's own events, on stderr (`RUST_LOG`
+    // filters them; `info` by default).
+    service_runtime::console::init();
 
     let service = Managed::new(MyService {
         settings: Settings {
@@ -98,19 +97,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         pool: None,
         processed: Default::default(),
-    });
-
-    let mut changes = service.subscribe();
-    let printer = tokio::spawn(async move {
-        while let Some(change) = changes.recv().await {
-            println!(
-                "{}: {} -> {} (after {:?})",
-                change.service, change.from, change.to, change.duration
-            );
-            if change.to == ServiceStatus::Stopped {
-                break;
-            }
-        }
     });
 
     service.start().await?;
@@ -129,7 +115,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     service.stop().await?;
-    printer.await?;
     println!("Service status: {}", service.status());
     Ok(())
 }

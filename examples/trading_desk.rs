@@ -21,7 +21,8 @@
 //! ```sh
 //! cargo run --example trading_desk                    # stop with Ctrl-C
 //! DEMO_RUN_FOR=15 cargo run --example trading_desk    # or let it stop by itself
-//! RUST_LOG=info cargo run --example trading_desk      # plus the runtime's own events (stderr)
+//! RUST_LOG=debug cargo run --example trading_desk     # every event of the runtime
+//! RUST_LOG=warn cargo run --example trading_desk      # warnings and errors only
 //! PROBES_ADDR=127.0.0.1:9000 cargo run --example trading_desk   # probes elsewhere (`off`: none)
 //! ```
 //!
@@ -33,12 +34,15 @@
 //! `kill -HUP <pid>` reloads it: `risk` re-reads its position limit (from the file named
 //! by `RISK_LIMIT_FILE`, if set) while every service keeps running.
 //!
-//! It prints every status change, a health summary every 2 s, and on Ctrl-C (SIGINT) or
-//! SIGTERM stops every service in reverse dependency order (`order_gateway`, `risk`,
-//! `strategy`, then `market_feed` and `audit_log` together). `main` returns the
-//! supervisor's `Report`, which prints one line per restarted service (however often it
-//! failed) and its errors, and sets the exit status: 0 when every
-//! service stopped cleanly, 130 when a second Ctrl-C abandoned a stuck shutdown.
+//! The console reporter (`service_runtime::console`, on stdout here, where the desk's own
+//! lines go) prints every status change with the time it took, every restart, the
+//! shutdown's progress and the run's summary; the desk adds a health summary every 2 s,
+//! as tracing events of its own. On Ctrl-C (SIGINT) or SIGTERM it stops every service in
+//! reverse dependency order (`order_gateway`, `risk`, `strategy`, then `market_feed` and
+//! `audit_log` together). `main` returns the supervisor's `Report`, which prints one line
+//! per restarted service (however often it failed) and its errors on stderr, and sets the
+//! exit status: 0 when every service stopped cleanly, 130 when a second Ctrl-C abandoned a
+//! stuck shutdown.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -46,15 +50,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
+use service_runtime::console::Console;
 use service_runtime::{
-    HealthDetail, HealthStatus, Ready, Report, Restart, RestartPolicy, Service, ServiceStatus,
-    Shutdown, StatusChanges, Supervisor, SupervisorHandle, lifecycle,
+    HealthDetail, HealthStatus, Ready, Report, Restart, RestartPolicy, Service, Shutdown,
+    Supervisor, SupervisorHandle, lifecycle,
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// The line printed once every service is running (tests wait for it).
-const BANNER: &str = "all services running; press Ctrl-C to stop";
 /// The strategy's model drifts (its run loop fails) after this many ticks.
 const TICKS_PER_MODEL: u64 = 60;
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
@@ -100,8 +103,6 @@ struct Desk {
     signals: broadcast::Sender<TradeSignal>,
     orders: broadcast::Sender<Order>,
     counters: Arc<Counters>,
-    /// When the demo began: every printed line is stamped with the time since.
-    clock: Instant,
 }
 
 #[derive(Default)]
@@ -121,7 +122,6 @@ impl Desk {
             signals: broadcast::channel(256).0,
             orders: broadcast::channel(256).0,
             counters: Arc::default(),
-            clock: Instant::now(),
         }
     }
 }
@@ -348,10 +348,8 @@ impl Risk {
     async fn reload_limits(&self) -> anyhow::Result<()> {
         let limit = Self::read_limit().await?;
         let previous = self.limit.swap(limit, Ordering::Relaxed);
-        println!(
-            "{} risk           limit reloaded: {previous} -> {limit} shares per symbol",
-            stamp(self.desk.clock)
-        );
+        // In the hook's span: the console prints it on risk's line.
+        tracing::info!("limit reloaded: {previous} -> {limit} shares per symbol");
         Ok(())
     }
 
@@ -483,8 +481,8 @@ impl AuditLog {
             (Some(first), Some(last)) => format!(", ids {}..={}", first.id, last.id),
             _ => String::new(),
         };
-        println!(
-            "            audit_log      journal flushed: {} orders ({buys} buys, {} sells) in {} symbols, notional ${notional:.2}{ids}",
+        tracing::info!(
+            "journal flushed: {} orders ({buys} buys, {} sells) in {} symbols, notional ${notional:.2}{ids}",
             records.len(),
             records.len() - buys,
             symbols.len(),
@@ -512,21 +510,15 @@ impl AuditLog {
 }
 
 // ---------------------------------------------------------------------------------------
-// The program: supervise, print what happens, stop on a signal.
+// The program: supervise, report what happens, stop on a signal.
 
 #[tokio::main]
 async fn main() -> Report {
-    // The runtime's own tracing events go to stderr, only when asked for with RUST_LOG.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .init();
+    // Every status change, restart, the shutdown's progress and the summary, on stdout
+    // with the desk's own lines; `RUST_LOG` filters them (`info` by default).
+    Console::new().stdout().init();
 
     let desk = Desk::new();
-    let clock = desk.clock;
     let permanent = RestartPolicy::new(Restart::Permanent);
     let supervisor = Supervisor::new()
         .add(MarketFeed {
@@ -569,16 +561,8 @@ async fn main() -> Report {
         supervisor.serve_health(probes)
     };
 
-    // Subscribe before running, so the printer sees every change from the first one.
     let handle = supervisor.handle();
-    let done = Shutdown::new();
-    let printer = tokio::spawn(print_changes(
-        handle.subscribe(),
-        handle.clone(),
-        clock,
-        done.clone(),
-    ));
-    tokio::spawn(print_health(handle.clone(), desk.counters.clone(), clock));
+    tokio::spawn(print_health(handle.clone(), desk.counters.clone()));
     if let Some(seconds) = std::env::var("DEMO_RUN_FOR")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
@@ -586,120 +570,15 @@ async fn main() -> Report {
         let handle = handle.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-            println!(
-                "{} DEMO_RUN_FOR={seconds} elapsed; shutting down",
-                stamp(clock)
-            );
+            tracing::info!("DEMO_RUN_FOR={seconds} elapsed; shutting down");
             handle.shutdown();
         });
     }
-
-    println!(
-        "{} starting {} services in dependency order",
-        stamp(clock),
-        handle.statuses().len()
-    );
-    {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            while handle.probe_address().is_none() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if let Some(address) = handle.probe_address() {
-                println!(
-                    "{} probes on http://{address}: /livez /readyz /startupz /health /metrics",
-                    stamp(clock)
-                );
-            }
-        });
-    }
-    let report = supervisor.run_until_signal().await;
-
-    done.request();
-    let _ = printer.await;
-    print_summary(&handle, &report, clock);
-    report
-}
-
-fn stamp(clock: Instant) -> String {
-    format!("[{:>8.3}s]", clock.elapsed().as_secs_f64())
-}
-
-/// Prints every status change of every service, the banner once all run, and a header
-/// when the shutdown begins; returns after `done` once every queued change is printed.
-async fn print_changes(
-    mut changes: StatusChanges,
-    handle: SupervisorHandle,
-    clock: Instant,
-    done: Shutdown,
-) {
-    let mut statuses: HashMap<String, ServiceStatus> = handle.statuses().into_iter().collect();
-    let mut failed_at: HashMap<String, Instant> = HashMap::new();
-    let mut announced = false;
-    let mut stopping = false;
-    loop {
-        let change = tokio::select! {
-            biased;
-            change = changes.recv() => change,
-            () = done.requested() => changes.try_recv(),
-        };
-        let Some(change) = change else { return };
-        let name = change.service.to_string();
-        if handle.is_stopping() && !stopping {
-            stopping = true;
-            println!(
-                "{} shutdown requested: stopping in reverse dependency order",
-                stamp(clock)
-            );
-        }
-        let note = match (change.from, change.to) {
-            (ServiceStatus::Starting, ServiceStatus::Running) => {
-                format!("  (started in {:?})", round(change.duration))
-            }
-            (ServiceStatus::Stopping, ServiceStatus::Stopped) => {
-                format!("  (stopped in {:?})", round(change.duration))
-            }
-            (_, ServiceStatus::Error) => {
-                failed_at.insert(name.clone(), Instant::now());
-                match &change.error {
-                    Some(error) => format!("  {error}"),
-                    None => String::new(),
-                }
-            }
-            (ServiceStatus::Stopped, ServiceStatus::Starting) if !stopping => {
-                let restarts = handle
-                    .stats()
-                    .into_iter()
-                    .find(|s| s.name == name)
-                    .map_or(0, |s| s.restarts);
-                match (restarts, failed_at.remove(&name)) {
-                    (0, _) => String::new(),
-                    (n, Some(at)) => format!(
-                        "  (restart #{n}, {:?} after the failure)",
-                        round(at.elapsed())
-                    ),
-                    (n, None) => format!("  (restart #{n}, with what it depends on)"),
-                }
-            }
-            _ => String::new(),
-        };
-        println!(
-            "{} {:<14} {} -> {}{note}",
-            stamp(clock),
-            name,
-            change.from,
-            change.to
-        );
-        statuses.insert(name, change.to);
-        if !announced && statuses.values().all(|s| *s == ServiceStatus::Running) {
-            announced = true;
-            println!("{} {BANNER}", stamp(clock));
-        }
-    }
+    supervisor.run_until_signal().await
 }
 
 /// Every 2 s, one line per service: status, health, uptime and restarts.
-async fn print_health(handle: SupervisorHandle, counters: Arc<Counters>, clock: Instant) {
+async fn print_health(handle: SupervisorHandle, counters: Arc<Counters>) {
     let mut interval = tokio::time::interval_at(
         Instant::now() + Duration::from_secs(2),
         Duration::from_secs(2),
@@ -715,8 +594,7 @@ async fn print_health(handle: SupervisorHandle, counters: Arc<Counters>, clock: 
         }
         let c = &counters;
         let mut text = format!(
-            "{} health: {}  ticks {}, signals {}, orders {} approved / {} rejected / {} sent, {} audited",
-            stamp(clock),
+            "health: {}  ticks {}, signals {}, orders {} approved / {} rejected / {} sent, {} audited",
             health.status,
             c.ticks.load(Ordering::Relaxed),
             c.signals.load(Ordering::Relaxed),
@@ -729,6 +607,7 @@ async fn print_health(handle: SupervisorHandle, counters: Arc<Counters>, clock: 
             let Some(report) = health.services.get(stats.name.as_str()) else {
                 continue;
             };
+            // Indented under the console's time stamp.
             text.push_str(&format!(
                 "\n            {:<14} {:<9} {:<10} up {:>3}s  restarts {}",
                 stats.name, stats.status, report.status, report.uptime, stats.restarts
@@ -737,47 +616,6 @@ async fn print_health(handle: SupervisorHandle, counters: Arc<Counters>, clock: 
                 text.push_str(&format!("  ({reason})"));
             }
         }
-        println!("{text}");
+        tracing::info!("{text}");
     }
-}
-
-fn print_summary(handle: &SupervisorHandle, report: &Report, clock: Instant) {
-    if report.is_success() {
-        println!(
-            "{} every service stopped cleanly; exit code 0",
-            stamp(clock)
-        );
-    } else {
-        println!(
-            "{} supervisor finished with {} error(s); exit code {} (errors on stderr)",
-            stamp(clock),
-            report.errors().len(),
-            report.code()
-        );
-    }
-    for stats in handle.stats() {
-        let start = stats
-            .last_start_duration
-            .map_or_else(|| "-".to_owned(), |d| format!("{:?}", round(d)));
-        println!(
-            "            {:<14} {:<9} restarts {}  last start took {start}",
-            stats.name, stats.status, stats.restarts,
-        );
-    }
-    // One line per service a restart healed, however long the desk ran (the causes
-    // follow on stderr, one warning per service).
-    for record in report.restarts() {
-        println!(
-            "            {:<14} restarted after {} failure(s): first at {:.1}s, last at {:.1}s",
-            record.service,
-            record.count,
-            (record.first - clock).as_secs_f64(),
-            (record.last - clock).as_secs_f64(),
-        );
-    }
-}
-
-/// A duration to the millisecond, for display.
-fn round(duration: Duration) -> Duration {
-    Duration::from_millis(duration.as_millis() as u64)
 }

@@ -6,8 +6,10 @@ use example_binary::Example;
 
 mod example_binary;
 
-/// The line the demo prints once every service is running.
-const BANNER: &str = "all services running; press Ctrl-C to stop";
+/// What the console prints once every service is running.
+const BANNER: &str = "] all services running";
+/// What the console prints when the shutdown begins: why, and how many services it waits for.
+const SHUTDOWN_HEADER: &str = "shutting down (SIGTERM), waiting for 5 services (budget 10s)";
 /// Stop order the demo must follow: dependents before what they depend on.
 const STOP_ORDER: [&str; 4] = ["order_gateway", "risk", "strategy", "market_feed"];
 const SERVICES: [&str; 5] = [
@@ -42,7 +44,7 @@ fn assert_stopped_in_reverse_order(lines: &[String]) {
     let output = lines.join("\n");
     let header = lines
         .iter()
-        .position(|line| line.contains("shutdown requested: stopping in reverse dependency order"))
+        .position(|line| line.contains(SHUTDOWN_HEADER))
         .unwrap_or_else(|| panic!("no shutdown header in:\n{output}"));
     let shutdown: Vec<(&str, &str, &str)> = lines[header..]
         .iter()
@@ -117,6 +119,31 @@ fn sigterm_stops_every_service_in_reverse_dependency_order_and_exits_0() {
     assert!(
         output.contains("every service stopped cleanly; exit code 0"),
         "{output}"
+    );
+    // stdout is a pipe, not a terminal: no colours.
+    assert!(!output.contains('\x1b'), "{output}");
+}
+
+#[test]
+fn rust_log_filters_the_console() {
+    // Warnings and errors only: a clean run that stops by itself prints nothing.
+    let mut demo = Example::start("trading_desk", |demo| {
+        demo.env("RUST_LOG", "warn")
+            .env("DEMO_RUN_FOR", "1.5")
+            .env_remove("RISK_LIMIT_FILE")
+            .env("PROBES_ADDR", "127.0.0.1:0");
+    });
+    let status = demo.wait_exit();
+    let stderr = demo.stderr();
+    let output = demo.output();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}\nstdout:\n{output}\nstderr:\n{stderr}"
+    );
+    assert!(
+        output.is_empty() && stderr.is_empty(),
+        "stdout:\n{output}\nstderr:\n{stderr}"
     );
 }
 

@@ -56,6 +56,8 @@
 #[doc(hidden)]
 pub mod __private;
 mod breaker;
+#[cfg(feature = "console")]
+pub mod console;
 mod deadline;
 mod error;
 mod health;

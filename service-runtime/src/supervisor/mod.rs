@@ -467,16 +467,16 @@ impl Supervisor {
     pub async fn run_until_signal(self) -> Report {
         let signals = match signals(&self.shared.reloads) {
             Ok(signals) => signals,
-            Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))),
+            Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))).logged(),
         };
         if on_multi_thread_runtime() {
             // Aborted when dropped: dropping the returned future ends the supervisor.
             let task = AbortOnDropHandle::new(tokio::spawn(
                 self.run(Trigger::Channel(signals), None).in_current_span(),
             ));
-            joined(task.await)
+            joined(task.await).logged()
         } else {
-            self.run(Trigger::Channel(signals), None).await
+            self.run(Trigger::Channel(signals), None).await.logged()
         }
     }
 
@@ -497,7 +497,10 @@ impl Supervisor {
         F: Future<Output = ()> + Send,
     {
         if !on_multi_thread_runtime() {
-            return self.run(Trigger::Future(Some(Box::pin(until))), None).await;
+            return self
+                .run(Trigger::Future(Some(Box::pin(until))), None)
+                .await
+                .logged();
         }
         const REQUEST: &str = "the shutdown future completed";
         let (request, requests) = mpsc::unbounded_channel();
@@ -529,7 +532,7 @@ impl Supervisor {
                     // The loop may have ended already: then its report is on its way.
                     let _ = request.send(REQUEST);
                 }
-                result = &mut task => return joined(result),
+                result = &mut task => return joined(result).logged(),
                 () = poke.notified() => {}
             }
         }

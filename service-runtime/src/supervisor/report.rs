@@ -223,7 +223,8 @@ impl SupervisorError {
 /// healed (one [`RestartRecord`] per service), and the exit code.
 ///
 /// `main` can return it: it prints one line per healed service and one per error to
-/// stderr, and exits with [`exit_code`](Self::exit_code).
+/// stderr (unless the console reporter printed them there already), and exits with
+/// [`exit_code`](Self::exit_code).
 #[derive(Debug, Default)]
 #[must_use = "the report says whether every service stopped cleanly"]
 pub struct Report {
@@ -402,6 +403,28 @@ impl Report {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code())
     }
+
+    /// Logs the end of the run (`supervisor finished`, with the exit code and the counts
+    /// of errors and of services restarted): `info` after a clean run, `warn` when
+    /// restarts healed failures, `error` otherwise. A console reporter prints the whole
+    /// summary from it.
+    pub(super) fn logged(self) -> Self {
+        let (code, errors, restarted) = (self.code(), self.errors.len(), self.restarts.len());
+        let log = || {
+            if errors > 0 {
+                tracing::error!(code, errors, restarted, "supervisor finished");
+            } else if restarted > 0 {
+                tracing::warn!(code, errors, restarted, "supervisor finished");
+            } else {
+                tracing::info!(code, errors, restarted, "supervisor finished");
+            }
+        };
+        #[cfg(feature = "console")]
+        crate::console::with_summary(&self, log);
+        #[cfg(not(feature = "console"))]
+        log();
+        self
+    }
 }
 
 impl From<Report> for ExitCode {
@@ -412,8 +435,13 @@ impl From<Report> for ExitCode {
 
 impl Termination for Report {
     /// One `warning:` line per service that restarts healed, then one `error:` line per
-    /// error, on stderr.
+    /// error, on stderr; nothing when the console reporter (feature `console`) printed
+    /// the run's summary on stderr already.
     fn report(self) -> ExitCode {
+        #[cfg(feature = "console")]
+        if crate::console::summary_shown_on_stderr() {
+            return self.exit_code();
+        }
         for record in &self.restarts {
             eprintln!("warning: {record}");
         }

@@ -442,7 +442,7 @@ impl Run {
         }
         self.pending.clear();
         let began = Instant::now();
-        tracing::info!(budget = ?self.shutdown_timeout, "stopping every service");
+        tracing::info!(budget = ?self.shutdown_timeout, services = self.entries.iter().filter(|e| e.service.0.needs_stop()).count(), "stopping every service");
         let errors = Mutex::new(Vec::new());
         let outcome = {
             let (entries, plan, errors) = (&self.entries, &self.plan, &errors);
