@@ -438,7 +438,7 @@ impl Supervisor {
     }
 
     /// A handle to observe and stop the supervisor while it runs (and to mount its probes:
-    /// [`SupervisorHandle::probe_service`]).
+    /// `SupervisorHandle::probe_service`, feature `http`).
     pub fn handle(&self) -> SupervisorHandle {
         SupervisorHandle {
             shared: self.shared.clone(),
