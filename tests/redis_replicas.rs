@@ -20,6 +20,7 @@
 //! under `CI=true`, where they fail.
 #![cfg(unix)]
 
+mod example_binary;
 #[path = "support/stream_pipeline/mod.rs"]
 mod pipeline;
 #[path = "support/pipeline_process.rs"]

@@ -1,17 +1,15 @@
 //! The example `stream_pipeline` as child processes of a test, run as a user runs it: the
 //! binary built once per test binary (with the cargo running the tests, so with the same
-//! profile and target directory, as `tests/demo.rs` builds its demo), started in a role,
+//! profile and target directory, by `example_binary`), started in a role,
 //! its stdout read line by line, stopped by real signals, killed when dropped.
 //!
 //! Every wait is bounded by [`PATIENCE`] and panics with what it waited for and what the
 //! process printed.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -21,66 +19,10 @@ use tokio::time::Instant;
 
 /// The bound of every wait on a child.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-/// The bound of building the example (once per test binary; a fresh build of a release
-/// profile takes minutes on a loaded machine).
-const BUILD_DEADLINE: Duration = Duration::from_secs(600);
-
-/// The example's executable, built on first use. Blocking: call it from
-/// `spawn_blocking`.
+/// The example's executable, built on first use (see `example_binary`). Blocking: call
+/// it from `spawn_blocking`.
 pub fn binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build).clone()
-}
-
-fn build() -> PathBuf {
-    let deadline = std::time::Instant::now() + BUILD_DEADLINE;
-    let mut cargo = std::process::Command::new(env!("CARGO"));
-    cargo.args([
-        "build",
-        "--example",
-        "stream_pipeline",
-        "--message-format=json-render-diagnostics",
-    ]);
-    // The profile of the tests: a release test measures a release example.
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let mut cargo = cargo
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cargo runs");
-    let mut stdout = cargo.stdout.take().expect("piped stdout");
-    let messages = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let status = loop {
-        if let Some(status) = cargo.try_wait().expect("try_wait") {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = cargo.kill();
-            let _ = cargo.wait();
-            panic!("building the example took more than {BUILD_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "building the example failed: {status}");
-    messages
-        .join()
-        .expect("cargo's output")
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == "stream_pipeline"
-        })
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the example's executable")
+    crate::example_binary::binary("stream_pipeline").clone()
 }
 
 /// One process of the example.
