@@ -364,3 +364,45 @@ async fn a_loop_that_fails_right_after_its_signal_is_reported_once_whichever_sid
         );
     }
 }
+
+/// A start that waits for the ready signal while the runtime its loop was spawned on
+/// shuts down (a test's runtime ending, a program's runtime dropped) fails with a
+/// message that says so, and the service's cleanup still runs; it does not wait out its
+/// start timeout for a signal that cannot come.
+#[test]
+fn a_start_whose_loop_task_is_dropped_with_its_runtime_fails_and_cleans_up() {
+    let log = Log::default();
+    let service = consumer(&log, "strategy", Behaviour::Never);
+    let mut start = Box::pin(service.start());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a runtime")
+    };
+
+    let first = runtime();
+    first.block_on(async {
+        // The start runs its init hook and spawns the loop, then waits for its signal.
+        for _ in 0..8 {
+            assert!(futures_util::poll!(start.as_mut()).is_pending());
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(service.status(), Starting);
+    assert_eq!(log.entries(), ["init:strategy"]);
+    // Shutting the runtime down drops the loop's task before it signalled.
+    drop(first);
+
+    let error = runtime().block_on(start).unwrap_err();
+
+    assert!(
+        error.to_string().ends_with(
+            "run hook `consume` failed: its task was dropped before it signalled ready (its tokio runtime shut down)"
+        ),
+        "{error}"
+    );
+    assert_eq!(service.status(), Error);
+    assert_eq!(log.entries(), ["init:strategy", "cleanup:strategy"]);
+}
