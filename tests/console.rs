@@ -292,3 +292,35 @@ async fn an_abandoned_shutdown_names_what_it_cancelled_and_its_exit_code() {
 ";
     assert_eq!(output, expected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_says_how_long_before_the_stops_begin() {
+    let (buffer, _guard) = console(|console| console);
+    let supervisor = Supervisor::new()
+        .drain_period(Duration::from_secs(5))
+        .add(Feed);
+    let handle = supervisor.handle();
+    let drive = async {
+        handle.started().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        handle.shutdown();
+    };
+    let (report, ()) = tokio::join!(supervisor.run_until(std::future::pending()), drive);
+    assert!(report.is_success());
+    let output = buffer.text();
+    print!("{output}");
+
+    let expected = "\
+[   0.000s] starting 1 service in dependency order
+[   0.000s] feed           stopped -> starting
+[   0.300s] feed           starting -> running  (started in 300ms)
+[   0.300s] all services running
+[   1.300s] shutting down (SupervisorHandle::shutdown): not ready; draining for 5s before the stops
+[   6.300s] drain over: stopping, waiting for 1 service (budget 25s)
+[   6.300s] feed           running -> stopping
+[   6.300s] feed           stopping -> stopped  (stopped in 0ns)
+[   6.300s] every service stopped in 0ns
+[   6.300s] every service stopped cleanly; exit code 0
+";
+    assert_eq!(output, expected);
+}

@@ -7,6 +7,7 @@
 #![cfg(unix)]
 
 mod common;
+mod http_client;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -467,5 +468,55 @@ fn sighup_without_reload_hooks_and_sigusr1_are_ignored_and_sigquit_stops_cleanly
             flushed.load(std::sync::atomic::Ordering::SeqCst),
             "SIGQUIT stopped the service with its cleanup"
         );
+    });
+}
+
+#[test]
+fn under_a_drain_period_sigterm_makes_readyz_503_while_every_service_runs_and_a_second_ends_the_drain()
+ {
+    scenario(|| async {
+        let log = Log::default();
+        let hanging = Arc::new(Notify::new());
+        // The drain outlasts the scenario's timeout: only the second SIGTERM ends it.
+        let supervisor = Supervisor::new()
+            .drain_period(Duration::from_secs(600))
+            .repeat_window(Duration::ZERO)
+            .serve_health("127.0.0.1:0")
+            .add(named(stage(&log, "feed", &hanging)))
+            .add(named(stage(&log, "gateway", &hanging)))
+            .depends_on("feed");
+        let handle = supervisor.handle();
+        let signalled = async {
+            let address = http_client::address_of(&handle).await;
+            handle.started().await.expect("every service starts");
+            assert_eq!(http_client::get(address, "/readyz").await.status, 200);
+            raise("TERM").await;
+            http_client::until("readiness to turn false", || handle.is_stopping()).await;
+            // Not ready, over HTTP, while every service still runs and serves.
+            assert_eq!(http_client::get(address, "/readyz").await.status, 503);
+            assert!(
+                handle
+                    .statuses()
+                    .iter()
+                    .all(|(_, status)| *status == Running),
+                "{:?}",
+                handle.statuses()
+            );
+            assert_eq!(log.count("cleanup:gateway"), 0);
+            raise("TERM").await;
+        };
+        let (report, ()) = tokio::join!(supervisor.run_until_signal(), signalled);
+        assert!(report.is_success(), "{:?}", report.errors());
+        assert_eq!(
+            report.code(),
+            0,
+            "the second signal ends the drain; it forces nothing"
+        );
+        let cleanups: Vec<String> = log
+            .entries()
+            .into_iter()
+            .filter(|entry| entry.starts_with("cleanup:"))
+            .collect();
+        assert_eq!(cleanups, ["cleanup:gateway", "cleanup:feed"]);
     });
 }

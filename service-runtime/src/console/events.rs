@@ -48,6 +48,21 @@ pub(super) fn print(printer: &Arc<Printer>, event: Observed<'_>) {
             plain(state, &text);
         }
         "all services running" => plain(state, "all services running"),
+        "draining before the stops" => {
+            let mut text = "shutting down".to_owned();
+            if let Some(cause) = state.shutdown_reason.take().filter(|c| !c.is_empty()) {
+                text.push_str(&format!(" ({cause})"));
+            }
+            state.drained = true;
+            text.push_str(": not ready; draining");
+            if let Some(drain) = event.fields.duration("drain") {
+                text.push_str(&format!(" for {}", short(drain)));
+            }
+            text.push_str(" before the stops");
+            let mut line = state.line();
+            line.paint(Paint::Bold, &text);
+            state.print(line);
+        }
         "every service stopped" => {
             let text = match state.shutdown.take() {
                 Some(progress) => format!("every service stopped in {}", short(progress.end())),
@@ -264,8 +279,8 @@ fn shutdown_cause(message: &str, reason: Option<&str>) -> Option<String> {
     Some(cause.join(", "))
 }
 
-/// `[   8.000s] shutting down (SIGTERM), waiting for 3 services (budget 25s)`; the
-/// "still waiting" ticker begins.
+/// `[   8.000s] shutting down (SIGTERM), waiting for 3 services (budget 25s)` (after a
+/// drain: `drain over: stopping, waiting for …`); the "still waiting" ticker begins.
 fn shutdown_began(
     state: &mut State,
     event: Observed<'_>,
@@ -278,7 +293,11 @@ fn shutdown_began(
         // A restart in its backoff is never carried out now.
         memory.restart_due = None;
     }
-    let mut text = "shutting down".to_owned();
+    let mut text = if std::mem::take(&mut state.drained) {
+        "drain over: stopping".to_owned()
+    } else {
+        "shutting down".to_owned()
+    };
     if let Some(cause) = state
         .shutdown_reason
         .take()

@@ -52,6 +52,9 @@ pub(super) struct State {
     services: HashMap<Arc<str>, ServiceMemory>,
     /// Why the shutdown was requested, once it was (the header names it).
     pub(super) shutdown_reason: Option<String>,
+    /// A drain was announced: the header of the stops that follow says the drain is over
+    /// rather than repeat the cause.
+    pub(super) drained: bool,
     /// The shutdown in progress, between its header and its end.
     pub(super) shutdown: Option<ShutdownProgress>,
     /// The summary of the run that is ending, handed over by its report.
@@ -130,6 +133,7 @@ impl Printer {
                 clock: Instant::now(),
                 services: HashMap::new(),
                 shutdown_reason: None,
+                drained: false,
                 shutdown: None,
                 summary: None,
             }),

@@ -1,9 +1,9 @@
 //! [`Supervisor`]: starts many services in dependency order, restarts the ones that fail,
 //! and stops them all in reverse order when a signal arrives.
 //!
-//! Here: the builder, the state it shares with its handles, and the `run_until*` entry
-//! points. The rest of the supervisor lives in
+//! Here: the builder and the `run_until*` entry points. The rest of the supervisor lives in
 //!
+//! - `shared`: the state a run shares with its handles, and the figures of each service;
 //! - `plan`: the check of names and dependencies, and the start levels computed from them;
 //! - `run`: one run, from its plan to its report (startup, the running phase, the
 //!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
@@ -11,7 +11,8 @@
 //! - `liveness`: whether the loop answers, the rule of the liveness answers;
 //! - `report`: [`Report`], [`SupervisorError`], [`RestartRecord`] and the exit codes;
 //! - `feature_hints`: the builder methods of a feature that is off, which say so;
-//! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request).
+//! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request);
+//! - `service_ref`: [`ServiceRef`], what names a service in [`Supervisor::depends_on`].
 
 mod feature_hints;
 mod handle;
@@ -19,6 +20,8 @@ mod liveness;
 mod plan;
 mod report;
 mod run;
+mod service_ref;
+mod shared;
 mod signals;
 
 pub use feature_hints::{NeedsHttp, NeedsMetrics, NeedsSystemd};
@@ -29,6 +32,7 @@ pub use report::{
     EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
 };
 pub use run::reload::ReloadError;
+pub use service_ref::ServiceRef;
 
 use std::fmt;
 use std::future::Future;
@@ -39,14 +43,14 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinError;
-use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use self::handle::ServiceList;
+use self::shared::{Figures, Shared};
 use self::signals::{Trigger, signals};
 use crate::Shutdown;
-use crate::managed::{ErasedService, IntoManaged, StatusChange, StatusTally, Subscriber};
+use crate::managed::{ErasedService, IntoManaged, Subscriber};
 use crate::restart::RestartPolicy;
 
 /// Total time a shutdown may take when none is set: below Kubernetes' default 30 s
@@ -100,6 +104,7 @@ pub struct Supervisor {
     name_ends: Vec<usize>,
     config_errors: Vec<String>,
     shutdown_timeout: Duration,
+    drain_period: Duration,
     repeat_window: Duration,
     default_restart: Option<RestartPolicy>,
     shared: Arc<Shared>,
@@ -120,54 +125,6 @@ struct Entry {
     policy_chosen: bool,
 }
 
-/// State shared between the running supervisor and its [`SupervisorHandle`]s.
-struct Shared {
-    /// Every service, in the order added. Copy-on-write: readers take the `Arc` and
-    /// release the lock at once (a health aggregation holds it across its awaits).
-    services: Mutex<Arc<ServiceList>>,
-    /// The figures of each service, indexed like `services`.
-    stats: Mutex<Vec<Figures>>,
-    /// The subscribers of [`SupervisorHandle::subscribe`]. Taken before `services` where
-    /// both are held (adding a service, subscribing), so that neither misses the other.
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
-    /// Requested by [`SupervisorHandle::shutdown`]: behaves like a signal.
-    shutdown: Shutdown,
-    /// Set when the shutdown phase begins (readiness turns false).
-    stopping: Shutdown,
-    started_at: OnceLock<Instant>,
-    /// How the startup ended, for [`SupervisorHandle::started`]: set once, by the run.
-    startup: tokio::sync::watch::Sender<Option<Result<(), StartupError>>>,
-    /// When the loop's current turn began: what liveness reads.
-    turns: liveness::Turns,
-    /// Kept by the services' own transitions: what readiness and the probes' cache read.
-    tally: Arc<StatusTally>,
-    /// Where `SIGHUP` and [`SupervisorHandle::reload`] ask for a reload.
-    reloads: mpsc::UnboundedSender<run::reload::ReloadRequest>,
-    #[cfg(feature = "http")]
-    probe_address: Mutex<Option<std::net::SocketAddr>>,
-    /// What every probe endpoint answers from: `serve_health`'s and the mounted ones.
-    #[cfg(feature = "http")]
-    probes: crate::probes::ProbeAnswers,
-}
-
-/// What the supervisor keeps of each service; see [`ServiceStats`].
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    restarts: u32,
-    /// Its run loop finished its work (`Ok` under `transient` or `temporary`) and it has
-    /// not started since: it no longer counts against readiness or health.
-    completed: bool,
-    last_start_duration: Option<Duration>,
-    last_stop_duration: Option<Duration>,
-}
-
-impl Drop for Shared {
-    /// The supervisor is gone (run or not): its services forget it at their next change.
-    fn drop(&mut self) {
-        self.tally.close();
-    }
-}
-
 impl Default for Supervisor {
     fn default() -> Self {
         Supervisor::new()
@@ -186,6 +143,7 @@ impl fmt::Debug for Supervisor {
                     .collect::<Vec<_>>(),
             )
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("drain_period", &self.drain_period)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +159,7 @@ impl Supervisor {
             name_ends: Vec::new(),
             config_errors: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            drain_period: Duration::ZERO,
             repeat_window: DEFAULT_REPEAT_WINDOW,
             default_restart: None,
             #[cfg(feature = "systemd")]
@@ -306,6 +265,35 @@ impl Supervisor {
     #[must_use]
     pub fn shutdown_timeout(mut self, budget: Duration) -> Self {
         self.shutdown_timeout = budget;
+        self
+    }
+
+    /// Sets how long the shutdown waits, once readiness reports not ready, before it
+    /// stops the first service (default zero: no wait). Every service keeps running and
+    /// serving meanwhile, so that a load balancer that polls `/readyz` (or Kubernetes,
+    /// which removes a terminating pod from its endpoints a moment after it sends
+    /// SIGTERM) stops sending new work before the servers close: the role of a `preStop`
+    /// sleep, without a shell in the image.
+    ///
+    /// The drain comes before the [shutdown budget](Self::shutdown_timeout), not out of
+    /// it: give the pod a `terminationGracePeriodSeconds` of at least the drain plus the
+    /// budget. It applies only after a startup that completed (a service never ready has
+    /// no traffic to drain). A second shutdown request during the drain (a second Ctrl-C
+    /// after the [repeat window](Self::repeat_window)) ends it: the stops begin at once,
+    /// and a further request forces the exit as usual. Changes during the drain are
+    /// observed but not acted on: a service that fails then is not restarted.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use service_runtime::Supervisor;
+    /// let supervisor = Supervisor::new()
+    ///     .drain_period(Duration::from_secs(5))
+    ///     .shutdown_timeout(Duration::from_secs(20)); // grace period ≥ 25 s
+    /// # drop(supervisor);
+    /// ```
+    #[must_use]
+    pub fn drain_period(mut self, period: Duration) -> Self {
+        self.drain_period = period;
         self
     }
 
@@ -536,30 +524,6 @@ impl Supervisor {
                 () = poke.notified() => {}
             }
         }
-    }
-}
-
-/// Something that names a service in [`Supervisor::depends_on`]: its name, or its handle.
-pub trait ServiceRef {
-    /// The name of the service referred to.
-    fn service_name(&self) -> String;
-}
-
-impl ServiceRef for &str {
-    fn service_name(&self) -> String {
-        (*self).to_owned()
-    }
-}
-
-impl ServiceRef for String {
-    fn service_name(&self) -> String {
-        self.clone()
-    }
-}
-
-impl<S: crate::Service> ServiceRef for &crate::Managed<S> {
-    fn service_name(&self) -> String {
-        self.name().to_owned()
     }
 }
 

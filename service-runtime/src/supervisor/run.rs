@@ -161,6 +161,7 @@ impl Supervisor {
             plan,
             shared: self.shared,
             shutdown_timeout: self.shutdown_timeout,
+            drain_period: self.drain_period,
             repeat_window: self.repeat_window,
             observer,
             report: Report::default(),
@@ -261,6 +262,8 @@ struct Run {
     plan: Plan,
     shared: Arc<Shared>,
     shutdown_timeout: Duration,
+    /// How long the shutdown waits, not ready, before the first stop.
+    drain_period: Duration,
     repeat_window: Duration,
     observer: Observer,
     report: Report,
@@ -442,6 +445,9 @@ impl Run {
         }
         self.pending.clear();
         let began = Instant::now();
+        if !self.drain_period.is_zero() && self.shared.started_at.get().is_some() {
+            self.drain(trigger, began).await;
+        }
         tracing::info!(budget = ?self.shutdown_timeout, services = self.entries.iter().filter(|e| e.service.0.needs_stop()).count(), "stopping every service");
         let errors = Mutex::new(Vec::new());
         let outcome = {
@@ -505,6 +511,27 @@ impl Run {
             });
         } else {
             tracing::info!("every service stopped");
+        }
+    }
+}
+
+impl Run {
+    /// Readiness already reports not ready: waits the drain period before the first stop,
+    /// observing the services' changes meanwhile. A second shutdown request ends it.
+    async fn drain(&mut self, trigger: &mut Trigger<'_>, began: Instant) {
+        tracing::info!(drain = ?self.drain_period, "draining before the stops");
+        let tally = self.shared.tally.clone();
+        let mut wait = std::pin::pin!(tokio::time::sleep(self.drain_period));
+        loop {
+            tokio::select! {
+                biased;
+                reason = trigger.next_from(began + self.repeat_window) => {
+                    tracing::info!(reason, "shutdown requested again during the drain: stopping now");
+                    return;
+                }
+                () = &mut wait => return,
+                () = tally.arrived() => self.observer.absorb(Phase::Shutdown),
+            }
         }
     }
 }

@@ -1,0 +1,62 @@
+//! [`Shared`], the state a supervisor's run shares with its handles (what each lock
+//! protects is in [`run`](super::run)'s invariants), and the [`Figures`] it keeps of each
+//! service.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::handle::{ServiceList, StartupError};
+use super::{liveness, run};
+use crate::Shutdown;
+use crate::managed::{StatusChange, StatusTally};
+
+/// State shared between the running supervisor and its [`SupervisorHandle`](super::SupervisorHandle)s.
+pub(super) struct Shared {
+    /// Every service, in the order added. Copy-on-write: readers take the `Arc` and
+    /// release the lock at once (a health aggregation holds it across its awaits).
+    pub(super) services: Mutex<Arc<ServiceList>>,
+    /// The figures of each service, indexed like `services`.
+    pub(super) stats: Mutex<Vec<Figures>>,
+    /// The subscribers of [`SupervisorHandle::subscribe`](super::SupervisorHandle::subscribe). Taken before `services` where
+    /// both are held (adding a service, subscribing), so that neither misses the other.
+    pub(super) subscribers: Mutex<Vec<mpsc::UnboundedSender<StatusChange>>>,
+    /// Requested by [`SupervisorHandle::shutdown`](super::SupervisorHandle::shutdown): behaves like a signal.
+    pub(super) shutdown: Shutdown,
+    /// Set when the shutdown phase begins (readiness turns false).
+    pub(super) stopping: Shutdown,
+    pub(super) started_at: OnceLock<Instant>,
+    /// How the startup ended, for [`SupervisorHandle::started`](super::SupervisorHandle::started): set once, by the run.
+    pub(super) startup: tokio::sync::watch::Sender<Option<Result<(), StartupError>>>,
+    /// When the loop's current turn began: what liveness reads.
+    pub(super) turns: liveness::Turns,
+    /// Kept by the services' own transitions: what readiness and the probes' cache read.
+    pub(super) tally: Arc<StatusTally>,
+    /// Where `SIGHUP` and [`SupervisorHandle::reload`](super::SupervisorHandle::reload) ask for a reload.
+    pub(super) reloads: mpsc::UnboundedSender<run::reload::ReloadRequest>,
+    #[cfg(feature = "http")]
+    pub(super) probe_address: Mutex<Option<std::net::SocketAddr>>,
+    /// What every probe endpoint answers from: `serve_health`'s and the mounted ones.
+    #[cfg(feature = "http")]
+    pub(super) probes: crate::probes::ProbeAnswers,
+}
+
+/// What the supervisor keeps of each service; see [`ServiceStats`](super::ServiceStats).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Figures {
+    pub(super) restarts: u32,
+    /// Its run loop finished its work (`Ok` under `transient` or `temporary`) and it has
+    /// not started since: it no longer counts against readiness or health.
+    pub(super) completed: bool,
+    pub(super) last_start_duration: Option<Duration>,
+    pub(super) last_stop_duration: Option<Duration>,
+}
+
+impl Drop for Shared {
+    /// The supervisor is gone (run or not): its services forget it at their next change.
+    fn drop(&mut self) {
+        self.tally.close();
+    }
+}
