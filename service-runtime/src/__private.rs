@@ -204,6 +204,12 @@ impl<E: Display> IntoHealthDetail for Result<(), E> {
     }
 }
 
+impl<E: Display> IntoHealthDetail for Result<HealthDetail, E> {
+    fn into_health_detail(self) -> HealthDetail {
+        self.unwrap_or_else(|error| HealthDetail::unhealthy(error.to_string()))
+    }
+}
+
 impl<E: Display> IntoHealthDetail for Result<HealthStatus, E> {
     fn into_health_detail(self) -> HealthDetail {
         match self {

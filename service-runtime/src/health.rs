@@ -48,9 +48,11 @@ impl fmt::Display for HealthStatus {
     }
 }
 
-/// The result of one health check: a status and, when it is not healthy, why.
+/// The result of one health check: a status, when it is not healthy why, and any figures
+/// the check wants to show (Spring's `Health.withDetail`, ASP.NET's `HealthCheckResult.Data`).
 ///
-/// A `#[health]` hook may return this directly to explain a degraded status:
+/// A `#[health]` hook may return this directly (or `Result<HealthDetail, E>`) to explain
+/// a degraded status and to report what it measured:
 ///
 /// ```
 /// # use service_runtime::HealthDetail;
@@ -59,9 +61,15 @@ impl fmt::Display for HealthStatus {
 ///     HealthDetail::degraded(format!("consumer lag {lag_ms} ms"))
 /// } else {
 ///     HealthDetail::healthy()
-/// };
+/// }
+/// .with("lag_ms", lag_ms)
+/// .with("partitions", vec![0, 1, 2]);
 /// assert_eq!(detail.reason.as_deref(), Some("consumer lag 1200 ms"));
+/// assert_eq!(detail.data["lag_ms"], 1_200);
 /// ```
+///
+/// The data of each check appears in the service's [`HealthReport::data`] under the
+/// check's name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthDetail {
     /// The check's status.
@@ -69,15 +77,30 @@ pub struct HealthDetail {
     /// Why the check is not healthy, if it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the check measured or knows, by key (a lag, a pool's size, a version): JSON
+    /// values, shown whatever the status.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, serde_json::Value>,
 }
 
 impl HealthDetail {
-    /// A detail with the given status and no reason.
+    /// A detail with the given status, no reason and no data.
     pub const fn new(status: HealthStatus) -> Self {
         HealthDetail {
             status,
             reason: None,
+            data: BTreeMap::new(),
         }
+    }
+
+    /// Adds one entry of data (a later one with the same key replaces it). Anything
+    /// `serde_json::Value` converts from: numbers, strings, booleans, vectors of them, a
+    /// [`serde_json::Value`] built with [`serde_json::json!`] (re-exported as
+    /// `service_runtime::serde_json`), or `serde_json::to_value(&x)?` for a `Serialize` type.
+    #[must_use]
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.data.insert(key.into(), value.into());
+        self
     }
 
     /// A healthy result.
@@ -88,16 +111,16 @@ impl HealthDetail {
     /// A degraded result with its reason.
     pub fn degraded(reason: impl Into<String>) -> Self {
         HealthDetail {
-            status: HealthStatus::Degraded,
             reason: Some(reason.into()),
+            ..HealthDetail::new(HealthStatus::Degraded)
         }
     }
 
     /// An unhealthy result with its reason.
     pub fn unhealthy(reason: impl Into<String>) -> Self {
         HealthDetail {
-            status: HealthStatus::Unhealthy,
             reason: Some(reason.into()),
+            ..HealthDetail::new(HealthStatus::Unhealthy)
         }
     }
 }
@@ -154,6 +177,47 @@ pub struct HealthReport {
     /// Why each dependency that is not healthy failed, where it said.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<Cow<'static, str>, String>,
+    /// The data of each check that returned some ([`HealthDetail::data`]), by the
+    /// check's name. Like `details`, the probe endpoint shows it only at
+    /// [`ShowDetails::Always`](crate::ShowDetails) (feature `http`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<Cow<'static, str>, BTreeMap<String, serde_json::Value>>,
+}
+
+impl fmt::Display for HealthReport {
+    /// The report's JSON: compact, or indented with `{:#}`.
+    ///
+    /// ```
+    /// # use service_runtime::{HealthReport, HealthStatus};
+    /// let report = HealthReport {
+    ///     status: HealthStatus::Healthy,
+    ///     uptime: 5,
+    ///     service_name: "feed".into(),
+    ///     version: "1.0.0".into(),
+    ///     dependencies: Default::default(),
+    ///     reason: None,
+    ///     details: Default::default(),
+    ///     data: Default::default(),
+    /// };
+    /// assert_eq!(
+    ///     report.to_string(),
+    ///     r#"{"status":"healthy","uptime":5,"service_name":"feed","version":"1.0.0","dependencies":{}}"#
+    /// );
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_json(self, f)
+    }
+}
+
+/// Writes `value` as JSON (indented under `{:#}`).
+pub(crate) fn write_json(value: &impl Serialize, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let json = if f.alternate() {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    // A report always serialises: its keys are strings and its values plain data.
+    f.write_str(&json.map_err(|_| fmt::Error)?)
 }
 
 impl HealthReport {
@@ -235,6 +299,7 @@ mod tests {
             .collect(),
             reason: None,
             details: BTreeMap::new(),
+            data: BTreeMap::new(),
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
@@ -281,6 +346,7 @@ mod tests {
             details: [(Cow::Borrowed("upstream"), "refused \"quoted\"".to_owned())]
                 .into_iter()
                 .collect(),
+            data: BTreeMap::new(),
         };
         let strings = StringReport {
             status: HealthStatus::Unhealthy,

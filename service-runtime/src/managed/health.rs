@@ -138,6 +138,7 @@ impl<S: Service> Inner<S> {
         });
         let mut dependencies = BTreeMap::new();
         let mut details = BTreeMap::new();
+        let mut data = BTreeMap::new();
         if checks_len <= SMALL_REPORT {
             // A few checks fit one B-tree leaf: inserted in place, without the list the
             // bulk build below sorts.
@@ -145,21 +146,28 @@ impl<S: Service> Inner<S> {
                 if let Some(reason) = detail.reason {
                     details.insert(name.clone(), reason);
                 }
+                if !detail.data.is_empty() {
+                    data.insert(name.clone(), detail.data);
+                }
                 dependencies.insert(name, detail.status);
             }
         } else {
             // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list
             // is cheaper than one insertion (and rebalancing) per check.
             let mut listed = Vec::with_capacity(checks_len);
-            let mut failures = Vec::new();
+            let (mut failures, mut figures) = (Vec::new(), Vec::new());
             for (name, detail) in entries {
                 if let Some(reason) = detail.reason {
                     failures.push((name.clone(), reason));
+                }
+                if !detail.data.is_empty() {
+                    figures.push((name.clone(), detail.data));
                 }
                 listed.push((name, detail.status));
             }
             dependencies = listed.into_iter().collect();
             details = failures.into_iter().collect();
+            data = figures.into_iter().collect();
         }
         // The checks borrow the service: ended before its lock is released.
         drop((single, many));
@@ -173,6 +181,7 @@ impl<S: Service> Inner<S> {
             dependencies,
             reason,
             details,
+            data,
         }
     }
 
@@ -187,6 +196,7 @@ impl<S: Service> Inner<S> {
             dependencies: BTreeMap::new(),
             reason: Some(reason),
             details: BTreeMap::new(),
+            data: BTreeMap::new(),
         }
     }
 }
@@ -237,9 +247,16 @@ pub(super) async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
                     )
                 }
                 CheckWork::Component(future) => {
+                    // A component's checks' data stays under their names, within the
+                    // component's entry.
                     future.as_mut().poll(cx).map(|child| HealthDetail {
                         status: child.status,
                         reason: child.reason,
+                        data: child
+                            .data
+                            .into_iter()
+                            .map(|(check, data)| (check.into_owned(), data.into_iter().collect()))
+                            .collect(),
                     })
                 }
                 CheckWork::Done => unreachable!("a finished check has its result"),

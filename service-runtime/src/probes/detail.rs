@@ -28,10 +28,11 @@ pub enum ShowDetails {
     Never,
     /// The default: every service's status, uptime, name and version, and each
     /// dependency's status. A report's `reason` says which dependency is not healthy, or
-    /// which status the service is in, without the error's text; `details` is left out.
+    /// which status the service is in, without the error's text; `details` and the
+    /// checks' `data` are left out.
     #[default]
     Statuses,
-    /// Everything, error texts included: each report's `reason` and `details`.
+    /// Everything, error texts included: each report's `reason`, `details` and `data`.
     Always,
 }
 
@@ -168,6 +169,13 @@ mod tests {
                 .iter()
                 .map(|&(name, _)| (name.into(), "password=hunter2".to_owned()))
                 .collect(),
+            data: dependencies
+                .iter()
+                .map(|&(name, _)| {
+                    let figures = [("user".to_owned(), "admin".into())].into_iter().collect();
+                    (name.into(), figures)
+                })
+                .collect(),
         }
     }
 
@@ -186,6 +194,10 @@ mod tests {
         );
         let body = report_body(&failing, ShowDetails::Statuses);
         assert!(!String::from_utf8_lossy(&body).contains("hunter2"));
+        assert!(
+            !String::from_utf8_lossy(&body).contains("admin"),
+            "no check data"
+        );
         assert_eq!(
             json(body),
             serde_json::json!({

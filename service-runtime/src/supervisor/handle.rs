@@ -376,6 +376,13 @@ pub struct SupervisorHealth {
     pub services: BTreeMap<std::borrow::Cow<'static, str>, HealthReport>,
 }
 
+impl std::fmt::Display for SupervisorHealth {
+    /// The aggregate's JSON (every report whole): compact, or indented with `{:#}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::health::write_json(self, f)
+    }
+}
+
 /// Per-service figures kept by a supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
