@@ -623,8 +623,8 @@ impl Child {
         match self.health {
             HealthStatus::Healthy => HealthDetail::healthy(),
             other => HealthDetail {
-                status: other,
                 reason: Some(format!("{} is {other}", self.label)),
+                ..HealthDetail::new(other)
             },
         }
     }

@@ -6,7 +6,7 @@ mod http_client;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http_client::{address_of, get, until};
-use service_runtime::serde_json::json;
+use serde_json::json;
 use service_runtime::{
     HealthDetail, HealthStatus, Managed, Service, ShowDetails, Supervisor, lifecycle,
 };
@@ -109,25 +109,15 @@ async fn reports_print_as_their_json() {
     let printed = report.to_string();
     let pretty = format!("{report:#}");
 
-    assert_eq!(
-        printed,
-        service_runtime::serde_json::to_string(&report).unwrap()
-    );
-    assert_eq!(
-        pretty,
-        service_runtime::serde_json::to_string_pretty(&report).unwrap()
-    );
+    assert_eq!(printed, serde_json::to_string(&report).unwrap());
+    assert_eq!(pretty, serde_json::to_string_pretty(&report).unwrap());
     assert!(pretty.contains('\n') && !printed.contains('\n'));
-    let back: service_runtime::HealthReport =
-        service_runtime::serde_json::from_str(&printed).unwrap();
+    let back: service_runtime::HealthReport = serde_json::from_str(&printed).unwrap();
     assert_eq!(back, report);
 
     let supervisor = Supervisor::new().add(service.clone());
     let health = supervisor.handle().health().await;
-    assert_eq!(
-        health.to_string(),
-        service_runtime::serde_json::to_string(&health).unwrap()
-    );
+    assert_eq!(health.to_string(), serde_json::to_string(&health).unwrap());
     service.stop().await.unwrap();
 }
 

@@ -174,7 +174,7 @@ pub fn run_state<T>(state: Option<T>) -> T {
 
 /// Normalises the output of a health check.
 #[diagnostic::on_unimplemented(
-    message = "health checks must return `HealthStatus`, `HealthDetail`, `Result<(), E>` or `Result<HealthStatus, E>`, not `{Self}`",
+    message = "health checks must return `HealthStatus`, `HealthDetail`, `Result<(), E>`, `Result<HealthStatus, E>` or `Result<HealthDetail, E>`, not `{Self}`",
     label = "not a health check result",
     note = "an `Err` counts as a failed check, and its message becomes the check's detail"
 )]

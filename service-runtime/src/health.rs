@@ -93,10 +93,11 @@ impl HealthDetail {
         }
     }
 
-    /// Adds one entry of data (a later one with the same key replaces it). Anything
-    /// `serde_json::Value` converts from: numbers, strings, booleans, vectors of them, a
-    /// [`serde_json::Value`] built with [`serde_json::json!`] (re-exported as
-    /// `service_runtime::serde_json`), or `serde_json::to_value(&x)?` for a `Serialize` type.
+    /// Adds one entry of data (a later one with the same key replaces it): anything
+    /// `serde_json::Value` converts from, such as numbers, strings, booleans and vectors
+    /// of them; with `serde_json = "1"` among the program's dependencies (the same crate
+    /// as the runtime's), a value built with `serde_json::json!` or, for any `Serialize`
+    /// type, `serde_json::to_value(&x)?`.
     #[must_use]
     pub fn with(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.data.insert(key.into(), value.into());

@@ -87,9 +87,6 @@ pub use probes::{DEFAULT_HEALTH_CACHE_TTL, ProbeFuture, ProbeLimits, ProbeServic
 pub use prometheus_client;
 pub use ready::Ready;
 pub use restart::{Restart, RestartPolicy};
-/// The JSON crate of [`HealthDetail::data`] and of the reports' serialisation,
-/// re-exported so that a check builds its values with the version the runtime uses.
-pub use serde_json;
 pub use service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, Lifecycle, Service,
     ServiceConfig,

@@ -90,6 +90,7 @@ impl Lag {
             } else {
                 self.to_string()
             }),
+            data: Default::default(),
         }
     }
 }
