@@ -13,6 +13,7 @@ mod attr;
 mod ctxt;
 mod duration;
 mod expand;
+mod keys;
 mod valid;
 
 use proc_macro::TokenStream;
