@@ -96,8 +96,8 @@ pub use shutdown::{Shutdown, ShutdownRequested};
 pub use status::{ServiceStatus, TransitionError};
 pub use supervisor::{
     DEFAULT_REPEAT_WINDOW, DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED,
-    EXIT_SHUTDOWN_TIMEOUT, ReloadError, Report, RestartRecord, ServiceRef, ServiceStats,
-    StartupError, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
+    EXIT_SHUTDOWN_TIMEOUT, LookupError, ReloadError, Report, RestartRecord, ServiceRef,
+    ServiceStats, StartupError, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
 };
 #[cfg(feature = "systemd")]
 pub use systemd::SystemdNotifier;

@@ -75,6 +75,10 @@ pub(crate) trait DynService: Send + Sync {
     fn add_handle(&self);
     /// One handle less.
     fn release_handle(&self);
+    /// The service's shared state, for a typed handle on it ([`Managed::from_erased`]).
+    ///
+    /// [`Managed::from_erased`]: super::Managed::from_erased
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl dyn DynService + '_ {
@@ -112,6 +116,10 @@ impl<S: Service> Inner<S> {
 }
 
 impl<S: Service> DynService for Inner<S> {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn name(&self) -> &Arc<str> {
         Inner::name(self)
     }

@@ -378,6 +378,12 @@ impl<S: Service> Managed<S> {
     }
 
     /// A handle from one of the runtime's own references: counted as a handle.
+    /// A handle on `service` if it is an `S`.
+    pub(crate) fn from_erased(service: &ErasedService) -> Option<Self> {
+        let inner = service.0.as_any().downcast_ref::<Inner<S>>()?;
+        inner.this.upgrade().map(Managed::counted)
+    }
+
     fn counted(inner: Arc<Inner<S>>) -> Self {
         // Relaxed, as `Arc::clone`: a new handle is made from a live one (or from the
         // runtime's reference, below), and the count only matters when it reaches zero.

@@ -64,7 +64,7 @@ impl ServiceList {
         })
     }
 
-    fn iter(&self) -> std::slice::Iter<'_, ErasedService> {
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, ErasedService> {
         self.services.iter()
     }
 
@@ -164,7 +164,7 @@ impl SupervisorHandle {
     }
 
     /// Every service, in the order added (one `Arc` clone, the lock released at once).
-    fn services(&self) -> Arc<ServiceList> {
+    pub(super) fn services(&self) -> Arc<ServiceList> {
         lock(&self.shared.services).clone()
     }
 

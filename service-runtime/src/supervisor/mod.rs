@@ -9,6 +9,7 @@
 //!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
 //! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
 //! - `liveness`: whether the loop answers, the rule of the liveness answers;
+//! - `lookup`: typed lookup of a service (`SupervisorHandle::get`, `get_named`);
 //! - `report`: [`Report`], [`SupervisorError`], [`RestartRecord`] and the exit codes;
 //! - `feature_hints`: the builder methods of a feature that is off, which say so;
 //! - `signals`: what ends the running phase (SIGINT or SIGTERM, a future, a request);
@@ -17,6 +18,7 @@
 mod feature_hints;
 mod handle;
 mod liveness;
+mod lookup;
 mod plan;
 mod report;
 mod run;
@@ -28,6 +30,7 @@ pub use feature_hints::{NeedsHttp, NeedsMetrics, NeedsSystemd};
 #[cfg(feature = "http")]
 pub(crate) use handle::COMPLETED_REASON;
 pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
+pub use lookup::LookupError;
 pub use report::{
     EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
 };
