@@ -173,3 +173,115 @@ async fn a_components_data_is_in_its_parents_report_under_the_component() {
     );
     pipeline.stop().await.unwrap();
 }
+
+/// The design note's custom check: dependencies checked one by one, the overall status
+/// decided by the service's own rule.
+#[derive(Service)]
+#[service(name = "trading_engine")]
+struct TradingEngine {
+    down: Vec<&'static str>,
+    rule_panics: bool,
+}
+
+#[lifecycle]
+impl TradingEngine {
+    #[health]
+    async fn database(&self) -> Result<(), std::io::Error> {
+        self.probe("database")
+    }
+
+    #[health]
+    async fn redis(&self) -> Result<(), std::io::Error> {
+        self.probe("redis")
+    }
+
+    #[health]
+    async fn exchange(&self) -> Result<(), std::io::Error> {
+        self.probe("exchange")
+    }
+
+    /// One dependency down degrades the engine (it trades on what is left); two are an
+    /// outage.
+    #[health_rule]
+    fn aggregate_health_status(&self, report: &service_runtime::HealthReport) -> HealthStatus {
+        assert!(!self.rule_panics, "the rule's own bug");
+        let down = report
+            .dependencies
+            .values()
+            .filter(|status| **status == HealthStatus::Unhealthy)
+            .count();
+        match down {
+            0 => HealthStatus::Healthy,
+            1 => HealthStatus::Degraded,
+            _ => HealthStatus::Unhealthy,
+        }
+    }
+}
+
+impl TradingEngine {
+    fn probe(&self, name: &str) -> Result<(), std::io::Error> {
+        if self.down.contains(&name) {
+            return Err(std::io::Error::other(format!(
+                "{name} refused the connection"
+            )));
+        }
+        Ok(())
+    }
+}
+
+async fn engine_health(
+    down: Vec<&'static str>,
+    rule_panics: bool,
+) -> service_runtime::HealthReport {
+    let engine = Managed::new(TradingEngine { down, rule_panics });
+    engine.start().await.unwrap();
+    let report = engine.health().await;
+    engine.stop().await.unwrap();
+    report
+}
+
+#[tokio::test]
+async fn a_health_rule_decides_the_status_from_the_checks_report() {
+    let all_up = engine_health(vec![], false).await;
+    let one_down = engine_health(vec!["redis"], false).await;
+    let two_down = engine_health(vec!["redis", "exchange"], false).await;
+
+    assert_eq!(
+        (all_up.status, all_up.reason),
+        (HealthStatus::Healthy, None)
+    );
+    // A critical check failing would make it unhealthy; the rule says degraded, and the
+    // default rule's reason still says why.
+    assert_eq!(one_down.status, HealthStatus::Degraded);
+    assert_eq!(one_down.dependencies["redis"], HealthStatus::Unhealthy);
+    assert_eq!(
+        one_down.reason.as_deref(),
+        Some("critical dependency `redis` is unhealthy: redis refused the connection")
+    );
+    assert_eq!(two_down.status, HealthStatus::Unhealthy);
+}
+
+#[tokio::test]
+async fn a_health_rule_that_panics_makes_the_service_unhealthy_and_says_so() {
+    let report = engine_health(vec![], true).await;
+
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("health rule `aggregate_health_status` panicked: the rule's own bug")
+    );
+    assert_eq!(report.dependencies["database"], HealthStatus::Healthy);
+}
+
+#[tokio::test]
+async fn a_service_not_running_is_unhealthy_without_its_rule() {
+    let engine = Managed::new(TradingEngine {
+        down: vec![],
+        rule_panics: true,
+    });
+
+    let report = engine.health().await;
+
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert_eq!(report.reason.as_deref(), Some("Service status: stopped"));
+}

@@ -235,7 +235,7 @@ impl LifecycleArgs {
     }
 }
 
-/// The five hook attributes, recognised by their bare name inside a `#[lifecycle]` block.
+/// The hook attributes, recognised by their bare name inside a `#[lifecycle]` block.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HookKind {
     Init,
@@ -243,6 +243,8 @@ pub(crate) enum HookKind {
     Health,
     Run,
     Reload,
+    /// A plain `fn` that decides the service's health from its checks' report.
+    HealthRule,
 }
 
 impl HookKind {
@@ -259,6 +261,8 @@ impl HookKind {
             Some(HookKind::Run)
         } else if ident == "reload" {
             Some(HookKind::Reload)
+        } else if ident == "health_rule" {
+            Some(HookKind::HealthRule)
         } else {
             None
         }
@@ -272,6 +276,7 @@ impl HookKind {
             HookKind::Health => "#[health]",
             HookKind::Run => "#[run]",
             HookKind::Reload => "#[reload]",
+            HookKind::HealthRule => "#[health_rule]",
         }
     }
 
@@ -283,6 +288,7 @@ impl HookKind {
             HookKind::Health => "health",
             HookKind::Run => "run",
             HookKind::Reload => "reload",
+            HookKind::HealthRule => "health rule",
         }
     }
 }
@@ -320,6 +326,7 @@ impl<'a> HookAttr<'a> {
                     HookKind::Health => "`#[health]` argument",
                     HookKind::Run => "`#[run]` argument",
                     HookKind::Reload => "`#[reload]` argument",
+                    HookKind::HealthRule => "`#[health_rule]` argument",
                 };
                 let mut keys = Keys::new(cx, what);
                 // `Some(optional)` once `critical` or `optional` was given.
@@ -329,6 +336,14 @@ impl<'a> HookAttr<'a> {
                     match (kind, key.as_str()) {
                         (HookKind::Run, _) => {
                             cx.error_spanned_by(&meta.path, "`#[run]` takes no arguments");
+                            skip_value(meta.input)?;
+                        }
+                        (HookKind::HealthRule, _) => {
+                            cx.error_spanned_by(
+                                &meta.path,
+                                "`#[health_rule]` takes no arguments: it runs once the checks \
+                                 are done, within their time",
+                            );
                             skip_value(meta.input)?;
                         }
                         (_, "timeout") => {

@@ -367,6 +367,26 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
             }
         },
     };
+    let (health_rule_name, health_rule) = match lifecycle.hooks(HookKind::HealthRule).next() {
+        Some(hook) => {
+            let name = hook.method_name();
+            let method = &hook.method.sig.ident;
+            let span = method.span();
+            let private = respan(&private, span);
+            let krate = respan(krate, span);
+            // At the user's method: a rule of another shape is a type error there.
+            let rule = quote_spanned! {at(span)=>
+                fn __health_rule(
+                    &self,
+                    __service_report: &#krate::HealthReport,
+                ) -> #private::Option<#krate::HealthStatus> {
+                    #private::Some(Self::#method(self, __service_report))
+                }
+            };
+            (quote!(#private::Some(#name)), rule)
+        }
+        None => (quote!(#private::None), quote!()),
+    };
     let run_ready = lifecycle.hooks(HookKind::Run).next().is_some_and(|hook| {
         hook.run_args()
             .iter()
@@ -385,6 +405,7 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
                 run: #run_spec,
                 run_ready: #run_ready,
                 reload: &[#(#reload_specs),*],
+                health_rule: #health_rule_name,
             };
 
             fn __init<'__service>(
@@ -408,6 +429,8 @@ fn impl_lifecycle(lifecycle: &Lifecycle, krate: &TokenStream) -> TokenStream {
             }
 
             #run
+
+            #health_rule
         }
     }
 }

@@ -240,6 +240,7 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// | `#[health]` | `async fn name(&self) -> T` | any; run concurrently by `health()` |
 /// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>`; it may also take a `Ready` and the value of the `#[init(state)]` hook, in any order | at most one; runs while the service is running |
 /// | `#[reload]` | `async fn name(&self) -> Result<(), E>` | any; run in source order by `reload()` (a supervisor's on `SIGHUP`) while the service keeps running |
+/// | `#[health_rule]` | `fn name(&self, report: &HealthReport) -> HealthStatus` (not `async`) | at most one; decides the service's status from its checks' report while it runs |
 ///
 /// `E` is any type that converts into `Box<dyn Error + Send + Sync>`: your own error
 /// type, `std::io::Error`, `anyhow::Error`, `String`. A `#[health]` check returns

@@ -47,10 +47,15 @@ pub(crate) fn check_lifecycle(cx: &Ctxt, lifecycle: &Lifecycle) {
     }
     for attr in &lifecycle.misplaced {
         let kind = HookKind::of(attr).expect("a hook attribute");
+        let function = if kind == HookKind::HealthRule {
+            "fn"
+        } else {
+            "async fn"
+        };
         cx.error_spanned_by(
             attr,
             format!(
-                "`{}` goes on a method: `{} async fn ...`",
+                "`{}` goes on a method: `{} {function} ...`",
                 kind.attr(),
                 kind.attr()
             ),
@@ -61,6 +66,12 @@ pub(crate) fn check_lifecycle(cx: &Ctxt, lifecycle: &Lifecycle) {
             cx.error_spanned_by(attr, "a method can carry only one hook attribute");
         }
         check_signature(cx, hook);
+    }
+    for extra_rule in lifecycle.hooks(HookKind::HealthRule).skip(1) {
+        cx.error_spanned_by(
+            extra_rule.attr.attr,
+            "a service has at most one `#[health_rule]`: one rule decides its health",
+        );
     }
     for extra_run in lifecycle.hooks(HookKind::Run).skip(1) {
         cx.error_spanned_by(
@@ -86,6 +97,9 @@ pub(crate) fn check_lifecycle(cx: &Ctxt, lifecycle: &Lifecycle) {
 /// whose `#[diagnostic::on_unimplemented]` message is the better one.
 fn check_signature(cx: &Ctxt, hook: &Hook) {
     let kind = hook.kind();
+    if kind == HookKind::HealthRule {
+        return check_health_rule(cx, hook);
+    }
     let attr = kind.attr();
     let sig = &hook.method.sig;
 
@@ -217,10 +231,55 @@ fn check_return(cx: &Ctxt, hook: &Hook) {
     if let ReturnType::Default = sig.output {
         let message = match hook.kind() {
             HookKind::Health => "`#[health]` hooks must return `HealthStatus`, `HealthDetail`, \
-                                 `Result<(), E>` or `Result<HealthStatus, E>`"
+                                 `Result<(), E>`, `Result<HealthStatus, E>` or \
+                                 `Result<HealthDetail, E>`"
                 .to_owned(),
             kind => format!("`{}` hooks must return `Result<(), E>`", kind.attr()),
         };
         cx.error_at(sig.paren_token.span.close(), message);
+    }
+}
+
+/// `fn rule(&self, report: &HealthReport) -> HealthStatus`: a plain function of the
+/// checks' report (the types are left to the type checker, at the user's tokens).
+fn check_health_rule(cx: &Ctxt, hook: &Hook) {
+    const SHAPE: &str = "`fn rule(&self, report: &HealthReport) -> HealthStatus`";
+    let sig = &hook.method.sig;
+    if let Some(asyncness) = &sig.asyncness {
+        cx.error_at(
+            asyncness.span,
+            format!(
+                "a `#[health_rule]` is a plain `fn`: it runs once the checks are done and \
+                 awaits nothing; write {SHAPE}"
+            ),
+        );
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        cx.error_at(unsafety.span, "a `#[health_rule]` cannot be `unsafe`");
+    }
+    if let Some(param) = sig
+        .generics
+        .params
+        .iter()
+        .find(|param| !matches!(param, GenericParam::Lifetime(_)))
+    {
+        cx.error_spanned_by(param, "a `#[health_rule]` cannot be generic");
+    }
+    let shared_self = matches!(
+        sig.inputs.first(),
+        Some(FnArg::Receiver(receiver))
+            if matches!(&*receiver.ty, Type::Reference(reference) if reference.mutability.is_none())
+    );
+    if !shared_self || sig.inputs.len() != 2 {
+        cx.error_at(
+            sig.paren_token.span.join(),
+            format!("a `#[health_rule]` takes `&self` and the report: {SHAPE}"),
+        );
+    }
+    if let ReturnType::Default = sig.output {
+        cx.error_at(
+            sig.paren_token.span.close(),
+            format!("a `#[health_rule]` returns the service's `HealthStatus`: {SHAPE}"),
+        );
     }
 }

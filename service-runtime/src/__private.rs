@@ -64,6 +64,8 @@ pub struct Hooks {
     pub run_ready: bool,
     /// `#[reload]` hooks.
     pub reload: &'static [HookSpec],
+    /// The name of the `#[health_rule]`, if there is one.
+    pub health_rule: Option<&'static str>,
 }
 
 impl Hooks {
@@ -75,6 +77,7 @@ impl Hooks {
         run: None,
         run_ready: false,
         reload: &[],
+        health_rule: None,
     };
 }
 

@@ -205,6 +205,14 @@ pub trait Lifecycle: Send + Sync + Sized + 'static {
     #[doc(hidden)]
     fn __reload(&self, index: usize) -> HookFuture<'_>;
 
+    /// The service's health as its `#[health_rule]` decides it from `report` (the checks'
+    /// report with the default rule's status), if `__HOOKS.health_rule` is `Some`.
+    #[doc(hidden)]
+    fn __health_rule(&self, report: &crate::HealthReport) -> Option<crate::HealthStatus> {
+        let _ = report;
+        None
+    }
+
     /// Runs the `#[run]` hook, if `__HOOKS.run` is `Some`.
     ///
     /// Unlike the other hooks, its future is returned unboxed, so that the run loop's task

@@ -171,8 +171,7 @@ impl<S: Service> Inner<S> {
         }
         // The checks borrow the service: ended before its lock is released.
         drop((single, many));
-        drop(service);
-        HealthReport {
+        let mut report = HealthReport {
             status,
             uptime,
             // Borrowed when configured from literals (the derive's name and version).
@@ -182,7 +181,12 @@ impl<S: Service> Inner<S> {
             reason,
             details,
             data,
+        };
+        if let Some(rule) = S::__HOOKS.health_rule {
+            apply_rule(&*service, rule, &mut report);
         }
+        drop(service);
+        report
     }
 
     /// The report of a service that is not running (or whose checks could not run): no
@@ -198,6 +202,32 @@ impl<S: Service> Inner<S> {
             details: BTreeMap::new(),
             data: BTreeMap::new(),
         }
+    }
+}
+
+/// Lets the service's `#[health_rule]` decide its status from the checks' report. A
+/// healthy verdict needs no reason; any other keeps the default rule's, or says that the
+/// rule decided. A rule that panics makes the service unhealthy, as a check that panics
+/// makes its check unhealthy.
+fn apply_rule<S: Service>(service: &S, rule: &str, report: &mut HealthReport) {
+    let verdict = catch_unwind(AssertUnwindSafe(|| service.__health_rule(report)));
+    let status = match verdict {
+        Ok(Some(status)) => status,
+        Ok(None) => return,
+        Err(panic) => {
+            report.status = HealthStatus::Unhealthy;
+            report.reason = Some(format!(
+                "health rule `{rule}` panicked: {}",
+                panic_message(&*panic)
+            ));
+            return;
+        }
+    };
+    report.status = status;
+    if status == HealthStatus::Healthy {
+        report.reason = None;
+    } else if report.reason.is_none() {
+        report.reason = Some(format!("health rule `{rule}` says {status}"));
     }
 }
 
