@@ -10,8 +10,8 @@ use common::{CLEAN_CYCLE, DropFlag, Fault, Log, history};
 use service_runtime::ServiceStatus::{Running, Starting, Stopped, Stopping};
 use service_runtime::{
     EXIT_CONFIG, EXIT_SHUTDOWN_TIMEOUT, HealthDetail, HealthStatus, Managed, Restart,
-    RestartPolicy, Service, ServiceError, ServiceStatus, Shutdown, Supervisor, SupervisorError,
-    lifecycle,
+    RestartPolicy, Service, ServiceError, ServiceStatus, Shutdown, StartupError, Supervisor,
+    SupervisorError, lifecycle,
 };
 use tokio::time::Instant;
 
@@ -705,6 +705,39 @@ async fn invalid_supervisors_start_nothing() {
         assert_eq!(report.code(), EXIT_CONFIG);
         assert_eq!(report.errors()[0].to_string(), message);
     }
+    assert!(hooks(&log).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn started_answers_an_invalid_supervisor_instead_of_waiting() {
+    let log = Log::default();
+    let supervisor = Supervisor::new()
+        .add(managed(node(&log, "a")))
+        .add(managed(node(&log, "a")))
+        .depends_on("ghost");
+    let handle = supervisor.handle();
+    let waiting = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.started().await }
+    });
+    let report = supervisor.run_until(std::future::pending()).await;
+    assert_eq!(report.code(), EXIT_CONFIG);
+    let error = waiting.await.unwrap().unwrap_err();
+    let StartupError::Invalid(messages) = &error else {
+        panic!("not Invalid: {error:?}");
+    };
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(
+        error.to_string(),
+        "invalid supervisor: two services are named `a`; give one another name with \
+         `ServiceConfig::name`; service `a` depends on `ghost`, which was not added to the \
+         supervisor"
+    );
+    // Asked after the run, it answers the same at once.
+    assert!(matches!(
+        handle.started().await,
+        Err(StartupError::Invalid(_))
+    ));
     assert!(hooks(&log).is_empty());
 }
 

@@ -95,7 +95,7 @@ pub use service_macros::{Service, lifecycle};
 pub use shutdown::{Shutdown, ShutdownRequested};
 pub use status::{ServiceStatus, TransitionError};
 pub use supervisor::{
-    DEFAULT_REPEAT_WINDOW, DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED,
+    CommandError, DEFAULT_REPEAT_WINDOW, DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED,
     EXIT_SHUTDOWN_TIMEOUT, LookupError, ReloadError, Report, RestartRecord, ServiceRef,
     ServiceStats, StartupError, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
 };

@@ -39,6 +39,10 @@ pub(super) fn print(printer: &Arc<Printer>, event: Observed<'_>) {
         "status changed" => transition(state, &message, event),
         "hook failed" | "failed" => failure(state, &message, event),
         "restarting after backoff" => restart(state, &message, event),
+        "stopping a service on request"
+        | "restarting a service on request"
+        | "stopped on request"
+        | "restarted on request" => on_request(state, &message, event),
         "supervisor starting" => {
             let services = event.fields.get("services").unwrap_or("the");
             let text = format!(
@@ -206,6 +210,28 @@ fn failure(state: &mut State, message: &str, event: Observed<'_>) {
 }
 
 /// `[   6.402s] strategy       restarting in 250ms (restart #1, with risk, order_gateway)`.
+/// `strategy  stopping on request (with orders)`, then `strategy  stopped on request`:
+/// a command of the program's (`SupervisorHandle::stop`, `restart`) and its end.
+fn on_request(state: &mut State, message: &str, event: Observed<'_>) {
+    let Some(service) = event.service.clone() else {
+        return other(state, message, event);
+    };
+    let mut text = message.replace(" a service", "");
+    let with = event
+        .fields
+        .get("with")
+        .map(parse_names)
+        .unwrap_or_default();
+    if !with.is_empty() {
+        text.push_str(" (with ");
+        text.push_str(&with.join(", "));
+        text.push(')');
+    }
+    let mut line = state.line();
+    line.service(&service).paint(Paint::Bold, &text);
+    state.print(line);
+}
+
 fn restart(state: &mut State, message: &str, event: Observed<'_>) {
     let (Some(service), Some(delay)) = (event.service.clone(), event.fields.duration("delay"))
     else {

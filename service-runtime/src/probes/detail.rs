@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 use super::routes::json_bytes;
 use crate::health::{HealthReport, HealthStatus};
 use crate::status::ServiceStatus;
-use crate::supervisor::{COMPLETED_REASON, SupervisorHealth};
+use crate::supervisor::{COMPLETED_REASON, STOPPED_ON_REQUEST_REASON, SupervisorHealth};
 
 /// How much of the health reports the probe endpoint shows, as Spring Boot's
 /// `management.endpoint.health.show-details`; see
@@ -130,9 +130,10 @@ fn reason_without_texts(report: &HealthReport) -> Option<String> {
     if !failing.is_empty() {
         return Some(failing.join("; "));
     }
-    // The runtime's own word for a service that finished its work: no error text.
-    if report.reason.as_deref() == Some(COMPLETED_REASON) {
-        return Some(COMPLETED_REASON.to_owned());
+    // The runtime's own words for a service stopped on purpose: no error text.
+    if let Some(reason @ (COMPLETED_REASON | STOPPED_ON_REQUEST_REASON)) = report.reason.as_deref()
+    {
+        return Some(reason.to_owned());
     }
     let rest = report.reason.as_deref()?.strip_prefix(STATUS_REASON)?;
     [

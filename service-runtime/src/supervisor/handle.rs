@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::shared::Aside;
 use super::{BoxFuture, Shared, lock};
 use crate::health::{HealthReport, HealthStatus};
 use crate::managed::{ErasedService, StatusChanges, Subscriber};
@@ -114,8 +115,8 @@ impl SupervisorHandle {
     }
 
     /// Resolves once every service has started (once), or with why not: the first
-    /// service that failed to start, or [`StartupError::Interrupted`] when a shutdown
-    /// came first. At once if the startup is over; it waits while the supervisor has not
+    /// service that failed to start, [`StartupError::Interrupted`] when a shutdown
+    /// came first, or [`StartupError::Invalid`] when the supervisor cannot run. At once if the startup is over; it waits while the supervisor has not
     /// been run yet. Where `has_started()` answers now, this waits for the answer.
     pub async fn started(&self) -> Result<(), StartupError> {
         let mut startup = self.shared.startup.subscribe();
@@ -182,11 +183,11 @@ impl SupervisorHandle {
         StatusChanges::from_receiver(receiver)
     }
 
-    /// Which services completed, in the order added.
-    fn completed(&self) -> Vec<bool> {
+    /// Which services are stopped on purpose and why, in the order added.
+    fn set_aside(&self) -> Vec<Option<Aside>> {
         lock(&self.shared.stats)
             .iter()
-            .map(|figures| figures.completed)
+            .map(|figures| figures.aside)
             .collect()
     }
 
@@ -197,28 +198,33 @@ impl SupervisorHandle {
         services
             .iter()
             .zip(stats.iter())
-            .map(|(service, figures)| ServiceStats {
-                name: service.0.name().to_string(),
-                status: service.0.status(),
-                restarts: figures.restarts,
-                completed: figures.completed && service.0.status() == ServiceStatus::Stopped,
-                last_start_duration: figures.last_start_duration,
-                last_stop_duration: figures.last_stop_duration,
+            .map(|(service, figures)| {
+                let stopped = service.0.status() == ServiceStatus::Stopped;
+                ServiceStats {
+                    name: service.0.name().to_string(),
+                    status: service.0.status(),
+                    restarts: figures.restarts,
+                    completed: figures.aside == Some(Aside::Completed) && stopped,
+                    stopped_on_request: figures.aside == Some(Aside::StoppedOnRequest) && stopped,
+                    last_start_duration: figures.last_start_duration,
+                    last_stop_duration: figures.last_stop_duration,
+                }
             })
             .collect()
     }
 
     /// The health of every service, concurrently: the worst status wins. A service
     /// that [completed](ServiceStats::completed) reports `healthy` with the reason
-    /// `completed`.
+    /// `completed`; one [stopped on request](ServiceStats::stopped_on_request), `healthy`
+    /// with the reason `stopped on request`.
     pub async fn health(&self) -> SupervisorHealth {
         let services = self.services();
-        let completed = self.completed();
+        let aside = self.set_aside();
         // Made in the order of the map, each report keyed as it finishes.
         let checks = services.by_name(|i, s| {
-            let completed = completed.get(i) == Some(&true);
+            let aside = aside.get(i).copied().flatten();
             s.0.health()
-                .map(move |report| keyed(as_completed(report, completed, s)))
+                .map(move |report| keyed(as_set_aside(report, aside, s)))
         });
         let reports = join_all(checks).await;
         self.aggregate(reports)
@@ -230,12 +236,12 @@ impl SupervisorHandle {
         &self,
     ) -> (SupervisorHealth, Vec<(Arc<str>, Duration)>) {
         let services = self.services();
-        let completed = self.completed();
+        let aside = self.set_aside();
         let timed = services.by_name(|i, s| -> BoxFuture<'_, (usize, HealthReport, Duration)> {
-            let completed = completed.get(i) == Some(&true);
+            let aside = aside.get(i).copied().flatten();
             Box::pin(async move {
                 let began = Instant::now();
-                let report = as_completed(s.0.health().await, completed, s);
+                let report = as_set_aside(s.0.health().await, aside, s);
                 (i, report, began.elapsed())
             })
         });
@@ -281,7 +287,8 @@ impl SupervisorHandle {
         self.shared.tally.changes()
     }
 
-    /// `None` when every service runs or [completed](ServiceStats::completed) (one
+    /// `None` when every service runs, [completed](ServiceStats::completed) or was
+    /// [stopped on request](ServiceStats::stopped_on_request) (one
     /// atomic load when all run: the count the transitions keep); otherwise which do not
     /// ("a is starting, b is stopped").
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
@@ -290,11 +297,11 @@ impl SupervisorHandle {
             return None;
         }
         let services = self.services();
-        let completed = self.completed();
+        let aside = self.set_aside();
         let mut reason = String::new();
         for (i, service) in services.iter().enumerate() {
             let status = service.0.status();
-            let done = status == ServiceStatus::Stopped && completed.get(i) == Some(&true);
+            let done = status == ServiceStatus::Stopped && matches!(aside.get(i), Some(Some(_)));
             if status != ServiceStatus::Running && !done {
                 if !reason.is_empty() {
                     reason.push_str(", ");
@@ -311,16 +318,23 @@ impl SupervisorHandle {
 /// The reason in the health report of a service that completed.
 pub(crate) const COMPLETED_REASON: &str = "completed";
 
-/// The report of a service the supervisor counts as completed, if it still is (it has
-/// not started again): `healthy`, with the reason `completed`.
-fn as_completed(
+/// The reason in the health report of a service stopped by
+/// [`SupervisorHandle::stop`].
+pub(crate) const STOPPED_ON_REQUEST_REASON: &str = "stopped on request";
+
+/// The report of a service the supervisor counts as stopped on purpose, if it still is
+/// (it has not started again): `healthy`, with the reason why (`completed`, `stopped on
+/// request`).
+fn as_set_aside(
     mut report: HealthReport,
-    completed: bool,
+    aside: Option<Aside>,
     service: &ErasedService,
 ) -> HealthReport {
-    if completed && service.0.status() == ServiceStatus::Stopped {
+    if let Some(aside) = aside
+        && service.0.status() == ServiceStatus::Stopped
+    {
         report.status = HealthStatus::Healthy;
-        report.reason = Some(COMPLETED_REASON.to_owned());
+        report.reason = Some(aside.reason().to_owned());
     }
     report
 }
@@ -335,6 +349,10 @@ pub enum StartupError {
     /// A shutdown was requested (a signal, `SupervisorHandle::shutdown`, `run_until`'s
     /// future) before every service had started.
     Interrupted,
+    /// The supervisor is invalid (a duplicate name, an unknown or cyclic dependency):
+    /// nothing was started. The messages are the report's
+    /// [`SupervisorError::Config`](super::SupervisorError::Config) errors.
+    Invalid(Vec<String>),
 }
 
 impl fmt::Display for StartupError {
@@ -344,6 +362,9 @@ impl fmt::Display for StartupError {
             StartupError::Interrupted => f.write_str(
                 "startup interrupted: shutdown was requested before every service started",
             ),
+            StartupError::Invalid(messages) => {
+                write!(f, "invalid supervisor: {}", messages.join("; "))
+            }
         }
     }
 }
@@ -352,7 +373,7 @@ impl std::error::Error for StartupError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartupError::Failed(error) => Some(error),
-            StartupError::Interrupted => None,
+            StartupError::Interrupted | StartupError::Invalid(_) => None,
         }
     }
 }
@@ -398,6 +419,10 @@ pub struct ServiceStats {
     /// policy, so it is not restarted, and until it starts again it counts neither
     /// against readiness nor against health (its report says `completed`).
     pub completed: bool,
+    /// It was stopped by [`SupervisorHandle::stop`] (or with a service it depends on) and
+    /// has not started since: it is not restarted, and it counts neither against
+    /// readiness nor against health (its report says `stopped on request`).
+    pub stopped_on_request: bool,
     /// How long its last start took.
     pub last_start_duration: Option<Duration>,
     /// How long its last stop took.

@@ -27,13 +27,13 @@ mod shared;
 mod signals;
 
 pub use feature_hints::{NeedsHttp, NeedsMetrics, NeedsSystemd};
-#[cfg(feature = "http")]
-pub(crate) use handle::COMPLETED_REASON;
+pub(crate) use handle::{COMPLETED_REASON, STOPPED_ON_REQUEST_REASON};
 pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
 pub use lookup::LookupError;
 pub use report::{
     EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
 };
+pub use run::commands::CommandError;
 pub use run::reload::ReloadError;
 pub use service_ref::ServiceRef;
 
@@ -113,6 +113,8 @@ pub struct Supervisor {
     shared: Arc<Shared>,
     /// The requests of `Shared::reloads`, taken by the run's running phase.
     reload_requests: mpsc::UnboundedReceiver<run::reload::ReloadRequest>,
+    /// The commands of `Shared::commands`, taken by the run's running phase.
+    commands: mpsc::UnboundedReceiver<run::commands::Command>,
     #[cfg(feature = "systemd")]
     systemd: Arc<crate::systemd::SystemdNotifier>,
     #[cfg(feature = "http")]
@@ -155,8 +157,10 @@ impl Supervisor {
     /// An empty supervisor with the default shutdown budget.
     pub fn new() -> Self {
         let (reloads, reload_requests) = mpsc::unbounded_channel();
+        let (command_sender, commands) = mpsc::unbounded_channel();
         Supervisor {
             reload_requests,
+            commands,
             entries: Vec::new(),
             names: String::new(),
             name_ends: Vec::new(),
@@ -180,6 +184,7 @@ impl Supervisor {
                 turns: liveness::Turns::new(),
                 tally: Arc::default(),
                 reloads,
+                commands: command_sender,
                 #[cfg(feature = "http")]
                 probe_address: Mutex::new(None),
                 #[cfg(feature = "http")]

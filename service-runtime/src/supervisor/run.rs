@@ -1,7 +1,8 @@
 //! One run of a supervisor, from its plan to its report: the startup (level by level,
 //! the level work in [`levels`]), the running phase (failures and exits answered,
 //! restarts carried out; the answers themselves are in [`restarts`], reloads in
-//! [`reload`]), and the shutdown (the levels in reverse, under the budget).
+//! [`reload`], the program's stops and restarts of one service in [`commands`]), and the
+//! shutdown (the levels in reverse, under the budget).
 //!
 //! [`Run`] holds everything a run changes; [`Observer`] takes the services' status
 //! changes from the tally's mailbox, keeps their figures, and queues the changes the
@@ -32,7 +33,8 @@
 //! 3. A queued change is acted on only if it still holds. `Run::on_change` ignores the
 //!    changes of an entry the supervisor does not want running (`Desired::Stopped`: it is
 //!    stopped for a pending restart, or given up on; `Desired::Completed`: its run loop
-//!    finished its work, until the program starts it again), and a failure or an exit whose
+//!    finished its work, and `Desired::Held`: the program stopped it, both until the
+//!    program starts it again), and a failure or an exit whose
 //!    service has moved on since: so the supervisor's own stop before a restart, observed
 //!    after the service was started again, is not taken for an exit.
 //!
@@ -73,6 +75,7 @@
 //!   cannot keep the run from its shutdown, whose stops are bounded by the budget and
 //!   abandoned at the trigger's next request.
 
+pub(super) mod commands;
 mod levels;
 pub(super) mod reload;
 mod restarts;
@@ -114,6 +117,12 @@ impl Supervisor {
                 for error in &errors {
                     tracing::error!(error = %error, "invalid supervisor");
                 }
+                let messages = errors.iter().filter_map(|error| match error {
+                    SupervisorError::Config(message) => Some(message.clone()),
+                    _ => None,
+                });
+                let outcome = Err(StartupError::Invalid(messages.collect()));
+                self.shared.startup.send_replace(Some(outcome));
                 return Report {
                     errors,
                     restarts: Vec::new(),
@@ -168,6 +177,7 @@ impl Supervisor {
             pending: Vec::new(),
             to_stop: Vec::new(),
             reload_requests: self.reload_requests,
+            commands: self.commands,
             poke,
         };
         // Every poll of the loop is a turn that liveness watches.
@@ -222,7 +232,7 @@ impl Observer {
             return;
         };
         match (change.from, change.to) {
-            (_, ServiceStatus::Starting) => figures.completed = false,
+            (_, ServiceStatus::Starting) => figures.aside = None,
             (ServiceStatus::Starting, ServiceStatus::Running) => {
                 figures.last_start_duration = Some(change.duration());
             }
@@ -274,6 +284,9 @@ struct Run {
     /// Reloads asked for (`SIGHUP`, `SupervisorHandle::reload`), carried out one at a
     /// time by the running phase.
     reload_requests: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
+    /// Stops and restarts of one service asked for (`SupervisorHandle::stop`,
+    /// `restart`), carried out one at a time by the running phase.
+    commands: tokio::sync::mpsc::UnboundedReceiver<commands::Command>,
     /// Wakes a `run_until` caller that polls its future in its own task.
     poke: Option<Arc<Notify>>,
     #[cfg(feature = "systemd")]
@@ -285,6 +298,7 @@ enum Step {
     Continue,
     Escalate,
     Reload(ReloadRequest),
+    Command(commands::Command),
 }
 
 impl Run {
@@ -384,6 +398,7 @@ impl Run {
                     Step::Continue
                 }
                 request = next_request(&mut self.reload_requests) => Step::Reload(request),
+                command = next_request(&mut self.commands) => Step::Command(command),
             };
             #[cfg(feature = "systemd")]
             if let Some(systemd) = &mut self.systemd {
@@ -395,6 +410,12 @@ impl Run {
                 Step::Escalate => return,
                 Step::Reload(request) => {
                     if !self.reload(request, trigger).await {
+                        return;
+                    }
+                    continue;
+                }
+                Step::Command(command) => {
+                    if !self.command(command, trigger).await {
                         return;
                     }
                     continue;
@@ -439,6 +460,7 @@ impl Run {
     async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
         self.shared.stopping.request();
         refuse_from_now_on(&mut self.reload_requests);
+        commands::refuse_from_now_on(&mut self.commands);
         #[cfg(feature = "systemd")]
         if let Some(systemd) = &mut self.systemd {
             systemd.stopping();

@@ -36,6 +36,9 @@ pub(super) struct Shared {
     pub(super) tally: Arc<StatusTally>,
     /// Where `SIGHUP` and [`SupervisorHandle::reload`](super::SupervisorHandle::reload) ask for a reload.
     pub(super) reloads: mpsc::UnboundedSender<run::reload::ReloadRequest>,
+    /// Where [`SupervisorHandle::stop`](super::SupervisorHandle::stop) and `restart` ask
+    /// for a command.
+    pub(super) commands: mpsc::UnboundedSender<run::commands::Command>,
     #[cfg(feature = "http")]
     pub(super) probe_address: Mutex<Option<std::net::SocketAddr>>,
     /// What every probe endpoint answers from: `serve_health`'s and the mounted ones.
@@ -47,11 +50,30 @@ pub(super) struct Shared {
 #[derive(Clone, Copy, Default)]
 pub(super) struct Figures {
     pub(super) restarts: u32,
-    /// Its run loop finished its work (`Ok` under `transient` or `temporary`) and it has
-    /// not started since: it no longer counts against readiness or health.
-    pub(super) completed: bool,
+    /// Why it is stopped on purpose, if it is and has not started since: then it no
+    /// longer counts against readiness or health.
+    pub(super) aside: Option<Aside>,
     pub(super) last_start_duration: Option<Duration>,
     pub(super) last_stop_duration: Option<Duration>,
+}
+
+/// Why a stopped service is not counted against readiness and health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Aside {
+    /// Its run loop finished its work (`Ok` under `transient` or `temporary`).
+    Completed,
+    /// The program stopped it: [`SupervisorHandle::stop`](super::SupervisorHandle::stop).
+    StoppedOnRequest,
+}
+
+impl Aside {
+    /// The reason its health report gives.
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Aside::Completed => super::COMPLETED_REASON,
+            Aside::StoppedOnRequest => super::STOPPED_ON_REQUEST_REASON,
+        }
+    }
 }
 
 impl Drop for Shared {

@@ -75,10 +75,9 @@ impl ReloadRequest {
     }
 }
 
-/// The next request, or never once the channel is closed (it is, at the shutdown).
-pub(super) async fn next_request(
-    requests: &mut mpsc::UnboundedReceiver<ReloadRequest>,
-) -> ReloadRequest {
+/// The next request (a reload, a command), or never once the channel is closed (it is,
+/// at the shutdown).
+pub(super) async fn next_request<T>(requests: &mut mpsc::UnboundedReceiver<T>) -> T {
     match requests.recv().await {
         Some(request) => request,
         None => std::future::pending().await,

@@ -12,10 +12,11 @@ use crate::restart::{Restart, RestartHistory};
 use crate::status::ServiceStatus;
 use crate::supervisor::plan::Plan;
 use crate::supervisor::report::SupervisorError;
+use crate::supervisor::shared::Aside;
 use crate::supervisor::{Entry, lock};
 
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-enum Desired {
+pub(super) enum Desired {
     /// The supervisor wants it running: a failure or exit is acted on.
     #[default]
     Running,
@@ -24,11 +25,15 @@ enum Desired {
     /// It completed (its run loop finished its work): changes are ignored until the
     /// program starts it again, which the supervisor then supervises as before.
     Completed,
+    /// The program stopped it ([`SupervisorHandle::stop`](crate::SupervisorHandle::stop)),
+    /// or a service it depends on: changes are ignored, and a restart of what it depends
+    /// on leaves it stopped, until the program starts it again.
+    Held,
 }
 
 #[derive(Default)]
 pub(super) struct EntryState {
-    desired: Desired,
+    pub(super) desired: Desired,
     /// Its restarts under its policy: the window, the backoff, the running time.
     pub(super) history: RestartHistory,
     /// Where this service's [`RestartRecord`](crate::supervisor::report::RestartRecord) is
@@ -38,7 +43,7 @@ pub(super) struct EntryState {
 
 pub(super) struct PendingRestart {
     pub(super) due: Instant,
-    group: Vec<usize>,
+    pub(super) group: Vec<usize>,
 }
 
 impl Run {
@@ -47,7 +52,9 @@ impl Run {
         let i = change.index;
         if change.to == ServiceStatus::Running {
             self.states[i].history.running(Instant::now());
-            if self.states[i].desired == Desired::Completed {
+            // Started again by the program, if it still runs: supervised as before.
+            let set_aside = matches!(self.states[i].desired, Desired::Completed | Desired::Held);
+            if set_aside && self.entries[i].service.0.status() == ServiceStatus::Running {
                 self.states[i].desired = Desired::Running;
             }
         }
@@ -69,7 +76,7 @@ impl Run {
                     tracing::info!(service = %self.name(i), "service completed: its run loop finished its work; not restarting it");
                     self.states[i].desired = Desired::Completed;
                     if let Some(figures) = lock(&self.shared.stats).get_mut(i) {
-                        figures.completed = true;
+                        figures.aside = Some(Aside::Completed);
                     }
                     self.shared.tally.touch();
                     Step::Continue
@@ -114,8 +121,15 @@ impl Run {
             self.report.count_restart(&mut state.record, error, now);
         }
         let mut group = self.plan.rest_for_one(i);
-        // A dependent that completed did its work: it is not run again.
-        group.retain(|&member| member == i || self.states[member].desired != Desired::Completed);
+        // A dependent that completed did its work, and one the program stopped stays
+        // stopped: neither is run again.
+        group.retain(|&member| {
+            member == i
+                || !matches!(
+                    self.states[member].desired,
+                    Desired::Completed | Desired::Held
+                )
+        });
         for &member in &group {
             self.states[member].desired = Desired::Stopped;
         }
