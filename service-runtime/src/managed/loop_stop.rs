@@ -118,6 +118,10 @@ impl LoopWait {
                     () = crate::deadline::sleep_until(self.deadline) => due = true,
                 }
             }
+            // Nearly always what woke this wait: no need to listen again to learn it.
+            if let Some(result) = self.end.outcome.get() {
+                return result.clone();
+            }
             // In a mutex, never contended: the future of a `stop()` is `Sync`, and the
             // steps' future need not be.
             let steps = self.service.clone().take_over(self.op, due).map(Mutex::new);
@@ -136,8 +140,8 @@ impl LoopWait {
 /// generic over the service).
 trait TakeOver: Send + Sync {
     /// Takes the end of the loop the stop `op` waits for, if no task has: at the
-    /// deadline (`due`), or because the loop's task is gone. Returns the stop's
-    /// remaining steps, for this call to run.
+    /// deadline (`due`), or because the loop's task is gone. Returns what is left of the
+    /// stop's steps, if anything, for this call to run.
     fn take_over(self: Arc<Self>, op: u64, due: bool) -> Option<BoxFuture<'static, ()>>;
 }
 
@@ -173,7 +177,7 @@ impl<S: Service> TakeOver for Inner<S> {
                 HookFailure::Timeout(limit),
             ))
         };
-        Some(Box::pin(self.stop_after_loop(op, vec![error])))
+        self.rest_of_loop_stop(op, vec![error])
     }
 }
 
@@ -241,18 +245,32 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// The stop `op`'s remaining steps once its loop's end is taken (`errors`: the
-    /// loop's failure, or its timeout): components, cleanup hooks, the final transition;
-    /// then the outcome is published.
-    pub(super) async fn stop_after_loop(self: Arc<Self>, op: u64, mut errors: Vec<ServiceError>) {
+    /// The rest of the stop `op` once its loop's end is taken (`errors`: the loop's
+    /// failure, or its timeout): components, cleanup hooks, the final transition; then the
+    /// outcome is published. Done at once when the service owes neither components nor
+    /// cleanup hooks; otherwise returns those steps, boxed, for the caller to run.
+    pub(super) fn rest_of_loop_stop(
+        self: Arc<Self>,
+        op: u64,
+        mut errors: Vec<ServiceError>,
+    ) -> Option<BoxFuture<'static, ()>> {
         let mut guard = OpGuard::new(self.clone(), op, OpKind::Stop);
-        let (components, cleanup) = {
-            let mut ctl = self.lock();
-            (std::mem::take(&mut ctl.components), ctl.cleanup_owed)
-        };
-        errors.extend(self.stop_steps(components, cleanup).await);
+        let mut ctl = self.lock();
+        if self.stop_steps_owed(&ctl) {
+            // `cleanup_owed` stays set until the cleanup ran (see `stop_owed`).
+            let (components, cleanup) = (std::mem::take(&mut ctl.components), ctl.cleanup_owed);
+            drop(ctl);
+            return Some(Box::pin(async move {
+                errors.extend(self.stop_steps(components, cleanup).await);
+                let error = ServiceError::combine(|| self.name().clone(), errors);
+                let result = self.end_stop(&mut self.lock(), error);
+                guard.finish(&result);
+            }));
+        }
         let error = ServiceError::combine(|| self.name().clone(), errors);
-        let result = self.end_stop(&mut self.lock(), error);
+        let result = self.end_stop(&mut ctl, error);
+        drop(ctl);
         guard.finish(&result);
+        None
     }
 }
