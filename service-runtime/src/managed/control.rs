@@ -107,8 +107,9 @@ impl Settings {
 
 /// What changes together with the status (see the module's invariants).
 pub(super) struct Control {
-    /// The start or stop in flight; it owns the `starting`/`stopping` states.
-    pub(super) op: Option<Op>,
+    /// The start or stop in flight; it owns the `starting`/`stopping` states (boxed: a
+    /// service spends most of its life with none).
+    pub(super) op: Option<Box<Op>>,
     /// The id of the next operation or run loop: tells a late report from a current one.
     next_id: u64,
     /// When the current status was entered (while `running`, the start of the uptime).

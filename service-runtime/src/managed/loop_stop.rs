@@ -156,7 +156,7 @@ impl<S: Service> TakeOver for Inner<S> {
             return None;
         }
         let stopping = ctl.stopping_loop.take().expect("just seen");
-        let task = match &ctl.op {
+        let task = match ctl.op.as_deref() {
             Some(Op {
                 work: OpWork::InLoop(stop),
                 ..
@@ -208,13 +208,13 @@ impl<S: Service> Inner<S> {
         let wait = stop.wait(op, self.clone());
         // A stop whose caller goes away outside any runtime goes on where its loop runs.
         let runtime = Some(run.runtime);
-        ctl.op = Some(Op {
+        ctl.op = Some(Box::new(Op {
             kind: OpKind::Stop,
             id: op,
             work: OpWork::InLoop(stop),
             cancel: None,
             runtime: runtime.clone(),
-        });
+        }));
         Waiting::in_loop(wait, runtime)
     }
 
@@ -239,7 +239,7 @@ impl<S: Service> Inner<S> {
         if let Some(Op {
             work: OpWork::InLoop(stop),
             ..
-        }) = &ctl.op
+        }) = ctl.op.as_deref()
         {
             stop.end.changed.notify_waiters();
         }
