@@ -1,9 +1,9 @@
 //! The stop of a `running` service with a run loop, carried out in the loop's task.
 //!
-//! The stop moves the loop from `Control::run` to `Control::stopping_loop` and tells it
+//! The stop moves the loop from `Control::run` into its operation and tells it
 //! to return ([`begin_loop_stop`](Inner::begin_loop_stop)). Its remaining steps (the
 //! components, the cleanup hooks, the final transition) run in whichever task first takes
-//! the loop's end out of `Control::stopping_loop`, under the lock, so exactly one does:
+//! the loop's end out of the operation ([`LoopStop`]), under the lock, so exactly one does:
 //!
 //! - the loop's own task, as the loop returns (nearly always): the stop needs no task and
 //!   no future of its own, only the cell its outcome is published in;
@@ -31,24 +31,23 @@ use super::run_loop::RunLoop;
 use crate::error::{HookFailure, HookKind, ServiceError};
 use crate::service::Service;
 
-/// The loop a stop took and waits for (`Control::stopping_loop`), until a task takes its
-/// end.
-pub(super) struct StoppingLoop {
-    /// The loop's id.
-    id: u64,
-    /// The stop's id (its operation holds the loop's task).
-    op: u64,
-    /// The loop's task was dropped before the loop returned: a waiting call takes the
-    /// end.
-    gone: bool,
-}
-
 /// A stop in a loop, as its operation keeps it.
 pub(super) struct LoopStop {
     end: Arc<StopEnd>,
     deadline: Instant,
     /// The loop's task, which also runs the rest of the stop.
     task: AbortHandle,
+    /// The loop the stop waits for, until a task takes its end.
+    awaited: Option<AwaitedLoop>,
+}
+
+/// The loop a stop took from `Control::run` and waits for.
+struct AwaitedLoop {
+    /// The loop's id.
+    id: u64,
+    /// The loop's task was dropped before the loop returned: a waiting call takes the
+    /// end.
+    gone: bool,
 }
 
 /// Where a stop in a loop publishes its outcome.
@@ -81,6 +80,20 @@ impl LoopStop {
     pub(super) fn publish(&self, result: OpResult) {
         let _ = self.end.outcome.set(result);
         self.end.changed.notify_waiters();
+    }
+}
+
+impl Control {
+    /// The stop in a loop in flight, with its id.
+    fn loop_stop(&mut self) -> Option<(u64, &mut LoopStop)> {
+        match self.op.as_deref_mut() {
+            Some(Op {
+                id,
+                work: OpWork::InLoop(stop),
+                ..
+            }) => Some((*id, stop)),
+            _ => None,
+        }
     }
 }
 
@@ -148,28 +161,16 @@ trait TakeOver: Send + Sync {
 impl<S: Service> TakeOver for Inner<S> {
     fn take_over(self: Arc<Self>, op: u64, due: bool) -> Option<BoxFuture<'static, ()>> {
         let mut ctl = self.lock();
-        let stopping = ctl
-            .stopping_loop
-            .as_ref()
-            .filter(|stopping| stopping.op == op)?;
-        if !stopping.gone && !due {
-            return None;
-        }
-        let stopping = ctl.stopping_loop.take().expect("just seen");
-        let task = match ctl.op.as_deref() {
-            Some(Op {
-                work: OpWork::InLoop(stop),
-                ..
-            }) => Some(stop.task.clone()),
-            _ => None,
-        };
+        let stop = ctl.loop_stop().filter(|(id, _)| *id == op)?.1;
+        let awaited = stop.awaited.take_if(|awaited| awaited.gone || due)?;
+        let task = stop.task.clone();
         drop(ctl);
-        let error = if stopping.gone {
+        let error = if awaited.gone {
             self.abandoned(OpKind::Stop)
         } else {
             // After the lock is released: the abort may drop the task in this very call,
             // and its guard takes the lock.
-            task.iter().for_each(AbortHandle::abort);
+            task.abort();
             let limit = self.config().stop_timeout;
             self.logged(self.hook_error(
                 HookKind::Run,
@@ -199,12 +200,11 @@ impl<S: Service> Inner<S> {
             }),
             deadline: now + self.config().stop_timeout,
             task: run.task,
+            awaited: Some(AwaitedLoop {
+                id: run.id,
+                gone: false,
+            }),
         };
-        ctl.stopping_loop = Some(StoppingLoop {
-            id: run.id,
-            op,
-            gone: false,
-        });
         let wait = stop.wait(op, self.clone());
         // A stop whose caller goes away outside any runtime goes on where its loop runs.
         let runtime = Some(run.runtime);
@@ -221,26 +221,19 @@ impl<S: Service> Inner<S> {
     /// The loop `id` a stop took has returned: takes its end for the loop's task, unless
     /// a waiting call took it at the deadline. Returns the stop's id.
     pub(super) fn take_returned_loop(ctl: &mut Control, id: u64) -> Option<u64> {
-        let stopping = ctl.stopping_loop.take_if(|stopping| stopping.id == id)?;
-        Some(stopping.op)
+        let (op, stop) = ctl.loop_stop()?;
+        stop.awaited.take_if(|awaited| awaited.id == id)?;
+        Some(op)
     }
 
     /// The loop `id` a stop took is gone with its task, before it returned: a call
     /// waiting for the stop takes its end (nothing to do if no stop waits for it).
     pub(super) fn loop_task_gone(ctl: &mut Control, id: u64) {
-        let Some(stopping) = ctl
-            .stopping_loop
-            .as_mut()
-            .filter(|stopping| stopping.id == id)
-        else {
+        let Some((_, stop)) = ctl.loop_stop() else {
             return;
         };
-        stopping.gone = true;
-        if let Some(Op {
-            work: OpWork::InLoop(stop),
-            ..
-        }) = ctl.op.as_deref()
-        {
+        if let Some(awaited) = stop.awaited.as_mut().filter(|awaited| awaited.id == id) {
+            awaited.gone = true;
             stop.end.changed.notify_waiters();
         }
     }
