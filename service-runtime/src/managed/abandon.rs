@@ -38,8 +38,7 @@ impl<S: Service> Inner<S> {
             was_stopping: status == ServiceStatus::Stopping,
         };
         let run = ctl.run.take();
-        // Cleared, so that no waiting call takes the loop's end over.
-        ctl.stopping_loop = None;
+        // With a stop in a loop, the loop it waits for: no waiting call takes its end over.
         let op = ctl.op.take();
         let components = std::mem::take(&mut ctl.components);
         ctl.end_components_watch();

@@ -23,10 +23,10 @@
 //!   status ([`abandon`](super::abandon)), taking the operation, the loops and the
 //!   components away; until the next call, nothing else moves it (`Control::abandoned`).
 //! - **Who owns the run loop.** `Control::run` holds the loop of a `running` service. A
-//!   stop moves it to `Control::stopping_loop` under the lock before telling it to
+//!   stop moves it into its operation (`Control::op`) under the lock before telling it to
 //!   return, so a loop's task knows by its id whether it is still the current loop (it
 //!   returned on its own) or a stop waits for it. The stop's remaining steps run in the
-//!   one task that takes the loop's end out of `stopping_loop`: the loop's task as it
+//!   one task that takes the loop's end out of the operation: the loop's task as it
 //!   returns, or a call waiting for the stop at its deadline
 //!   ([`loop_stop`](super::loop_stop)).
 //! - **Who watches the components.** While a parent is `running`, one task watches its
@@ -50,7 +50,6 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::components::ComponentIncident;
-use super::loop_stop::StoppingLoop;
 use super::observers::Subscribers;
 use super::operation::Op;
 use super::run_loop::RunLoop;
@@ -107,8 +106,9 @@ impl Settings {
 
 /// What changes together with the status (see the module's invariants).
 pub(super) struct Control {
-    /// The start or stop in flight; it owns the `starting`/`stopping` states.
-    pub(super) op: Option<Op>,
+    /// The start or stop in flight; it owns the `starting`/`stopping` states (boxed: a
+    /// service spends most of its life with none).
+    pub(super) op: Option<Box<Op>>,
     /// The id of the next operation or run loop: tells a late report from a current one.
     next_id: u64,
     /// When the current status was entered (while `running`, the start of the uptime).
@@ -119,8 +119,6 @@ pub(super) struct Control {
     pub(super) components: Vec<ComponentEntry>,
     /// The run loop of a `running` service.
     pub(super) run: Option<RunLoop>,
-    /// The loop a stop took from `run`, until a task takes its end.
-    pub(super) stopping_loop: Option<StoppingLoop>,
     /// Set by [`abandon`](super::abandon) once the service is in `error`: the operation
     /// it cancelled, should it still be running a step on another thread, makes no more
     /// transitions. The next `start()` or `stop()` clears it.
@@ -197,7 +195,6 @@ impl<S: Service> Inner<S> {
                 cleanup_owed: false,
                 components: Vec::new(),
                 run: None,
-                stopping_loop: None,
                 abandoned: false,
                 last_error: None,
                 components_watch: None,

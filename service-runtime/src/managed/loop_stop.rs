@@ -1,9 +1,9 @@
 //! The stop of a `running` service with a run loop, carried out in the loop's task.
 //!
-//! The stop moves the loop from `Control::run` to `Control::stopping_loop` and tells it
+//! The stop moves the loop from `Control::run` into its operation and tells it
 //! to return ([`begin_loop_stop`](Inner::begin_loop_stop)). Its remaining steps (the
 //! components, the cleanup hooks, the final transition) run in whichever task first takes
-//! the loop's end out of `Control::stopping_loop`, under the lock, so exactly one does:
+//! the loop's end out of the operation ([`LoopStop`]), under the lock, so exactly one does:
 //!
 //! - the loop's own task, as the loop returns (nearly always): the stop needs no task and
 //!   no future of its own, only the cell its outcome is published in;
@@ -31,24 +31,23 @@ use super::run_loop::RunLoop;
 use crate::error::{HookFailure, HookKind, ServiceError};
 use crate::service::Service;
 
-/// The loop a stop took and waits for (`Control::stopping_loop`), until a task takes its
-/// end.
-pub(super) struct StoppingLoop {
-    /// The loop's id.
-    id: u64,
-    /// The stop's id (its operation holds the loop's task).
-    op: u64,
-    /// The loop's task was dropped before the loop returned: a waiting call takes the
-    /// end.
-    gone: bool,
-}
-
 /// A stop in a loop, as its operation keeps it.
 pub(super) struct LoopStop {
     end: Arc<StopEnd>,
     deadline: Instant,
     /// The loop's task, which also runs the rest of the stop.
     task: AbortHandle,
+    /// The loop the stop waits for, until a task takes its end.
+    awaited: Option<AwaitedLoop>,
+}
+
+/// The loop a stop took from `Control::run` and waits for.
+struct AwaitedLoop {
+    /// The loop's id.
+    id: u64,
+    /// The loop's task was dropped before the loop returned: a waiting call takes the
+    /// end.
+    gone: bool,
 }
 
 /// Where a stop in a loop publishes its outcome.
@@ -81,6 +80,20 @@ impl LoopStop {
     pub(super) fn publish(&self, result: OpResult) {
         let _ = self.end.outcome.set(result);
         self.end.changed.notify_waiters();
+    }
+}
+
+impl Control {
+    /// The stop in a loop in flight, with its id.
+    fn loop_stop(&mut self) -> Option<(u64, &mut LoopStop)> {
+        match self.op.as_deref_mut() {
+            Some(Op {
+                id,
+                work: OpWork::InLoop(stop),
+                ..
+            }) => Some((*id, stop)),
+            _ => None,
+        }
     }
 }
 
@@ -118,6 +131,10 @@ impl LoopWait {
                     () = crate::deadline::sleep_until(self.deadline) => due = true,
                 }
             }
+            // Nearly always what woke this wait: no need to listen again to learn it.
+            if let Some(result) = self.end.outcome.get() {
+                return result.clone();
+            }
             // In a mutex, never contended: the future of a `stop()` is `Sync`, and the
             // steps' future need not be.
             let steps = self.service.clone().take_over(self.op, due).map(Mutex::new);
@@ -136,36 +153,24 @@ impl LoopWait {
 /// generic over the service).
 trait TakeOver: Send + Sync {
     /// Takes the end of the loop the stop `op` waits for, if no task has: at the
-    /// deadline (`due`), or because the loop's task is gone. Returns the stop's
-    /// remaining steps, for this call to run.
+    /// deadline (`due`), or because the loop's task is gone. Returns what is left of the
+    /// stop's steps, if anything, for this call to run.
     fn take_over(self: Arc<Self>, op: u64, due: bool) -> Option<BoxFuture<'static, ()>>;
 }
 
 impl<S: Service> TakeOver for Inner<S> {
     fn take_over(self: Arc<Self>, op: u64, due: bool) -> Option<BoxFuture<'static, ()>> {
         let mut ctl = self.lock();
-        let stopping = ctl
-            .stopping_loop
-            .as_ref()
-            .filter(|stopping| stopping.op == op)?;
-        if !stopping.gone && !due {
-            return None;
-        }
-        let stopping = ctl.stopping_loop.take().expect("just seen");
-        let task = match &ctl.op {
-            Some(Op {
-                work: OpWork::InLoop(stop),
-                ..
-            }) => Some(stop.task.clone()),
-            _ => None,
-        };
+        let stop = ctl.loop_stop().filter(|(id, _)| *id == op)?.1;
+        let awaited = stop.awaited.take_if(|awaited| awaited.gone || due)?;
+        let task = stop.task.clone();
         drop(ctl);
-        let error = if stopping.gone {
+        let error = if awaited.gone {
             self.abandoned(OpKind::Stop)
         } else {
             // After the lock is released: the abort may drop the task in this very call,
             // and its guard takes the lock.
-            task.iter().for_each(AbortHandle::abort);
+            task.abort();
             let limit = self.config().stop_timeout;
             self.logged(self.hook_error(
                 HookKind::Run,
@@ -173,7 +178,7 @@ impl<S: Service> TakeOver for Inner<S> {
                 HookFailure::Timeout(limit),
             ))
         };
-        Some(Box::pin(self.stop_after_loop(op, vec![error])))
+        self.rest_of_loop_stop(op, vec![error])
     }
 }
 
@@ -195,64 +200,70 @@ impl<S: Service> Inner<S> {
             }),
             deadline: now + self.config().stop_timeout,
             task: run.task,
+            awaited: Some(AwaitedLoop {
+                id: run.id,
+                gone: false,
+            }),
         };
-        ctl.stopping_loop = Some(StoppingLoop {
-            id: run.id,
-            op,
-            gone: false,
-        });
         let wait = stop.wait(op, self.clone());
         // A stop whose caller goes away outside any runtime goes on where its loop runs.
         let runtime = Some(run.runtime);
-        ctl.op = Some(Op {
+        ctl.op = Some(Box::new(Op {
             kind: OpKind::Stop,
             id: op,
             work: OpWork::InLoop(stop),
             cancel: None,
             runtime: runtime.clone(),
-        });
+        }));
         Waiting::in_loop(wait, runtime)
     }
 
     /// The loop `id` a stop took has returned: takes its end for the loop's task, unless
     /// a waiting call took it at the deadline. Returns the stop's id.
     pub(super) fn take_returned_loop(ctl: &mut Control, id: u64) -> Option<u64> {
-        let stopping = ctl.stopping_loop.take_if(|stopping| stopping.id == id)?;
-        Some(stopping.op)
+        let (op, stop) = ctl.loop_stop()?;
+        stop.awaited.take_if(|awaited| awaited.id == id)?;
+        Some(op)
     }
 
     /// The loop `id` a stop took is gone with its task, before it returned: a call
     /// waiting for the stop takes its end (nothing to do if no stop waits for it).
     pub(super) fn loop_task_gone(ctl: &mut Control, id: u64) {
-        let Some(stopping) = ctl
-            .stopping_loop
-            .as_mut()
-            .filter(|stopping| stopping.id == id)
-        else {
+        let Some((_, stop)) = ctl.loop_stop() else {
             return;
         };
-        stopping.gone = true;
-        if let Some(Op {
-            work: OpWork::InLoop(stop),
-            ..
-        }) = &ctl.op
-        {
+        if let Some(awaited) = stop.awaited.as_mut().filter(|awaited| awaited.id == id) {
+            awaited.gone = true;
             stop.end.changed.notify_waiters();
         }
     }
 
-    /// The stop `op`'s remaining steps once its loop's end is taken (`errors`: the
-    /// loop's failure, or its timeout): components, cleanup hooks, the final transition;
-    /// then the outcome is published.
-    pub(super) async fn stop_after_loop(self: Arc<Self>, op: u64, mut errors: Vec<ServiceError>) {
+    /// The rest of the stop `op` once its loop's end is taken (`errors`: the loop's
+    /// failure, or its timeout): components, cleanup hooks, the final transition; then the
+    /// outcome is published. Done at once when the service owes neither components nor
+    /// cleanup hooks; otherwise returns those steps, boxed, for the caller to run.
+    pub(super) fn rest_of_loop_stop(
+        self: Arc<Self>,
+        op: u64,
+        mut errors: Vec<ServiceError>,
+    ) -> Option<BoxFuture<'static, ()>> {
         let mut guard = OpGuard::new(self.clone(), op, OpKind::Stop);
-        let (components, cleanup) = {
-            let mut ctl = self.lock();
-            (std::mem::take(&mut ctl.components), ctl.cleanup_owed)
-        };
-        errors.extend(self.stop_steps(components, cleanup).await);
+        let mut ctl = self.lock();
+        if self.stop_steps_owed(&ctl) {
+            // `cleanup_owed` stays set until the cleanup ran (see `stop_owed`).
+            let (components, cleanup) = (std::mem::take(&mut ctl.components), ctl.cleanup_owed);
+            drop(ctl);
+            return Some(Box::pin(async move {
+                errors.extend(self.stop_steps(components, cleanup).await);
+                let error = ServiceError::combine(|| self.name().clone(), errors);
+                let result = self.end_stop(&mut self.lock(), error);
+                guard.finish(&result);
+            }));
+        }
         let error = ServiceError::combine(|| self.name().clone(), errors);
-        let result = self.end_stop(&mut self.lock(), error);
+        let result = self.end_stop(&mut ctl, error);
+        drop(ctl);
         guard.finish(&result);
+        None
     }
 }

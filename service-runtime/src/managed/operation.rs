@@ -138,7 +138,7 @@ impl<S: Service> Inner<S> {
             }
         });
         let work = work.shared();
-        ctl.op = Some(Op {
+        ctl.op = Some(Box::new(Op {
             kind,
             id,
             work: OpWork::Shared {
@@ -147,7 +147,7 @@ impl<S: Service> Inner<S> {
             },
             cancel,
             runtime: runtime.clone(),
-        });
+        }));
         Waiting {
             wait: Some(Wait::Shared(work)),
             runtime,
@@ -296,11 +296,7 @@ impl<S: Service> OpGuard<S> {
         self.armed = false;
         let id = self.id;
         let op = self.inner.lock().op.take_if(|op| op.id == id);
-        if let Some(Op {
-            work: OpWork::InLoop(stop),
-            ..
-        }) = op
-        {
+        if let Some(OpWork::InLoop(stop)) = op.map(|op| op.work) {
             stop.publish(result.clone());
         }
     }

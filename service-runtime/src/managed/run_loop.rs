@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::sync::{RwLockReadGuard, oneshot};
 use tokio::task::AbortHandle;
@@ -77,15 +78,16 @@ struct RunTaskGuard<S: Service> {
 }
 
 impl<S: Service> RunTaskGuard<S> {
-    /// Reports the loop's end and, if a stop took the loop, carries out the rest of it.
-    /// `early_exit` is set while a start waits for the loop's ready signal: the loop's
-    /// end goes there rather than to a transition, unless the start adopted the loop
-    /// (closed the receiver) by then.
-    async fn end(
+    /// Reports the loop's end and, if a stop took the loop, carries out the rest of it:
+    /// returns the steps left to await, if any (boxed: the task lives as long as its
+    /// loop, their state only at its end). `early_exit` is set while a start waits for
+    /// the loop's ready signal: the loop's end goes there rather than to a transition,
+    /// unless the start adopted the loop (closed the receiver) by then.
+    fn end(
         mut self,
         outcome: Result<HookResult, String>,
         early_exit: Option<oneshot::Sender<EarlyExit>>,
-    ) {
+    ) -> Option<BoxFuture<'static, ()>> {
         self.reported = true;
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -95,16 +97,14 @@ impl<S: Service> RunTaskGuard<S> {
         // A start that waits for this loop's ready signal takes its end instead.
         let failure = match early_exit {
             Some(early_exit) => match self.inner.hand_to_start(self.id, early_exit, failure) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(failure) => failure,
             },
             None => failure,
         };
-        if let Some((op, error)) = self.inner.clone().on_run_exit(self.id, failure) {
-            // Boxed: the task lives as long as its loop, the stop's state only at its end.
-            let errors = error.into_iter().collect();
-            Box::pin(self.inner.clone().stop_after_loop(op, errors)).await;
-        }
+        let (op, error) = self.inner.clone().on_run_exit(self.id, failure)?;
+        let errors = error.into_iter().collect();
+        self.inner.clone().rest_of_loop_stop(op, errors)
     }
 }
 
@@ -183,9 +183,10 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            guard
-                .end(outcome.map_err(|panic| panic_message(&*panic)), None)
-                .await;
+            let outcome = outcome.map_err(|panic| panic_message(&*panic));
+            if let Some(steps) = guard.end(outcome, None) {
+                steps.await;
+            }
         })
     }
 
@@ -208,9 +209,10 @@ impl<S: Service> Inner<S> {
                     .catch_unwind()
                     .await
             };
-            guard
-                .end(outcome.map_err(|panic| panic_message(&*panic)), early_exit)
-                .await;
+            let outcome = outcome.map_err(|panic| panic_message(&*panic));
+            if let Some(steps) = guard.end(outcome, early_exit) {
+                steps.await;
+            }
         })
     }
 

@@ -19,7 +19,12 @@ use crate::status::ServiceStatus;
 impl<S: Service> Inner<S> {
     /// Whether a stop has nothing to await: no run loop, no component, no cleanup hook owed.
     pub(super) fn stop_owes_nothing(&self, ctl: &Control) -> bool {
-        ctl.run.is_none() && ctl.components.is_empty() && !self.cleanup_due(ctl)
+        ctl.run.is_none() && !self.stop_steps_owed(ctl)
+    }
+
+    /// Whether a stop has components to stop or cleanup hooks to run.
+    pub(super) fn stop_steps_owed(&self, ctl: &Control) -> bool {
+        !ctl.components.is_empty() || self.cleanup_due(ctl)
     }
 
     fn cleanup_due(&self, ctl: &Control) -> bool {
