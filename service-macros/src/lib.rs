@@ -237,15 +237,18 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// |---|---|---|
 /// | `#[init]` | `async fn name(&mut self) -> Result<(), E>` | any; run in source order by `start()` |
 /// | `#[cleanup]` | `async fn name(&mut self) -> Result<(), E>` | any; run in reverse source order by `stop()`, each one even if another failed |
-/// | `#[health]` | `async fn name(&self) -> T` | any; run concurrently by `health()` |
+/// | `#[health]` | `async fn name(&self) -> T`, `T` one of `HealthStatus`, `HealthDetail`, `HealthChecks`, or a `Result<_, E>` of them or of `()` | any; run concurrently by `health()` |
 /// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>`; it may also take a `Ready` and the value of the `#[init(state)]` hook, in any order | at most one; runs while the service is running |
 /// | `#[reload]` | `async fn name(&self) -> Result<(), E>` | any; run in source order by `reload()` (a supervisor's on `SIGHUP`) while the service keeps running |
 /// | `#[health_rule]` | `fn name(&self, report: &HealthReport) -> HealthStatus` (not `async`) | at most one; decides the service's status from its checks' report while it runs |
 ///
 /// `E` is any type that converts into `Box<dyn Error + Send + Sync>`: your own error
 /// type, `std::io::Error`, `anyhow::Error`, `String`. A `#[health]` check returns
-/// `HealthStatus`, `HealthDetail`, `Result<(), E>` or `Result<HealthStatus, E>` (with
-/// `E: Display`; an `Err` is a failed check and its message the check's detail).
+/// `HealthStatus`, `HealthDetail` or `HealthChecks`, or a `Result` of one of them or of
+/// `()` (with `E: Display`; an `Err` is a failed check and its message the check's
+/// detail). A check that returns `HealthChecks` (results named at run time, one per shard
+/// say) reports each result as a check of its own, named `check[name]`; its `Err`,
+/// timeout or panic makes its own entry, `check`, unhealthy.
 ///
 /// A `#[run]` hook should return once its `Shutdown` is requested; it gets the service's
 /// `stop_timeout` to do so before its future is dropped. A `#[run]` hook without the
