@@ -190,7 +190,7 @@ fn impl_service(service: &Service, krate: &TokenStream) -> TokenStream {
             let span = field.ty.span();
             let krate = respan(krate, span);
             quote_spanned! {at(span)=>
-                __service_out.push(#krate::__private::component(#name, #critical, &self.#member));
+                #krate::__private::component(#name, #critical, &self.#member, __service_out);
             }
         });
     quote! {

@@ -137,6 +137,13 @@ use syn::{DeriveInput, parse_macro_input};
 /// | `component` | the field is a child service, a `Managed<S>`: started after the parent's init hooks (in field order), stopped before its cleanup hooks (in reverse), its health nested under the parent's `dependencies`; its failure makes the parent unhealthy |
 /// | `component, optional` | the same, but the child's failure only degrades the parent |
 ///
+/// A component field may also be an `Option<Managed<S>>`, whose `None` is skipped
+/// everywhere (start, stop, health, the watch over failures), or a `Vec<Managed<S>>`, a
+/// pool: each element is a component of its own named `field[i]` (in errors and health
+/// reports), started in element order and stopped in reverse, critical or optional as
+/// the field is. The children are read after the init hooks, so an init hook may fill
+/// them.
+///
 /// Other fields are plain data: the runtime never looks at them.
 ///
 /// # What it generates
@@ -152,7 +159,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// too large durations; an empty name; a `restart` other than the three kinds; a
 /// `max_restarts` that is not an integer literal fitting a `u32`; a `max_backoff`
 /// shorter than `backoff`; `optional` without `component`; a component field whose
-/// type is not a `Managed<S>`.
+/// type is not a `Managed<S>`, `Option<Managed<S>>` or `Vec<Managed<S>>`.
 #[proc_macro_derive(Service, attributes(service))]
 pub fn derive_service(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -2,6 +2,7 @@
 //!
 //! Not public API: nothing here follows semver, and user code must not name it.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
@@ -110,25 +111,24 @@ pub const fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// A `#[service(component)]` field, type-erased.
+/// One child service of a `#[service(component)]` field, type-erased.
 pub struct ComponentEntry {
-    pub(crate) field: &'static str,
+    /// The field's name; `field[i]` for the element `i` of a `Vec` field.
+    pub(crate) field: Cow<'static, str>,
     pub(crate) critical: bool,
     pub(crate) handle: ErasedService,
 }
 
-/// Builds the entry of a `#[service(component)]` field; the bound reports a
-/// field of the wrong type at the field.
+/// Adds the entries of a `#[service(component)]` field (none for an `Option` that is
+/// `None`, one per element of a `Vec`); the bound reports a field of the wrong type at
+/// the field.
 pub fn component<C: crate::Component>(
     field: &'static str,
     critical: bool,
     value: &C,
-) -> ComponentEntry {
-    ComponentEntry {
-        field,
-        critical,
-        handle: value.__erased(),
-    }
+    out: &mut Vec<ComponentEntry>,
+) {
+    value.__entries(field, critical, out);
 }
 
 /// Normalises the output of an init, cleanup or run hook.

@@ -50,13 +50,7 @@ impl<S: Service> Inner<S> {
             } else {
                 ctl.components
                     .iter()
-                    .map(|entry| {
-                        (
-                            Cow::Borrowed(entry.field),
-                            entry.critical,
-                            entry.handle.clone(),
-                        )
-                    })
+                    .map(|entry| (entry.field.clone(), entry.critical, entry.handle.clone()))
                     .collect()
             }
         };
