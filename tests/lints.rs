@@ -12,7 +12,9 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use service_runtime::{HealthDetail, HealthStatus, Managed, Service, Shutdown, lifecycle};
+use service_runtime::{
+    HealthChecks, HealthDetail, HealthStatus, Managed, Service, Shutdown, lifecycle,
+};
 
 /// A child service without hooks.
 #[derive(Service)]
@@ -21,7 +23,7 @@ pub struct X;
 #[lifecycle]
 impl X {}
 
-/// A service with every hook kind, every attribute key and two components.
+/// A service with every hook kind, every attribute key and every kind of component field.
 #[derive(Service)]
 #[service(name = "feed", version = "1.2.3", start_timeout = "10s")]
 #[service(stop_timeout = "5s", health_timeout = "250ms", crate = service_runtime)]
@@ -32,6 +34,10 @@ pub struct Feed {
     pub consumer: Managed<X>,
     #[service(component, optional)]
     cache: Managed<X>,
+    #[service(component)]
+    pool: Vec<Managed<X>>,
+    #[service(component, optional)]
+    spare: Option<Managed<X>>,
 }
 
 #[lifecycle(crate = service_runtime)]
@@ -43,6 +49,8 @@ impl Feed {
             ticks: AtomicU64::new(0),
             consumer: Managed::new(X),
             cache: Managed::new(X),
+            pool: vec![Managed::new(X)],
+            spare: None,
         }
     }
 
@@ -91,6 +99,11 @@ impl Feed {
     #[health]
     async fn mode(&self) -> Result<HealthStatus, String> {
         Ok(HealthStatus::Healthy)
+    }
+
+    #[health]
+    async fn shards(&self) -> Result<HealthChecks, String> {
+        Ok(HealthChecks::new().with("0", HealthStatus::Healthy))
     }
 
     #[run]

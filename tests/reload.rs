@@ -175,7 +175,7 @@ async fn a_parent_reloads_before_its_components_and_reports_their_failures() {
         ServiceError::Component {
             service, component, ..
         } => {
-            assert_eq!((&**service, *component), ("gateway", "settings"));
+            assert_eq!((&**service, &**component), ("gateway", "settings"));
         }
         other => panic!("expected a component error, got {other:?}"),
     }

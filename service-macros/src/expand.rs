@@ -190,7 +190,7 @@ fn impl_service(service: &Service, krate: &TokenStream) -> TokenStream {
             let span = field.ty.span();
             let krate = respan(krate, span);
             quote_spanned! {at(span)=>
-                __service_out.push(#krate::__private::component(#name, #critical, &self.#member));
+                #krate::__private::component(#name, #critical, &self.#member, __service_out);
             }
         });
     quote! {
@@ -488,7 +488,7 @@ fn call_hook(
         let krate = respan(krate, output_span);
         match hook.kind() {
             HookKind::Health => quote_spanned! {at(output_span)=>
-                #krate::__private::IntoHealthDetail::into_health_detail(Self::#method(#args).await)
+                #krate::__private::IntoCheckResult::into_check_result(Self::#method(#args).await)
             },
             HookKind::Init if hook.attr.state.is_some() => quote_spanned! {at(output_span)=>
                 #krate::__private::store_run_state(__service_state, Self::#method(#args).await)

@@ -137,6 +137,13 @@ use syn::{DeriveInput, parse_macro_input};
 /// | `component` | the field is a child service, a `Managed<S>`: started after the parent's init hooks (in field order), stopped before its cleanup hooks (in reverse), its health nested under the parent's `dependencies`; its failure makes the parent unhealthy |
 /// | `component, optional` | the same, but the child's failure only degrades the parent |
 ///
+/// A component field may also be an `Option<Managed<S>>`, whose `None` is skipped
+/// everywhere (start, stop, health, the watch over failures), or a `Vec<Managed<S>>`, a
+/// pool: each element is a component of its own named `field[i]` (in errors and health
+/// reports), started in element order and stopped in reverse, critical or optional as
+/// the field is. The children are read after the init hooks, so an init hook may fill
+/// them.
+///
 /// Other fields are plain data: the runtime never looks at them.
 ///
 /// # What it generates
@@ -152,7 +159,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// too large durations; an empty name; a `restart` other than the three kinds; a
 /// `max_restarts` that is not an integer literal fitting a `u32`; a `max_backoff`
 /// shorter than `backoff`; `optional` without `component`; a component field whose
-/// type is not a `Managed<S>`.
+/// type is not a `Managed<S>`, `Option<Managed<S>>` or `Vec<Managed<S>>`.
 #[proc_macro_derive(Service, attributes(service))]
 pub fn derive_service(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -237,15 +244,18 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// |---|---|---|
 /// | `#[init]` | `async fn name(&mut self) -> Result<(), E>` | any; run in source order by `start()` |
 /// | `#[cleanup]` | `async fn name(&mut self) -> Result<(), E>` | any; run in reverse source order by `stop()`, each one even if another failed |
-/// | `#[health]` | `async fn name(&self) -> T` | any; run concurrently by `health()` |
+/// | `#[health]` | `async fn name(&self) -> T`, `T` one of `HealthStatus`, `HealthDetail`, `HealthChecks`, or a `Result<_, E>` of them or of `()` | any; run concurrently by `health()` |
 /// | `#[run]` | `async fn name(&self, shutdown: Shutdown) -> Result<(), E>` or `async fn name(&self) -> Result<(), E>`; it may also take a `Ready` and the value of the `#[init(state)]` hook, in any order | at most one; runs while the service is running |
 /// | `#[reload]` | `async fn name(&self) -> Result<(), E>` | any; run in source order by `reload()` (a supervisor's on `SIGHUP`) while the service keeps running |
 /// | `#[health_rule]` | `fn name(&self, report: &HealthReport) -> HealthStatus` (not `async`) | at most one; decides the service's status from its checks' report while it runs |
 ///
 /// `E` is any type that converts into `Box<dyn Error + Send + Sync>`: your own error
 /// type, `std::io::Error`, `anyhow::Error`, `String`. A `#[health]` check returns
-/// `HealthStatus`, `HealthDetail`, `Result<(), E>` or `Result<HealthStatus, E>` (with
-/// `E: Display`; an `Err` is a failed check and its message the check's detail).
+/// `HealthStatus`, `HealthDetail` or `HealthChecks`, or a `Result` of one of them or of
+/// `()` (with `E: Display`; an `Err` is a failed check and its message the check's
+/// detail). A check that returns `HealthChecks` (results named at run time, one per shard
+/// say) reports each result as a check of its own, named `check[name]`; its `Err`,
+/// timeout or panic makes its own entry, `check`, unhealthy.
 ///
 /// A `#[run]` hook should return once its `Shutdown` is requested; it gets the service's
 /// `stop_timeout` to do so before its future is dropped. A `#[run]` hook without the

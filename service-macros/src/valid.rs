@@ -230,9 +230,8 @@ fn check_return(cx: &Ctxt, hook: &Hook) {
     let sig = &hook.method.sig;
     if let ReturnType::Default = sig.output {
         let message = match hook.kind() {
-            HookKind::Health => "`#[health]` hooks must return `HealthStatus`, `HealthDetail`, \
-                                 `Result<(), E>`, `Result<HealthStatus, E>` or \
-                                 `Result<HealthDetail, E>`"
+            HookKind::Health => "`#[health]` hooks must return `HealthStatus`, `HealthDetail` or \
+                                 `HealthChecks`, or a `Result` of one of them or of `()`"
                 .to_owned(),
             kind => format!("`{}` hooks must return `Result<(), E>`", kind.attr()),
         };

@@ -2,6 +2,7 @@
 //!
 //! Not public API: nothing here follows semver, and user code must not name it.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ pub use ::std::sync::OnceLock;
 pub use ::std::vec::Vec;
 
 use crate::BoxError;
-use crate::health::{HealthDetail, HealthStatus};
+use crate::health::{HealthChecks, HealthDetail, HealthStatus};
 pub use crate::managed::ErasedService;
 pub use crate::restart::Restart;
 use crate::service::{
@@ -26,8 +27,17 @@ pub type HookResult = Result<(), BoxError>;
 /// The boxed future of an init, cleanup or run hook.
 pub type HookFuture<'a> = Pin<Box<dyn Future<Output = HookResult> + Send + 'a>>;
 
+/// What a health check resolves to once its output is normalised.
+#[derive(Debug)]
+pub enum CheckResult {
+    /// One result, reported under the check's name.
+    One(HealthDetail),
+    /// Results named at run time, each reported as a check of its own (`check[name]`).
+    Many(HealthChecks),
+}
+
 /// The boxed future of a health check.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = HealthDetail> + Send + 'a>>;
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + Send + 'a>>;
 
 /// One init, cleanup or run hook.
 #[derive(Clone, Copy, Debug)]
@@ -101,25 +111,24 @@ pub const fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// A `#[service(component)]` field, type-erased.
+/// One child service of a `#[service(component)]` field, type-erased.
 pub struct ComponentEntry {
-    pub(crate) field: &'static str,
+    /// The field's name; `field[i]` for the element `i` of a `Vec` field.
+    pub(crate) field: Cow<'static, str>,
     pub(crate) critical: bool,
     pub(crate) handle: ErasedService,
 }
 
-/// Builds the entry of a `#[service(component)]` field; the bound reports a
-/// field of the wrong type at the field.
+/// Adds the entries of a `#[service(component)]` field (none for an `Option` that is
+/// `None`, one per element of a `Vec`); the bound reports a field of the wrong type at
+/// the field.
 pub fn component<C: crate::Component>(
     field: &'static str,
     critical: bool,
     value: &C,
-) -> ComponentEntry {
-    ComponentEntry {
-        field,
-        critical,
-        handle: value.__erased(),
-    }
+    out: &mut Vec<ComponentEntry>,
+) {
+    value.__entries(field, critical, out);
 }
 
 /// Normalises the output of an init, cleanup or run hook.
@@ -177,49 +186,63 @@ pub fn run_state<T>(state: Option<T>) -> T {
 
 /// Normalises the output of a health check.
 #[diagnostic::on_unimplemented(
-    message = "health checks must return `HealthStatus`, `HealthDetail`, `Result<(), E>`, `Result<HealthStatus, E>` or `Result<HealthDetail, E>`, not `{Self}`",
+    message = "health checks must return `HealthStatus`, `HealthDetail` or `HealthChecks`, or a `Result` of one of them or of `()`, not `{Self}`",
     label = "not a health check result",
     note = "an `Err` counts as a failed check, and its message becomes the check's detail"
 )]
-pub trait IntoHealthDetail {
+pub trait IntoCheckResult {
     /// Converts into the runtime's check result.
-    fn into_health_detail(self) -> HealthDetail;
+    fn into_check_result(self) -> CheckResult;
 }
 
-impl IntoHealthDetail for HealthStatus {
-    fn into_health_detail(self) -> HealthDetail {
-        HealthDetail::new(self)
+impl IntoCheckResult for HealthStatus {
+    fn into_check_result(self) -> CheckResult {
+        CheckResult::One(HealthDetail::new(self))
     }
 }
 
-impl IntoHealthDetail for HealthDetail {
-    fn into_health_detail(self) -> HealthDetail {
-        self
+impl IntoCheckResult for HealthDetail {
+    fn into_check_result(self) -> CheckResult {
+        CheckResult::One(self)
     }
 }
 
-impl<E: Display> IntoHealthDetail for Result<(), E> {
-    fn into_health_detail(self) -> HealthDetail {
+impl IntoCheckResult for HealthChecks {
+    fn into_check_result(self) -> CheckResult {
+        CheckResult::Many(self)
+    }
+}
+
+impl<E: Display> IntoCheckResult for Result<(), E> {
+    fn into_check_result(self) -> CheckResult {
         match self {
-            Ok(()) => HealthDetail::healthy(),
-            Err(error) => HealthDetail::unhealthy(error.to_string()),
+            Ok(()) => HealthStatus::Healthy.into_check_result(),
+            Err(error) => failed(&error),
         }
     }
 }
 
-impl<E: Display> IntoHealthDetail for Result<HealthDetail, E> {
-    fn into_health_detail(self) -> HealthDetail {
-        self.unwrap_or_else(|error| HealthDetail::unhealthy(error.to_string()))
+impl<E: Display> IntoCheckResult for Result<HealthDetail, E> {
+    fn into_check_result(self) -> CheckResult {
+        self.map_or_else(|error| failed(&error), CheckResult::One)
     }
 }
 
-impl<E: Display> IntoHealthDetail for Result<HealthStatus, E> {
-    fn into_health_detail(self) -> HealthDetail {
-        match self {
-            Ok(status) => HealthDetail::new(status),
-            Err(error) => HealthDetail::unhealthy(error.to_string()),
-        }
+impl<E: Display> IntoCheckResult for Result<HealthStatus, E> {
+    fn into_check_result(self) -> CheckResult {
+        self.map_or_else(|error| failed(&error), IntoCheckResult::into_check_result)
     }
+}
+
+impl<E: Display> IntoCheckResult for Result<HealthChecks, E> {
+    fn into_check_result(self) -> CheckResult {
+        self.map_or_else(|error| failed(&error), CheckResult::Many)
+    }
+}
+
+/// A check that returned `Err`: unhealthy under the check's own name, with the error's text.
+fn failed(error: &dyn Display) -> CheckResult {
+    CheckResult::One(HealthDetail::unhealthy(error.to_string()))
 }
 
 /// Boxes a hook's future; the `Send` bound makes a non-`Send` hook fail here,
@@ -249,7 +272,7 @@ where
 /// Boxes a health check's future; see [`hook`].
 pub fn check<'a, F>(future: F) -> CheckFuture<'a>
 where
-    F: Future<Output = HealthDetail> + Send + 'a,
+    F: Future<Output = CheckResult> + Send + 'a,
 {
     Box::pin(future)
 }
@@ -277,7 +300,7 @@ where
 /// Boxes the future of a `#[lifecycle(?Send)]` health check; see [`local_hook`].
 pub fn local_check<'a, F>(future: F) -> CheckFuture<'a>
 where
-    F: Future<Output = HealthDetail> + 'a,
+    F: Future<Output = CheckResult> + 'a,
 {
     Box::pin(crate::local::LocalFuture::new(future))
 }
@@ -318,5 +341,9 @@ pub fn missing_hook<'a>(kind: &'static str, index: usize) -> HookFuture<'a> {
 
 /// The future of a health check index that does not exist.
 pub fn missing_check<'a>(index: usize) -> CheckFuture<'a> {
-    Box::pin(async move { HealthDetail::unhealthy(format!("no health check number {index}")) })
+    Box::pin(async move {
+        CheckResult::One(HealthDetail::unhealthy(format!(
+            "no health check number {index}"
+        )))
+    })
 }

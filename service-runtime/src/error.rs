@@ -1,5 +1,6 @@
 //! Errors: every one names the service, the hook and the cause.
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -104,8 +105,9 @@ pub enum ServiceError {
     Component {
         /// The parent service's name.
         service: Arc<str>,
-        /// The component's field name.
-        component: &'static str,
+        /// The component's name: its field, or `field[i]` for the element `i` of a
+        /// `Vec<Managed<S>>` field.
+        component: Cow<'static, str>,
         /// The child's own error.
         source: Box<ServiceError>,
     },

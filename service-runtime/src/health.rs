@@ -1,5 +1,6 @@
-//! Health results: [`HealthStatus`], a check's [`HealthDetail`], and the [`HealthReport`]
-//! in the JSON shape of the design note.
+//! Health results: [`HealthStatus`], a check's [`HealthDetail`], a set of named results
+//! known only at run time ([`HealthChecks`]), and the [`HealthReport`] in the JSON shape
+//! of the design note.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -129,6 +130,137 @@ impl HealthDetail {
 impl From<HealthStatus> for HealthDetail {
     fn from(status: HealthStatus) -> Self {
         HealthDetail::new(status)
+    }
+}
+
+/// The results of a `#[health]` hook that checks several things whose names it learns only
+/// at run time: the shards of a store, the partitions of a topic, the replicas it found.
+///
+/// Each result appears in the service's [`HealthReport`] as a check of its own, named
+/// `hook[name]` (the hook's check name, then the result's name in brackets, as a
+/// component pool's elements are `field[i]`), and counts in the service's status as any
+/// check does: critical or optional as the hook is. The results keep the order they were
+/// added in; a name added again replaces the earlier result. A hook that returns an empty
+/// set adds nothing to the report. Returned as `Result<HealthChecks, E>`, an `Err` makes
+/// the hook's own entry (`hook`) unhealthy with the error's text, as a timeout or a panic
+/// of the hook does.
+///
+/// ```
+/// use service_runtime::{lifecycle, HealthChecks, HealthDetail, HealthStatus, Managed, Service};
+///
+/// #[derive(Service)]
+/// struct Store {
+///     shards: Vec<bool>,
+/// }
+///
+/// #[lifecycle]
+/// impl Store {
+///     #[health]
+///     async fn shards(&self) -> HealthChecks {
+///         self.shards
+///             .iter()
+///             .enumerate()
+///             .map(|(i, up)| {
+///                 let status = if *up { HealthStatus::Healthy } else { HealthStatus::Unhealthy };
+///                 (format!("shard-{i}"), status)
+///             })
+///             .collect()
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = Managed::new(Store { shards: vec![true, false] });
+/// store.start().await.unwrap();
+/// let report = store.health().await;
+/// assert_eq!(report.dependencies["shards[shard-0]"], HealthStatus::Healthy);
+/// assert_eq!(report.dependencies["shards[shard-1]"], HealthStatus::Unhealthy);
+/// assert_eq!(report.status, HealthStatus::Unhealthy);
+/// # store.stop().await.unwrap();
+/// # });
+///
+/// let checks = HealthChecks::new()
+///     .with("eu", HealthStatus::Healthy)
+///     .with("us", HealthDetail::degraded("slow"));
+/// assert_eq!(checks.len(), 2);
+/// assert_eq!(checks.get("us").map(|detail| detail.status), Some(HealthStatus::Degraded));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthChecks {
+    checks: Vec<(String, HealthDetail)>,
+}
+
+impl HealthChecks {
+    /// An empty set.
+    pub const fn new() -> Self {
+        HealthChecks { checks: Vec::new() }
+    }
+
+    /// Adds the result `name`: a [`HealthStatus`] or a [`HealthDetail`]. A result already
+    /// under `name` is replaced, in its place.
+    pub fn push(&mut self, name: impl Into<String>, result: impl Into<HealthDetail>) {
+        let (name, result) = (name.into(), result.into());
+        match self.checks.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, earlier)) => *earlier = result,
+            None => self.checks.push((name, result)),
+        }
+    }
+
+    /// The set with the result `name` added (see [`push`](Self::push)).
+    #[must_use]
+    pub fn with(mut self, name: impl Into<String>, result: impl Into<HealthDetail>) -> Self {
+        self.push(name, result);
+        self
+    }
+
+    /// The result named `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<&HealthDetail> {
+        self.checks
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, detail)| detail)
+    }
+
+    /// How many results there are.
+    pub fn len(&self) -> usize {
+        self.checks.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// The results in the order they were added.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &HealthDetail)> {
+        self.checks
+            .iter()
+            .map(|(name, detail)| (name.as_str(), detail))
+    }
+}
+
+impl<N: Into<String>, D: Into<HealthDetail>> Extend<(N, D)> for HealthChecks {
+    fn extend<I: IntoIterator<Item = (N, D)>>(&mut self, results: I) {
+        for (name, result) in results {
+            self.push(name, result);
+        }
+    }
+}
+
+impl<N: Into<String>, D: Into<HealthDetail>> FromIterator<(N, D)> for HealthChecks {
+    fn from_iter<I: IntoIterator<Item = (N, D)>>(results: I) -> Self {
+        let mut checks = HealthChecks::new();
+        checks.extend(results);
+        checks
+    }
+}
+
+impl IntoIterator for HealthChecks {
+    type Item = (String, HealthDetail);
+    type IntoIter = std::vec::IntoIter<(String, HealthDetail)>;
+
+    /// The results in the order they were added.
+    fn into_iter(self) -> Self::IntoIter {
+        self.checks.into_iter()
     }
 }
 

@@ -76,7 +76,7 @@ mod systemd;
 
 pub use breaker::{BreakerError, BreakerState, CircuitBreaker};
 pub use error::{BoxError, HookFailure, HookKind, ServiceError};
-pub use health::{HealthDetail, HealthReport, HealthStatus};
+pub use health::{HealthChecks, HealthDetail, HealthReport, HealthStatus};
 pub use managed::{Component, IntoManaged, Managed, StatusChange, StatusChanges};
 #[cfg(feature = "http")]
 pub use probes::{DEFAULT_HEALTH_CACHE_TTL, ProbeFuture, ProbeLimits, ProbeService, ShowDetails};

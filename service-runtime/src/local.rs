@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use send_wrapper::SendWrapper;
 
-use crate::__private::HookResult;
+use crate::__private::{CheckResult, HookResult};
 use crate::health::HealthDetail;
 
 const MISPLACED: &str = "a `#[lifecycle(?Send)]` hook was polled on another thread than the one that created it; \
@@ -32,9 +32,9 @@ impl Misplaced for HookResult {
     }
 }
 
-impl Misplaced for HealthDetail {
+impl Misplaced for CheckResult {
     fn misplaced() -> Self {
-        HealthDetail::unhealthy(MISPLACED)
+        CheckResult::One(HealthDetail::unhealthy(MISPLACED))
     }
 }
 

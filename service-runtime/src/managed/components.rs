@@ -1,5 +1,13 @@
 //! A running parent's watch over its components (its `#[service(component)]` fields).
 //!
+//! A component is one child service: a `Managed<S>` field, the `Some` of an
+//! `Option<Managed<S>>` field (a `None` is no component: nothing to start, stop, watch or
+//! report), or one element of a `Vec<Managed<S>>` field, a pool, whose element `i` is
+//! named `field[i]` in errors, incidents, logs and health reports. The start reads them
+//! after the init hooks and keeps them, in field order and element order, in
+//! `Control::components`; everything below treats each element as a component of its
+//! own, with the field's `critical` or `optional`.
+//!
 //! From the moment a parent becomes `running` until a stop begins, one task per parent
 //! receives every status change of its components:
 //!
@@ -36,10 +44,14 @@
 //!   while holding its parent's; a component's transitions never take the parent's lock
 //!   (they send to the watch's channel), and dropping the watch task releases component
 //!   handles that the parent also holds, never the last one.
+//! - **One name per component.** Incidents are kept by the component's name, and a
+//!   pool's element names are unique within the parent (`field` is unique, and `[i]` within
+//!   the field), so an element's incident is its own.
 //! - **A change is acted on only while it holds**, as a supervisor does: the component
 //!   must still be in the status the change reports, so the changes a restart made
 //!   itself, read after it, are superseded.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
@@ -57,8 +69,8 @@ use crate::status::ServiceStatus;
 /// The failures of one optional component and how its parent answered them.
 #[derive(Clone, Debug)]
 pub(crate) struct ComponentIncident {
-    /// The component's field in the parent.
-    pub(crate) field: &'static str,
+    /// The component's name in the parent: its field, or `field[i]` in a pool.
+    pub(crate) field: Cow<'static, str>,
     /// The failures answered with a restart.
     pub(crate) restarts: u64,
     pub(crate) first: Instant,
@@ -71,7 +83,7 @@ pub(crate) struct ComponentIncident {
 
 /// One component as its parent's watch keeps it.
 struct Watched {
-    field: &'static str,
+    field: Cow<'static, str>,
     critical: bool,
     handle: ErasedService,
     policy: RestartPolicy,
@@ -93,14 +105,14 @@ impl<S: Service> Inner<S> {
         };
         let (sender, changes) = mpsc::unbounded_channel();
         // Started again with the parent: a failure a component was left in is healed.
-        let running: Vec<&'static str> = ctl
+        let running: Vec<Cow<'static, str>> = ctl
             .components
             .iter()
             .filter(|entry| entry.handle.0.status() == ServiceStatus::Running)
-            .map(|entry| entry.field)
+            .map(|entry| entry.field.clone())
             .collect();
         for field in running {
-            Self::healed(ctl, field);
+            Self::healed(ctl, &field);
         }
         let watched = ctl
             .components
@@ -124,7 +136,7 @@ impl<S: Service> Inner<S> {
                     });
                 }
                 Watched {
-                    field: entry.field,
+                    field: entry.field.clone(),
                     critical: entry.critical,
                     handle: entry.handle.clone(),
                     policy: component.config().restart,
@@ -164,7 +176,7 @@ impl<S: Service> Inner<S> {
         match (change.from, change.to) {
             (_, ServiceStatus::Running) => {
                 component.history.running(now);
-                Self::healed(&mut self.lock(), component.field);
+                Self::healed(&mut self.lock(), &component.field);
             }
             (_, ServiceStatus::Error) => {
                 let Some(error) = change.error.or_else(|| component.handle.0.last_error()) else {
@@ -172,7 +184,7 @@ impl<S: Service> Inner<S> {
                     return true;
                 };
                 if component.critical {
-                    self.critical_component_failed(component.field, error);
+                    self.critical_component_failed(component.field.clone(), error);
                     return false;
                 }
                 self.schedule_restart(component, Some(&error), now);
@@ -181,7 +193,7 @@ impl<S: Service> Inner<S> {
                 if component.policy.restart == Restart::Permanent {
                     self.schedule_restart(component, None, now);
                 } else {
-                    tracing::info!(parent: &self.span(), component = component.field, "component finished its work; not restarting it");
+                    tracing::info!(parent: &self.span(), component = &*component.field, "component finished its work; not restarting it");
                 }
             }
             _ => {}
@@ -191,7 +203,7 @@ impl<S: Service> Inner<S> {
 
     /// A critical component failed: the parent stops (in a task of its own, as a loop
     /// that returns `Ok` stops its service) and ends in `error` with the cause.
-    fn critical_component_failed(self: &Arc<Self>, field: &'static str, error: ServiceError) {
+    fn critical_component_failed(self: &Arc<Self>, field: Cow<'static, str>, error: ServiceError) {
         let cause = ServiceError::Component {
             service: self.name().clone(),
             component: field,
@@ -220,24 +232,24 @@ impl<S: Service> Inner<S> {
         error: Option<&ServiceError>,
         now: Instant,
     ) {
-        let field = component.field;
+        let field = &component.field;
         if let (Some(error), Restart::Temporary) = (error, component.policy.restart) {
-            tracing::warn!(parent: &self.span(), component = field, %error, "optional component failed; not restarting it (temporary): it stays in error until the service stops");
-            self.record_incident(field, error, false, now);
+            tracing::warn!(parent: &self.span(), component = &**field, %error, "optional component failed; not restarting it (temporary): it stays in error until the service stops");
+            self.record_incident(field.clone(), error, false, now);
             return;
         }
         let delay = component.history.next_delay(&component.policy, now);
         if let Some(error) = error {
-            self.record_incident(field, error, delay.is_some(), now);
+            self.record_incident(field.clone(), error, delay.is_some(), now);
         }
         match delay {
             Some(delay) => {
                 match error {
                     Some(error) => {
-                        tracing::warn!(parent: &self.span(), component = field, %error, ?delay, "optional component failed; restarting it after backoff")
+                        tracing::warn!(parent: &self.span(), component = &**field, %error, ?delay, "optional component failed; restarting it after backoff")
                     }
                     None => {
-                        tracing::warn!(parent: &self.span(), component = field, ?delay, "component stopped by itself; restarting it after backoff (permanent)")
+                        tracing::warn!(parent: &self.span(), component = &**field, ?delay, "component stopped by itself; restarting it after backoff (permanent)")
                     }
                 }
                 component.due = Some(now + delay);
@@ -245,7 +257,7 @@ impl<S: Service> Inner<S> {
             None => {
                 tracing::error!(
                     parent: &self.span(),
-                    component = field,
+                    component = &**field,
                     error = error.map(ToString::to_string),
                     restarts = component.history.recent(),
                     within = ?component.policy.within,
@@ -258,7 +270,7 @@ impl<S: Service> Inner<S> {
     /// Records an optional component's failure and whether it is restarted.
     fn record_incident(
         &self,
-        field: &'static str,
+        field: Cow<'static, str>,
         error: &ServiceError,
         restarted: bool,
         at: Instant,
@@ -287,7 +299,7 @@ impl<S: Service> Inner<S> {
     }
 
     /// The component `field` runs again: a failure it was left in is healed.
-    fn healed(ctl: &mut Control, field: &'static str) {
+    fn healed(ctl: &mut Control, field: &str) {
         if ctl
             .incidents()
             .iter()
@@ -323,11 +335,11 @@ impl<S: Service> Inner<S> {
             };
             match outcome {
                 Ok(()) => {
-                    tracing::info!(parent: &self.span(), component = component.field, "component restarted");
+                    tracing::info!(parent: &self.span(), component = &*component.field, "component restarted");
                 }
                 // Its failure arrives as a change and is answered there.
                 Err(error) => {
-                    tracing::debug!(parent: &self.span(), component = component.field, %error, "component restart failed");
+                    tracing::debug!(parent: &self.span(), component = &*component.field, %error, "component restart failed");
                 }
             }
         }

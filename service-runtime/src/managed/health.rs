@@ -1,6 +1,8 @@
 //! A service's health report: every check and component report run concurrently in the
-//! caller's task, each under its timeout and span, panics caught.
+//! caller's task, each under its timeout and span, panics caught; a check's set of named
+//! results (`HealthChecks`) spread into one entry each, `check[name]`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,6 +16,7 @@ use super::BoxFuture;
 use super::control::Inner;
 use super::erased::ErasedService;
 use super::hooks::panic_message;
+use crate::__private::CheckResult;
 use crate::error::HookKind;
 use crate::health::{HealthDetail, HealthReport, HealthStatus, aggregate};
 use crate::service::Service;
@@ -23,7 +26,7 @@ impl<S: Service> Inner<S> {
     pub(super) async fn health(&self) -> HealthReport {
         let started;
         let uptime;
-        let components: Vec<(&'static str, bool, ErasedService)> = {
+        let components: Vec<(Cow<'static, str>, bool, ErasedService)> = {
             let ctl = self.lock();
             // Read under the lock, so `since` below is the start of this status.
             let status = self.status();
@@ -47,7 +50,7 @@ impl<S: Service> Inner<S> {
             } else {
                 ctl.components
                     .iter()
-                    .map(|entry| (entry.field, entry.critical, entry.handle.clone()))
+                    .map(|entry| (entry.field.clone(), entry.critical, entry.handle.clone()))
                     .collect()
             }
         };
@@ -99,76 +102,51 @@ impl<S: Service> Inner<S> {
             Some(check) => std::slice::from_mut(check),
             None => &mut many,
         };
-        run_checks(checks, started).await;
         let checks_len = checks.len();
+        run_checks(checks, started).await;
 
+        // Hook names are `&'static str` and most component names too: borrowed, not copied.
         let names = S::__HOOKS
             .health
             .iter()
-            .map(|spec| (spec.name, spec.critical))
+            .map(|spec| (Cow::Borrowed(spec.name), spec.critical))
             .chain(
                 components
                     .iter()
-                    .map(|(field, critical, _)| (*field, *critical)),
+                    .map(|(name, critical, _)| (name.clone(), *critical)),
             );
         let all_healthy = checks.iter().all(|check| {
-            check
-                .result
-                .as_ref()
-                .is_some_and(|detail| detail.status == HealthStatus::Healthy)
+            matches!(&check.result, Some(CheckResult::One(detail)) if detail.status == HealthStatus::Healthy)
         });
-        let (status, reason) = if all_healthy {
+        let (status, reason, maps) = if all_healthy {
             // What `aggregate` would say, without walking the names to say it.
-            (HealthStatus::Healthy, None)
-        } else {
-            aggregate(
-                names
-                    .clone()
-                    .zip(&*checks)
-                    .map(|((name, critical), check)| {
-                        let detail = check.result.as_ref().expect("every check finished");
-                        (name, critical, detail)
-                    }),
+            let entries = names.zip(&mut *checks).map(|((name, _), check)| {
+                match check.result.take().expect("every check finished") {
+                    CheckResult::One(detail) => (name, detail),
+                    CheckResult::Many(_) => unreachable!("every check has one result"),
+                }
+            });
+            (
+                HealthStatus::Healthy,
+                None,
+                report_maps(checks_len, entries),
             )
-        };
-        // Names are `&'static str` (hook names, component fields): borrowed, not copied.
-        let entries = names.zip(checks).map(|((name, _), check)| {
-            let detail = check.result.take().expect("every check finished");
-            (std::borrow::Cow::Borrowed(name), detail)
-        });
-        let mut dependencies = BTreeMap::new();
-        let mut details = BTreeMap::new();
-        let mut data = BTreeMap::new();
-        if checks_len <= SMALL_REPORT {
-            // A few checks fit one B-tree leaf: inserted in place, without the list the
-            // bulk build below sorts.
-            for (name, detail) in entries {
-                if let Some(reason) = detail.reason {
-                    details.insert(name.clone(), reason);
-                }
-                if !detail.data.is_empty() {
-                    data.insert(name.clone(), detail.data);
-                }
-                dependencies.insert(name, detail.status);
-            }
         } else {
-            // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list
-            // is cheaper than one insertion (and rebalancing) per check.
-            let mut listed = Vec::with_capacity(checks_len);
-            let (mut failures, mut figures) = (Vec::new(), Vec::new());
-            for (name, detail) in entries {
-                if let Some(reason) = detail.reason {
-                    failures.push((name.clone(), reason));
-                }
-                if !detail.data.is_empty() {
-                    figures.push((name.clone(), detail.data));
-                }
-                listed.push((name, detail.status));
-            }
-            dependencies = listed.into_iter().collect();
-            details = failures.into_iter().collect();
-            data = figures.into_iter().collect();
-        }
+            let entries = flatten(names.zip(&mut *checks).map(|((name, critical), check)| {
+                let result = check.result.take().expect("every check finished");
+                (name, critical, result)
+            }));
+            let (status, reason) = aggregate(
+                entries
+                    .iter()
+                    .map(|(name, critical, detail)| (&**name, *critical, detail)),
+            );
+            let maps = report_maps(
+                entries.len(),
+                entries.into_iter().map(|(name, _, detail)| (name, detail)),
+            );
+            (status, reason, maps)
+        };
         // The checks borrow the service: ended before its lock is released.
         drop((single, many));
         let mut report = HealthReport {
@@ -177,10 +155,10 @@ impl<S: Service> Inner<S> {
             // Borrowed when configured from literals (the derive's name and version).
             service_name: self.name.clone(),
             version: self.config().version.clone(),
-            dependencies,
+            dependencies: maps.dependencies,
             reason,
-            details,
-            data,
+            details: maps.details,
+            data: maps.data,
         };
         if let Some(rule) = S::__HOOKS.health_rule {
             apply_rule(&*service, rule, &mut report);
@@ -202,6 +180,76 @@ impl<S: Service> Inner<S> {
             details: BTreeMap::new(),
             data: BTreeMap::new(),
         }
+    }
+}
+
+/// Every check's results under their names in the report: a check's own result under
+/// its name, each of a set's results (`HealthChecks`) under `check[name]`.
+fn flatten(
+    results: impl Iterator<Item = (Cow<'static, str>, bool, CheckResult)>,
+) -> Vec<(Cow<'static, str>, bool, HealthDetail)> {
+    let mut entries = Vec::with_capacity(results.size_hint().0);
+    for (name, critical, result) in results {
+        match result {
+            CheckResult::One(detail) => entries.push((name, critical, detail)),
+            CheckResult::Many(set) => entries.extend(
+                set.into_iter()
+                    .map(|(key, detail)| (Cow::Owned(format!("{name}[{key}]")), critical, detail)),
+            ),
+        }
+    }
+    entries
+}
+
+/// A report's `dependencies`, `details` and `data`.
+struct ReportMaps {
+    dependencies: BTreeMap<Cow<'static, str>, HealthStatus>,
+    details: BTreeMap<Cow<'static, str>, String>,
+    data: BTreeMap<Cow<'static, str>, BTreeMap<String, serde_json::Value>>,
+}
+
+/// The report's maps from its `len` entries.
+fn report_maps(
+    len: usize,
+    entries: impl Iterator<Item = (Cow<'static, str>, HealthDetail)>,
+) -> ReportMaps {
+    let mut dependencies = BTreeMap::new();
+    let mut details = BTreeMap::new();
+    let mut data = BTreeMap::new();
+    if len <= SMALL_REPORT {
+        // A few checks fit one B-tree leaf: inserted in place, without the list the
+        // bulk build below sorts.
+        for (name, detail) in entries {
+            if let Some(reason) = detail.reason {
+                details.insert(name.clone(), reason);
+            }
+            if !detail.data.is_empty() {
+                data.insert(name.clone(), detail.data);
+            }
+            dependencies.insert(name, detail.status);
+        }
+    } else {
+        // Collected, then built in one go: `BTreeMap`'s bulk build from a sorted list
+        // is cheaper than one insertion (and rebalancing) per check.
+        let mut listed = Vec::with_capacity(len);
+        let (mut failures, mut figures) = (Vec::new(), Vec::new());
+        for (name, detail) in entries {
+            if let Some(reason) = detail.reason {
+                failures.push((name.clone(), reason));
+            }
+            if !detail.data.is_empty() {
+                figures.push((name.clone(), detail.data));
+            }
+            listed.push((name, detail.status));
+        }
+        dependencies = listed.into_iter().collect();
+        details = failures.into_iter().collect();
+        data = figures.into_iter().collect();
+    }
+    ReportMaps {
+        dependencies,
+        details,
+        data,
     }
 }
 
@@ -243,7 +291,7 @@ pub(super) struct Check<'a> {
     /// Armed only when the check did not finish at its first poll.
     pub(super) timer: Option<Pin<Box<tokio::time::Sleep>>>,
     pub(super) span: tracing::Span,
-    pub(super) result: Option<HealthDetail>,
+    pub(super) result: Option<CheckResult>,
 }
 
 pub(super) enum CheckWork<'a> {
@@ -269,24 +317,28 @@ pub(super) async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
                 CheckWork::Hook(future) => {
                     catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))).unwrap_or_else(
                         |panic| {
-                            Poll::Ready(HealthDetail::unhealthy(format!(
+                            Poll::Ready(CheckResult::One(HealthDetail::unhealthy(format!(
                                 "check panicked: {}",
                                 panic_message(&*panic)
-                            )))
+                            ))))
                         },
                     )
                 }
                 CheckWork::Component(future) => {
                     // A component's checks' data stays under their names, within the
                     // component's entry.
-                    future.as_mut().poll(cx).map(|child| HealthDetail {
-                        status: child.status,
-                        reason: child.reason,
-                        data: child
-                            .data
-                            .into_iter()
-                            .map(|(check, data)| (check.into_owned(), data.into_iter().collect()))
-                            .collect(),
+                    future.as_mut().poll(cx).map(|child| {
+                        CheckResult::One(HealthDetail {
+                            status: child.status,
+                            reason: child.reason,
+                            data: child
+                                .data
+                                .into_iter()
+                                .map(|(check, data)| {
+                                    (check.into_owned(), data.into_iter().collect())
+                                })
+                                .collect(),
+                        })
                     })
                 }
                 CheckWork::Done => unreachable!("a finished check has its result"),
@@ -306,7 +358,9 @@ pub(super) async fn run_checks(checks: &mut [Check<'_>], started: Instant) {
                             pending = true;
                             continue;
                         }
-                        HealthDetail::unhealthy(format!("check timed out after {timeout:?}"))
+                        CheckResult::One(HealthDetail::unhealthy(format!(
+                            "check timed out after {timeout:?}"
+                        )))
                     }
                 },
             };

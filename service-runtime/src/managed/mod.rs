@@ -34,6 +34,7 @@ use self::decide::Request;
 pub use self::erased::ErasedService;
 pub(crate) use self::erased::{Begun, DynService};
 pub(crate) use self::observers::{EntryChange, StatusTally, Subscriber};
+use crate::__private::ComponentEntry;
 use crate::error::ServiceError;
 use crate::health::HealthReport;
 use crate::service::{Service, ServiceConfig};
@@ -429,20 +430,53 @@ impl<S: Service> IntoManaged for Managed<S> {
     }
 }
 
-/// A field type that can be a `#[service(component)]`: a child service started after
+/// A field type that can be a `#[service(component)]`: child services started after
 /// the parent's init hooks and stopped before its cleanup hooks.
+///
+/// - `Managed<S>`: one child, named by its field;
+/// - `Option<Managed<S>>`: one child when `Some`; `None` is no child at all: nothing to
+///   start, stop, watch or report;
+/// - `Vec<Managed<S>>`: a pool, one child per element, named `field[i]`, started in
+///   element order and stopped in reverse.
+///
+/// The children are read from the field after the parent's init hooks ran, so an init
+/// hook may fill an `Option` or a pool (from the configuration it read, say); a start
+/// keeps them until the stop that follows.
 #[diagnostic::on_unimplemented(
-    message = "`#[service(component)]` fields must be `Managed<S>`, not `{Self}`",
+    message = "`#[service(component)]` fields must be `Managed<S>`, `Option<Managed<S>>` or `Vec<Managed<S>>`, not `{Self}`",
     label = "not a managed service",
     note = "wrap the child service: `Managed::new(child)`"
 )]
 pub trait Component {
+    /// Adds the field's children to `out`.
     #[doc(hidden)]
-    fn __erased(&self) -> ErasedService;
+    fn __entries(&self, field: &'static str, critical: bool, out: &mut Vec<ComponentEntry>);
 }
 
 impl<S: Service> Component for Managed<S> {
-    fn __erased(&self) -> ErasedService {
-        self.erased()
+    fn __entries(&self, field: &'static str, critical: bool, out: &mut Vec<ComponentEntry>) {
+        out.push(ComponentEntry {
+            field: Cow::Borrowed(field),
+            critical,
+            handle: self.erased(),
+        });
+    }
+}
+
+impl<S: Service> Component for Option<Managed<S>> {
+    fn __entries(&self, field: &'static str, critical: bool, out: &mut Vec<ComponentEntry>) {
+        if let Some(child) = self {
+            child.__entries(field, critical, out);
+        }
+    }
+}
+
+impl<S: Service> Component for Vec<Managed<S>> {
+    fn __entries(&self, field: &'static str, critical: bool, out: &mut Vec<ComponentEntry>) {
+        out.extend(self.iter().enumerate().map(|(i, child)| ComponentEntry {
+            field: Cow::Owned(format!("{field}[{i}]")),
+            critical,
+            handle: child.erased(),
+        }));
     }
 }

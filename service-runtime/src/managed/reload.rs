@@ -49,7 +49,7 @@ impl<S: Service> Inner<S> {
             .components
             .iter()
             .map(|entry| ComponentEntry {
-                field: entry.field,
+                field: entry.field.clone(),
                 critical: entry.critical,
                 handle: entry.handle.clone(),
             })
@@ -58,7 +58,7 @@ impl<S: Service> Inner<S> {
             if let Err(error) = entry.handle.0.reload().await {
                 errors.push(ServiceError::Component {
                     service: self.name().clone(),
-                    component: entry.field,
+                    component: entry.field.clone(),
                     source: Box::new(error),
                 });
             }

@@ -192,7 +192,7 @@ impl<S: Service> Inner<S> {
                 Some(Err(error)) => {
                     let error = ServiceError::Component {
                         service: self.name().clone(),
-                        component: entry.field,
+                        component: entry.field.clone(),
                         source: Box::new(error),
                     };
                     return Err(self.fail_start(error, started).await);

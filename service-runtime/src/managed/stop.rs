@@ -113,7 +113,7 @@ impl<S: Service> Inner<S> {
             if let Err(error) = entry.handle.0.stop().await {
                 errors.push(ServiceError::Component {
                     service: self.name().clone(),
-                    component: entry.field,
+                    component: entry.field.clone(),
                     source: Box::new(error),
                 });
             }

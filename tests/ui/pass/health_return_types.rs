@@ -1,5 +1,5 @@
 // Every type a `#[health]` hook may return.
-use service_runtime::{HealthDetail, HealthStatus, Managed, Service, lifecycle};
+use service_runtime::{HealthChecks, HealthDetail, HealthStatus, Managed, Service, lifecycle};
 
 #[derive(Service)]
 struct Checked;
@@ -29,6 +29,16 @@ impl Checked {
     #[health(name = "anyhow")]
     async fn anyhow_result(&self) -> anyhow::Result<()> {
         anyhow::bail!("down")
+    }
+
+    #[health]
+    async fn shards(&self) -> HealthChecks {
+        HealthChecks::new().with("shard-0", HealthStatus::Healthy)
+    }
+
+    #[health]
+    async fn replicas(&self) -> Result<HealthChecks, std::io::Error> {
+        Ok((0..2).map(|i| (format!("r{i}"), HealthDetail::healthy())).collect())
     }
 
     // A type alias of an accepted type.
