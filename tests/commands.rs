@@ -7,97 +7,19 @@
 
 mod common;
 mod http_client;
+mod pipeline;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Log;
 use hyper::StatusCode;
+use pipeline::{Levers, part, pipeline};
 use service_runtime::ServiceStatus::{Error, Running, Stopped};
 use service_runtime::{
-    CommandError, HealthStatus, Managed, Restart, RestartPolicy, Service, Shutdown, Supervisor,
-    SupervisorError, SupervisorHandle, lifecycle,
+    CommandError, HealthStatus, Restart, RestartPolicy, Supervisor, SupervisorError,
+    SupervisorHandle,
 };
-use tokio::sync::Notify;
-
-/// A part of the pipeline whose hooks log themselves; the test makes its next init or
-/// cleanup fail, or its run loop fail, at will.
-#[derive(Service)]
-struct Part {
-    label: &'static str,
-    log: Log,
-    fail_init: Arc<AtomicBool>,
-    fail_cleanup: Arc<AtomicBool>,
-    crash: Arc<Notify>,
-}
-
-#[lifecycle]
-impl Part {
-    #[init]
-    async fn open(&mut self) -> Result<(), std::io::Error> {
-        self.log.push(format!("init {}", self.label));
-        if self.fail_init.swap(false, Ordering::SeqCst) {
-            return Err(std::io::Error::other("no connection"));
-        }
-        Ok(())
-    }
-
-    #[cleanup]
-    async fn close(&mut self) -> Result<(), std::io::Error> {
-        self.log.push(format!("cleanup {}", self.label));
-        if self.fail_cleanup.swap(false, Ordering::SeqCst) {
-            return Err(std::io::Error::other("flush refused"));
-        }
-        Ok(())
-    }
-
-    #[run]
-    async fn work(&self, shutdown: Shutdown) -> Result<(), std::io::Error> {
-        tokio::select! {
-            () = shutdown.requested() => Ok(()),
-            () = self.crash.notified() => Err(std::io::Error::other("lost its feed")),
-        }
-    }
-}
-
-/// The test's levers on one part.
-#[derive(Clone, Default)]
-struct Levers {
-    fail_init: Arc<AtomicBool>,
-    fail_cleanup: Arc<AtomicBool>,
-    crash: Arc<Notify>,
-}
-
-/// The part `label`, named so in the supervisor.
-fn part(label: &'static str, log: &Log, levers: &Levers) -> Managed<Part> {
-    let part = Part {
-        label,
-        log: log.clone(),
-        fail_init: levers.fail_init.clone(),
-        fail_cleanup: levers.fail_cleanup.clone(),
-        crash: levers.crash.clone(),
-    };
-    Managed::with_config(part, Part::config().name(label))
-}
-
-fn permanent() -> RestartPolicy {
-    RestartPolicy::new(Restart::Permanent)
-        .backoff(Duration::from_secs(1), Duration::from_secs(1))
-        .jitter(0.0)
-}
-
-/// feed <- strategy <- orders, and an independent audit; every one permanent.
-fn pipeline(log: &Log, levers: &[Levers; 4]) -> Supervisor {
-    Supervisor::new()
-        .default_restart(permanent())
-        .add(part("feed", log, &levers[0]))
-        .add(part("strategy", log, &levers[1]))
-        .depends_on("feed")
-        .add(part("orders", log, &levers[2]))
-        .depends_on("strategy")
-        .add(part("audit", log, &levers[3]))
-}
 
 fn statuses(handle: &SupervisorHandle) -> Vec<(String, service_runtime::ServiceStatus)> {
     handle.statuses()

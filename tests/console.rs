@@ -324,3 +324,49 @@ async fn a_drain_says_how_long_before_the_stops_begin() {
 ";
     assert_eq!(output, expected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_program_s_stops_restarts_and_additions_read_as_such() {
+    let (buffer, _guard) = console(|console| console);
+    let supervisor = Supervisor::new().add(Feed);
+    let handle = supervisor.handle();
+    let drive = async {
+        handle.started().await.unwrap();
+        handle.stop("feed").await.unwrap();
+        handle.restart("feed").await.unwrap();
+        let second = Managed::with_config(Feed, Feed::config().name("feed-2"));
+        handle.add(second).depends_on("feed").await.unwrap();
+        handle.shutdown();
+    };
+    let (report, ()) = tokio::join!(supervisor.run_until(std::future::pending()), drive);
+    assert!(report.is_success());
+    let output = buffer.text();
+    print!("{output}");
+
+    let expected = "\
+[   0.000s] starting 1 service in dependency order
+[   0.000s] feed           stopped -> starting
+[   0.300s] feed           starting -> running  (started in 300ms)
+[   0.300s] all services running
+[   0.300s] feed           stopping on request
+[   0.300s] feed           running -> stopping
+[   0.300s] feed           stopping -> stopped  (stopped in 0ns)
+[   0.300s] feed           stopped on request
+[   0.300s] feed           restarting on request
+[   0.300s] feed           stopped -> starting
+[   0.600s] feed           starting -> running  (started in 300ms)
+[   0.600s] feed           restarted on request
+[   0.600s] feed-2         adding (after feed)
+[   0.600s] feed-2         stopped -> starting
+[   0.900s] feed-2         starting -> running  (started in 300ms)
+[   0.900s] feed-2         added in 300ms
+[   0.900s] shutting down (SupervisorHandle::shutdown), waiting for 2 services (budget 25s)
+[   0.900s] feed-2         running -> stopping
+[   0.900s] feed-2         stopping -> stopped  (stopped in 0ns)
+[   0.900s] feed           running -> stopping
+[   0.900s] feed           stopping -> stopped  (stopped in 0ns)
+[   0.900s] every service stopped in 0ns
+[   0.900s] every service stopped cleanly; exit code 0
+";
+    assert_eq!(output, expected);
+}

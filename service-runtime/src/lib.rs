@@ -95,9 +95,10 @@ pub use service_macros::{Service, lifecycle};
 pub use shutdown::{Shutdown, ShutdownRequested};
 pub use status::{ServiceStatus, TransitionError};
 pub use supervisor::{
-    CommandError, DEFAULT_REPEAT_WINDOW, DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG, EXIT_FORCED,
-    EXIT_SHUTDOWN_TIMEOUT, LookupError, ReloadError, Report, RestartRecord, ServiceRef,
-    ServiceStats, StartupError, Supervisor, SupervisorError, SupervisorHandle, SupervisorHealth,
+    AddService, CommandError, DEFAULT_REPEAT_WINDOW, DEFAULT_SHUTDOWN_TIMEOUT, EXIT_CONFIG,
+    EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, LookupError, ReloadError, Report, RestartRecord,
+    ServiceRef, ServiceStats, StartupError, Supervisor, SupervisorError, SupervisorHandle,
+    SupervisorHealth,
 };
 #[cfg(feature = "systemd")]
 pub use systemd::SystemdNotifier;

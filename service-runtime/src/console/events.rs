@@ -42,7 +42,9 @@ pub(super) fn print(printer: &Arc<Printer>, event: Observed<'_>) {
         "stopping a service on request"
         | "restarting a service on request"
         | "stopped on request"
-        | "restarted on request" => on_request(state, &message, event),
+        | "restarted on request"
+        | "adding a service"
+        | "added a service" => on_request(state, &message, event),
         "supervisor starting" => {
             let services = event.fields.get("services").unwrap_or("the");
             let text = format!(
@@ -211,7 +213,8 @@ fn failure(state: &mut State, message: &str, event: Observed<'_>) {
 
 /// `[   6.402s] strategy       restarting in 250ms (restart #1, with risk, order_gateway)`.
 /// `strategy  stopping on request (with orders)`, then `strategy  stopped on request`:
-/// a command of the program's (`SupervisorHandle::stop`, `restart`) and its end.
+/// a command of the program's (`SupervisorHandle::stop`, `restart`) and its end;
+/// `worker-7  adding (after feed)`, then `worker-7  added in 3ms` (`SupervisorHandle::add`).
 fn on_request(state: &mut State, message: &str, event: Observed<'_>) {
     let Some(service) = event.service.clone() else {
         return other(state, message, event);
@@ -226,6 +229,19 @@ fn on_request(state: &mut State, message: &str, event: Observed<'_>) {
         text.push_str(" (with ");
         text.push_str(&with.join(", "));
         text.push(')');
+    }
+    let after = event
+        .fields
+        .get("after")
+        .map(parse_names)
+        .unwrap_or_default();
+    if !after.is_empty() {
+        text.push_str(" (after ");
+        text.push_str(&after.join(", "));
+        text.push(')');
+    }
+    if let Some(took) = event.fields.duration("took") {
+        text.push_str(&format!(" in {}", short(took)));
     }
     let mut line = state.line();
     line.service(&service).paint(Paint::Bold, &text);

@@ -6,7 +6,9 @@
 //! - `shared`: the state a run shares with its handles, and the figures of each service;
 //! - `plan`: the check of names and dependencies, and the start levels computed from them;
 //! - `run`: one run, from its plan to its report (startup, the running phase, the
-//!   shutdown), with what a failure or an exit is answered with in `run::restarts`;
+//!   shutdown), with what a failure or an exit is answered with in `run::restarts`, and
+//!   the program's requests in `run::reload`, `run::commands` (stop or restart one
+//!   service) and `run::add` (a service added at run time);
 //! - `handle`: [`SupervisorHandle`], the health aggregation and the per-service figures;
 //! - `liveness`: whether the loop answers, the rule of the liveness answers;
 //! - `lookup`: typed lookup of a service (`SupervisorHandle::get`, `get_named`);
@@ -33,6 +35,7 @@ pub use lookup::LookupError;
 pub use report::{
     EXIT_CONFIG, EXIT_FORCED, EXIT_SHUTDOWN_TIMEOUT, Report, RestartRecord, SupervisorError,
 };
+pub use run::add::AddService;
 pub use run::commands::CommandError;
 pub use run::reload::ReloadError;
 pub use service_ref::ServiceRef;
@@ -53,7 +56,7 @@ use self::handle::ServiceList;
 use self::shared::{Figures, Shared};
 use self::signals::{Trigger, signals};
 use crate::Shutdown;
-use crate::managed::{ErasedService, IntoManaged, Subscriber};
+use crate::managed::{ErasedService, IntoManaged};
 use crate::restart::RestartPolicy;
 
 /// Total time a shutdown may take when none is set: below Kubernetes' default 30 s
@@ -203,22 +206,9 @@ impl Supervisor {
         let policy = managed.restart_policy();
         let policy_chosen = managed.restart_chosen();
         let service = managed.erased();
-        // Held until the service is listed, as `SupervisorHandle::subscribe` holds it
-        // while it reads the list: a subscriber is added either here or there, never
-        // missed by both.
-        let subscribers = lock(&self.shared.subscribers);
-        for subscriber in subscribers.iter() {
-            service
-                .0
-                .add_subscriber(Subscriber::Public(subscriber.clone()));
-        }
-        let index = self.entries.len();
-        service.0.join(index, &self.shared.tally);
+        self.shared.list(&service, self.entries.len());
         self.names.push_str(service.0.name_str());
         self.name_ends.push(self.names.len());
-        Arc::make_mut(&mut *lock(&self.shared.services)).push(service.clone());
-        drop(subscribers);
-        lock(&self.shared.stats).push(Figures::default());
         self.entries.push(Entry {
             service,
             depends_on: Vec::new(),

@@ -193,6 +193,48 @@ impl Plan {
         self.order.iter().copied().filter(|&i| member[i]).collect()
     }
 
+    /// Adds a service that depends on `on` (services of the plan) and that nothing
+    /// depends on yet, as the next index; returns it. It joins the level after the
+    /// highest of its dependencies (the first level if it has none), so it starts after
+    /// them and stops before them, in parallel with that level's other services.
+    pub(super) fn add(&mut self, on: &[usize]) -> usize {
+        let index = self.order.len();
+        if on.is_empty() && self.deps.is_empty() {
+            // Nothing depends on anything: one level per service, in the order added.
+            self.order.push(index);
+            self.level_ends.push(index + 1);
+            return index;
+        }
+        if self.deps.is_empty() {
+            self.deps = vec![Vec::new(); index];
+            self.dependents = vec![Vec::new(); index];
+        }
+        for &d in on {
+            self.dependents[d].push(index);
+        }
+        self.deps.push(on.to_vec());
+        self.dependents.push(Vec::new());
+        let level_of = |i: usize| {
+            let at = self
+                .order
+                .iter()
+                .position(|&o| o == i)
+                .expect("a planned service");
+            self.level_ends.partition_point(|&end| end <= at)
+        };
+        let level = on.iter().map(|&d| level_of(d) + 1).max().unwrap_or(0);
+        if level == self.level_ends.len() {
+            self.order.push(index);
+            self.level_ends.push(self.order.len());
+        } else {
+            self.order.insert(self.level_ends[level], index);
+            for end in &mut self.level_ends[level..] {
+                *end += 1;
+            }
+        }
+        index
+    }
+
     pub(super) fn depends_transitively(&self, i: usize, on: usize) -> bool {
         let Some(deps) = self.deps.get(i) else {
             return false;
@@ -208,5 +250,40 @@ impl Plan {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Plan;
+
+    fn levels(plan: &Plan) -> Vec<Vec<usize>> {
+        plan.levels().map(<[usize]>::to_vec).collect()
+    }
+
+    #[test]
+    fn an_added_service_joins_the_level_after_its_dependencies() {
+        // Nothing depends on anything: one level per service.
+        let mut plan = Plan {
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            order: vec![0, 1],
+            level_ends: vec![1, 2],
+        };
+        assert_eq!(plan.add(&[]), 2);
+        assert_eq!(levels(&plan), [vec![0], vec![1], vec![2]]);
+        assert_eq!(plan.add(&[0]), 3);
+        assert_eq!(levels(&plan), [vec![0], vec![1, 3], vec![2]]);
+        assert_eq!(plan.rest_for_one(0), [0, 3]);
+        assert!(plan.depends_transitively(3, 0));
+        // After its deepest dependency, in a level of its own when that is the last.
+        assert_eq!(plan.add(&[3, 2]), 4);
+        assert_eq!(levels(&plan), [vec![0], vec![1, 3], vec![2], vec![4]]);
+        assert_eq!(plan.rest_for_one(0), [0, 3, 4]);
+        assert!(plan.depends_transitively(4, 0));
+        // With dependencies about, one without joins the first level.
+        assert_eq!(plan.add(&[]), 5);
+        assert_eq!(levels(&plan), [vec![0, 5], vec![1, 3], vec![2], vec![4]]);
+        assert_eq!(plan.rest_for_one(5), [5]);
     }
 }

@@ -1,7 +1,8 @@
 //! One run of a supervisor, from its plan to its report: the startup (level by level,
 //! the level work in [`levels`]), the running phase (failures and exits answered,
 //! restarts carried out; the answers themselves are in [`restarts`], reloads in
-//! [`reload`], the program's stops and restarts of one service in [`commands`]), and the
+//! [`reload`], the program's stops and restarts of one service in [`commands`], the
+//! services it adds at run time in [`add`]), and the
 //! shutdown (the levels in reverse, under the budget).
 //!
 //! [`Run`] holds everything a run changes; [`Observer`] takes the services' status
@@ -40,11 +41,16 @@
 //!
 //! 4. `Shared` is protected by its own locks, and the run writes little of it:
 //!    - `stats` (a `Mutex`): written by the run only (`Observer::absorb`, and the restart
-//!      counts in `Run::restart_work`), read by `SupervisorHandle::stats`; its length is
-//!      fixed before the run, as `Supervisor::add` takes the supervisor by value;
-//!    - `services` and `subscribers` (`Mutex`es): never locked by the run's own code,
-//!      which reads its own `entries`; only through the handles it gives the probe
-//!      endpoint and the systemd session, as any handle does;
+//!      counts in `Run::restart_work`), read by `SupervisorHandle::stats`; it grows
+//!      only at the end, by one, when a service is listed (`Shared::list`: by
+//!      `Supervisor::add` before the run, by `Run::add` in it), after `services`;
+//!    - `services` and `subscribers` (`Mutex`es): the run's own code reads its own
+//!      `entries`, and locks them only to list a service it adds (`Shared::list`, which
+//!      takes them as `SupervisorHandle::subscribe` does); otherwise only through the
+//!      handles it gives the probe endpoint and the systemd session, as any handle does.
+//!      `entries`, `states`, the plan, `services` and `stats` have one index per
+//!      service: the run appends to each in `Run::enlist`, in one synchronous stretch,
+//!      and never removes;
 //!    - `startup` (a `watch`) is set once, when the startup ends (started, failed or
 //!      interrupted), before the running phase or the shutdown begins;
 //!    - `started_at` (a `OnceLock`) is set once every service has started; `stopping` and
@@ -60,9 +66,12 @@
 //!   a synchronous stretch (`Observer::absorb`, `Run::restart_work`, the probe address,
 //!   and the shutdown's list of stop errors, locked for one push once a level's stops
 //!   are done).
-//! - The run never holds two locks at once: `StatusTally::take` releases the mailbox
-//!   before `Observer::absorb` locks `stats`, and nothing is called on a service under
-//!   either. A service locks its control state, then the mailbox, never the reverse.
+//! - The run never holds two locks at once but in `Shared::list`: `StatusTally::take`
+//!   releases the mailbox before `Observer::absorb` locks `stats`, and nothing is called
+//!   on a service under either. `Shared::list` holds `subscribers` while it locks the new
+//!   service's control state and `services`, in the order `SupervisorHandle::subscribe`
+//!   takes them; nothing takes `subscribers` under either. A service locks its control
+//!   state, then the mailbox, never the reverse.
 //! - The services never wait for the run: a transition posts its change, notifies, and
 //!   goes on. A change posted while the run does not wait on `StatusTally::arrived` is
 //!   not lost: `Notify::notify_one` keeps the permit, and `observing` takes the mailbox
@@ -75,6 +84,7 @@
 //!   cannot keep the run from its shutdown, whose stops are bounded by the budget and
 //!   abandoned at the trigger's next request.
 
+pub(super) mod add;
 pub(super) mod commands;
 mod levels;
 pub(super) mod reload;
@@ -96,6 +106,7 @@ use super::report::{Report, SupervisorError};
 use super::signals::Trigger;
 use super::{Entry, Figures, Shared, Supervisor, lock};
 use crate::managed::EntryChange;
+use crate::restart::RestartPolicy;
 use crate::status::ServiceStatus;
 
 impl Supervisor {
@@ -172,6 +183,7 @@ impl Supervisor {
             shutdown_timeout: self.shutdown_timeout,
             drain_period: self.drain_period,
             repeat_window: self.repeat_window,
+            default_restart: self.default_restart,
             observer,
             report: Report::default(),
             pending: Vec::new(),
@@ -275,6 +287,8 @@ struct Run {
     /// How long the shutdown waits, not ready, before the first stop.
     drain_period: Duration,
     repeat_window: Duration,
+    /// The policy of a service added at run time whose policy was not chosen for it.
+    default_restart: Option<RestartPolicy>,
     observer: Observer,
     report: Report,
     states: Vec<EntryState>,

@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::handle::{ServiceList, StartupError};
-use super::{liveness, run};
+use super::{liveness, lock, run};
 use crate::Shutdown;
-use crate::managed::{StatusChange, StatusTally};
+use crate::managed::{ErasedService, StatusChange, StatusTally, Subscriber};
 
 /// State shared between the running supervisor and its [`SupervisorHandle`](super::SupervisorHandle)s.
 pub(super) struct Shared {
@@ -44,6 +44,28 @@ pub(super) struct Shared {
     /// What every probe endpoint answers from: `serve_health`'s and the mounted ones.
     #[cfg(feature = "http")]
     pub(super) probes: crate::probes::ProbeAnswers,
+}
+
+impl Shared {
+    /// Lists `service` as the supervisor's service number `index` (the next one): the
+    /// handles' subscribers get its changes, the tally counts and posts them, the
+    /// handles' list shows it, and its figures begin. Before the run (`Supervisor::add`)
+    /// or in it (`SupervisorHandle::add`).
+    pub(super) fn list(&self, service: &ErasedService, index: usize) {
+        // Held until the service is listed, as `SupervisorHandle::subscribe` holds it
+        // while it reads the list: a subscriber is added either here or there, never
+        // missed by both.
+        let subscribers = lock(&self.subscribers);
+        for subscriber in subscribers.iter() {
+            service
+                .0
+                .add_subscriber(Subscriber::Public(subscriber.clone()));
+        }
+        service.0.join(index, &self.tally);
+        Arc::make_mut(&mut *lock(&self.services)).push(service.clone());
+        drop(subscribers);
+        lock(&self.stats).push(Figures::default());
+    }
 }
 
 /// What the supervisor keeps of each service; see [`ServiceStats`](super::ServiceStats).

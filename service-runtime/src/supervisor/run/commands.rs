@@ -27,6 +27,7 @@ use std::fmt;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::add::NewService;
 use super::restarts::{Desired, EntryState};
 use super::{Phase, Run};
 use crate::ServiceError;
@@ -37,8 +38,8 @@ use crate::supervisor::shared::{Aside, Shared};
 use crate::supervisor::signals::Trigger;
 use crate::supervisor::{Entry, SupervisorHandle, lock};
 
-/// Why [`SupervisorHandle::stop`] or [`SupervisorHandle::restart`] did not do what it
-/// was asked.
+/// Why [`SupervisorHandle::stop`], [`SupervisorHandle::restart`] or
+/// [`SupervisorHandle::add`] did not do what it was asked.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum CommandError {
@@ -49,14 +50,41 @@ pub enum CommandError {
         /// The names of the supervisor's services, in the order added.
         known: Vec<String>,
     },
+    /// [`SupervisorHandle::add`]: a service of the supervisor has the new service's
+    /// name already.
+    NameTaken {
+        /// The name.
+        name: String,
+    },
+    /// [`SupervisorHandle::add`]: the new service depends on a service the supervisor
+    /// does not have.
+    UnknownDependency {
+        /// The new service's name.
+        service: String,
+        /// The name it depends on.
+        dependency: String,
+        /// The names of the supervisor's services, in the order added.
+        known: Vec<String>,
+    },
+    /// [`SupervisorHandle::add`]: the new service depends on a service that is not
+    /// running (it is stopped, held by [`SupervisorHandle::stop`], restarting, or failed).
+    DependencyNotRunning {
+        /// The new service's name.
+        service: String,
+        /// The name it depends on.
+        dependency: String,
+        /// The dependency's status at the time.
+        status: ServiceStatus,
+    },
     /// The supervisor is not running its services: it has not been run, it is shutting
     /// down, or its run is over.
     NotRunning,
     /// A shutdown began while the command ran; the shutdown stops every service.
     Interrupted,
-    /// A hook failed: a cleanup hook of a stop (the service ends in `error`), or a start
-    /// (the service's restart policy answers it, as any failure). One error per service,
-    /// each naming the service and its hook.
+    /// A hook failed: a cleanup hook of a stop (the service ends in `error`), a start
+    /// of a restart (the service's restart policy answers it, as any failure), or the
+    /// start of a service added (it is not added). One error per service, each naming
+    /// the service and its hook.
     Failed(Vec<ServiceError>),
 }
 
@@ -67,6 +95,30 @@ impl fmt::Display for CommandError {
                 write!(f, "no service is named `{name}`; the services are: ")?;
                 f.write_str(&known.join(", "))
             }
+            CommandError::NameTaken { name } => write!(
+                f,
+                "a service is named `{name}` already; give the new one another name with \
+                 `ServiceConfig::name`"
+            ),
+            CommandError::UnknownDependency {
+                service,
+                dependency,
+                known,
+            } => write!(
+                f,
+                "service `{service}` depends on `{dependency}`, which is not a service of the \
+                 supervisor; the services are: {}",
+                known.join(", ")
+            ),
+            CommandError::DependencyNotRunning {
+                service,
+                dependency,
+                status,
+            } => write!(
+                f,
+                "service `{service}` depends on `{dependency}`, which is {status}, not \
+                 running; add it once `{dependency}` runs"
+            ),
             CommandError::NotRunning => f.write_str(
                 "the supervisor is not running its services (not run yet, shutting down, or done)",
             ),
@@ -113,15 +165,25 @@ impl Action {
 
 /// One command, and who waits for its outcome.
 pub(in crate::supervisor) struct Command {
-    action: Action,
-    name: String,
-    reply: oneshot::Sender<Result<(), CommandError>>,
+    pub(super) request: Request,
+    pub(super) reply: Reply,
 }
 
-impl Command {
-    fn answer(self, outcome: Result<(), CommandError>) {
+/// What a command asks the running phase to do.
+pub(in crate::supervisor) enum Request {
+    /// Stop or restart the service `name` and its dependents.
+    Service { action: Action, name: String },
+    /// Add a service and start it ([`SupervisorHandle::add`]).
+    Add(NewService),
+}
+
+/// Where a command's outcome goes.
+pub(in crate::supervisor) struct Reply(oneshot::Sender<Result<(), CommandError>>);
+
+impl Reply {
+    pub(super) fn answer(self, outcome: Result<(), CommandError>) {
         // A caller that stopped waiting does not want it.
-        let _ = self.reply.send(outcome);
+        let _ = self.0.send(outcome);
     }
 }
 
@@ -129,7 +191,22 @@ impl Command {
 pub(super) fn refuse_from_now_on(commands: &mut mpsc::UnboundedReceiver<Command>) {
     commands.close();
     while let Ok(command) = commands.try_recv() {
-        command.answer(Err(CommandError::NotRunning));
+        command.reply.answer(Err(CommandError::NotRunning));
+    }
+}
+
+impl SupervisorHandle {
+    /// Sends `request` to the running phase and waits for its outcome.
+    pub(super) async fn send_command(&self, request: Request) -> Result<(), CommandError> {
+        let (reply, outcome) = oneshot::channel();
+        let command = Command {
+            request,
+            reply: Reply(reply),
+        };
+        if self.shared.commands.send(command).is_err() {
+            return Err(CommandError::NotRunning);
+        }
+        outcome.await.unwrap_or(Err(CommandError::NotRunning))
     }
 }
 
@@ -183,16 +260,8 @@ impl SupervisorHandle {
     }
 
     async fn command(&self, action: Action, name: &str) -> Result<(), CommandError> {
-        let (reply, outcome) = oneshot::channel();
-        let command = Command {
-            action,
-            name: name.to_owned(),
-            reply,
-        };
-        if self.shared.commands.send(command).is_err() {
-            return Err(CommandError::NotRunning);
-        }
-        outcome.await.unwrap_or(Err(CommandError::NotRunning))
+        let name = name.to_owned();
+        self.send_command(Request::Service { action, name }).await
     }
 }
 
@@ -200,18 +269,38 @@ impl Run {
     /// Carries out one command, raced against the shutdown requests as a restart is;
     /// `false` when a shutdown request came first (the running phase ends).
     pub(super) async fn command(&mut self, command: Command, trigger: &mut Trigger<'_>) -> bool {
+        let Command { request, reply } = command;
+        match request {
+            Request::Service { action, name } => {
+                self.on_service(action, name, reply, trigger).await
+            }
+            Request::Add(new) => self.add(new, reply, trigger).await,
+        }
+    }
+
+    /// The names of the services, in the order added.
+    pub(super) fn names(&self) -> Vec<String> {
+        let names = self.entries.iter().map(|e| e.service.0.name().to_string());
+        names.collect()
+    }
+
+    /// Stops or restarts the service `name` and its dependents.
+    async fn on_service(
+        &mut self,
+        action: Action,
+        name: String,
+        reply: Reply,
+        trigger: &mut Trigger<'_>,
+    ) -> bool {
         let found = self
             .entries
             .iter()
-            .position(|e| **e.service.0.name() == *command.name);
+            .position(|e| **e.service.0.name() == *name);
         let Some(i) = found else {
-            let known = self.entries.iter().map(|e| e.service.0.name().to_string());
-            let name = command.name.clone();
-            let known = known.collect();
-            command.answer(Err(CommandError::UnknownService { name, known }));
+            let known = self.names();
+            reply.answer(Err(CommandError::UnknownService { name, known }));
             return true;
         };
-        let action = command.action;
         let group = self.plan.rest_for_one(i);
         let with: Vec<String> = group[1..]
             .iter()
@@ -253,11 +342,11 @@ impl Run {
                     biased;
                     reason = trigger.next() => {
                         tracing::info!(reason, "shutdown requested during a command");
-                        command.answer(Err(CommandError::Interrupted));
+                        reply.answer(Err(CommandError::Interrupted));
                         return false;
                     }
                     () = shutdown.requested() => {
-                        command.answer(Err(CommandError::Interrupted));
+                        reply.answer(Err(CommandError::Interrupted));
                         return false;
                     }
                     errors = &mut work => break errors,
@@ -296,7 +385,7 @@ impl Run {
             tracing::warn!(service = %name, action = action.as_str(), %error, "command failed");
             Err(error)
         };
-        command.answer(outcome);
+        reply.answer(outcome);
         true
     }
 }
