@@ -1,5 +1,5 @@
-//! Calling a builder method of a feature that is off is a compile error that names the
-//! feature to enable (not rustc's "no method named `serve_health`"). Checked on a small
+//! Calling a builder or handle method of a feature that is off is a compile error that
+//! names the feature to enable (not rustc's "no method named `serve_health`"). Checked on a small
 //! program built with none of the features (`tests/feature_hints/`), as a user's would be.
 
 use std::process::Command;
@@ -30,12 +30,18 @@ fn a_method_of_a_feature_that_is_off_says_which_feature_to_enable() {
         !output.status.success(),
         "the fixture must not build:\n{stderr}"
     );
-    for feature in ["http", "metrics", "systemd"] {
+    for feature in ["http", "metrics", "systemd", "axum"] {
         let message = format!("this method needs the `{feature}` feature of `service-runtime`");
         assert!(
             stderr.contains(&message),
             "no error names feature `{feature}`:\n{stderr}"
         );
     }
+    // One error per call: the three builder methods, and the handle's probe_address,
+    // probe_service and probe_router.
+    let errors = stderr
+        .matches("error[E0277]: this method needs the `")
+        .count();
+    assert_eq!(errors, 6, "{stderr}");
     assert!(!stderr.contains("no method named"), "{stderr}");
 }

@@ -19,7 +19,7 @@ pub use crate::restart::Restart;
 use crate::service::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, ServiceConfig,
 };
-pub use crate::supervisor::{NeedsHttp, NeedsMetrics, NeedsSystemd};
+pub use crate::supervisor::{NeedsAxum, NeedsHttp, NeedsMetrics, NeedsSystemd};
 
 /// What an init, cleanup or run hook resolves to once its output is normalised.
 pub type HookResult = Result<(), BoxError>;

@@ -1,6 +1,8 @@
-//! The builder methods of a feature that is off, kept so that calling one says which
-//! feature to enable: each is generic over its argument, bounded by a trait no type
-//! implements, whose `on_unimplemented` message names the feature. Hidden from the docs,
+//! The builder and handle methods of a feature that is off, kept so that calling one says
+//! which feature to enable: each is bounded by a trait no type implements, whose
+//! `on_unimplemented` message names the feature (a builder method's argument is generic
+//! over it; a handle method without one bounds `&Self`, for every lifetime, which the
+//! compiler checks at the call rather than at the definition). Hidden from the docs,
 //! which show the real methods (docs.rs builds with every feature).
 
 /// Implemented by no type: a bound on it makes a call say the `http` feature is off.
@@ -11,6 +13,15 @@
     note = "enable it in Cargo.toml: `service-runtime = {{ version = \"0.1\", features = [\"http\"] }}`"
 )]
 pub trait NeedsHttp {}
+
+/// Implemented by no type: a bound on it makes a call say the `axum` feature is off.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "this method needs the `axum` feature of `service-runtime`",
+    label = "available with the `axum` feature",
+    note = "enable it in Cargo.toml: `service-runtime = {{ version = \"0.1\", features = [\"axum\"] }}`"
+)]
+pub trait NeedsAxum {}
 
 /// Implemented by no type: a bound on it makes a call say the `metrics` feature is off.
 #[doc(hidden)]
@@ -58,6 +69,39 @@ impl crate::Supervisor {
     #[must_use]
     pub fn show_details<D: NeedsHttp>(self, _level: D) -> Self {
         unreachable!("no type implements `NeedsHttp`")
+    }
+}
+
+#[cfg(not(feature = "http"))]
+impl crate::SupervisorHandle {
+    /// Needs feature `http`.
+    #[doc(hidden)]
+    pub fn probe_address(&self) -> Option<std::net::SocketAddr>
+    where
+        for<'a> &'a Self: NeedsHttp,
+    {
+        unreachable!("no type implements `NeedsHttp`")
+    }
+
+    /// Needs feature `http`.
+    #[doc(hidden)]
+    pub fn probe_service(&self) -> std::convert::Infallible
+    where
+        for<'a> &'a Self: NeedsHttp,
+    {
+        unreachable!("no type implements `NeedsHttp`")
+    }
+}
+
+#[cfg(not(feature = "axum"))]
+impl crate::SupervisorHandle {
+    /// Needs feature `axum`.
+    #[doc(hidden)]
+    pub fn probe_router(&self) -> std::convert::Infallible
+    where
+        for<'a> &'a Self: NeedsAxum,
+    {
+        unreachable!("no type implements `NeedsAxum`")
     }
 }
 

@@ -28,7 +28,7 @@ mod service_ref;
 mod shared;
 mod signals;
 
-pub use feature_hints::{NeedsHttp, NeedsMetrics, NeedsSystemd};
+pub use feature_hints::{NeedsAxum, NeedsHttp, NeedsMetrics, NeedsSystemd};
 pub(crate) use handle::{COMPLETED_REASON, STOPPED_ON_REQUEST_REASON};
 pub use handle::{ServiceStats, StartupError, SupervisorHandle, SupervisorHealth};
 pub use lookup::LookupError;
