@@ -2,9 +2,14 @@
 //! stopped by a real SIGTERM (every wait bounded, see `example_binary`).
 #![cfg(unix)]
 
+use std::net::SocketAddr;
+
 use example_binary::Example;
+use hyper::StatusCode;
 
 mod example_binary;
+mod http_client;
+mod metric_tools;
 
 /// What the console prints once every service is running.
 const BANNER: &str = "] all services running";
@@ -237,4 +242,49 @@ fn sighup_reloads_the_risk_limit_and_every_service_keeps_running() {
         "exit status {status}\nstdout:\n{output}\nstderr:\n{stderr}"
     );
     assert_stopped_in_reverse_order(demo.lines());
+}
+
+#[test]
+fn the_demo_s_metrics_pass_promtool_and_the_probes_answer() {
+    let mut demo = start_demo();
+    let serving = demo.wait_for("the probe endpoint", |line| {
+        line.contains("serving /livez /readyz /startupz /health")
+    });
+    let address: SocketAddr = serving
+        .split("address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {serving}"));
+    demo.wait_for("the banner", |line| line.contains(BANNER));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ready = http_client::get(address, "/readyz").await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+        let (metrics, _) = http_client::get_accepting(address, "/metrics", None).await;
+        assert_eq!(metrics.status, StatusCode::OK, "{}", metrics.body);
+        let text = &metrics.body;
+        for service in SERVICES {
+            assert!(
+                text.contains(&format!("service=\"{service}\"")),
+                "{service}:\n{text}"
+            );
+        }
+        if let Some((ok, output)) = metric_tools::promtool(text) {
+            assert!(ok, "promtool check metrics failed:\n{output}\n{text}");
+        }
+    });
+
+    demo.signal("TERM");
+    let status = demo.wait_exit();
+    let output = demo.output();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}\nstdout:\n{output}"
+    );
 }
