@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::Log;
 use hyper::StatusCode;
-use pipeline::{Levers, part, pipeline};
+use pipeline::{Levers, Started, part, pipeline};
 use service_runtime::ServiceStatus::{Error, Running, Stopped};
 use service_runtime::{CommandError, HealthStatus, Restart, RestartPolicy, ServiceStatus};
 
@@ -25,12 +25,12 @@ fn statuses(handle: &service_runtime::SupervisorHandle) -> Vec<(String, ServiceS
 
 #[tokio::test(start_paused = true)]
 async fn an_added_service_runs_is_listed_and_stops_before_what_it_depends_on() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
 
     let extra = Levers::default();
     let risk = handle
@@ -63,12 +63,12 @@ async fn an_added_service_runs_is_listed_and_stops_before_what_it_depends_on() {
 
 #[tokio::test(start_paused = true)]
 async fn an_added_service_is_restarted_by_its_policy_and_with_its_dependency() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers,
+        handle,
+        run,
+    } = Started::start().await;
     let extra = Levers::default();
     // No policy chosen for it: the supervisor's default (permanent, 1 s) applies.
     handle
@@ -103,12 +103,12 @@ async fn an_added_service_is_restarted_by_its_policy_and_with_its_dependency() {
 
 #[tokio::test(start_paused = true)]
 async fn a_policy_chosen_for_the_addition_is_kept() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
     let extra = Levers::default();
     handle
         .add(part("report", &log, &extra))
@@ -131,12 +131,12 @@ async fn a_policy_chosen_for_the_addition_is_kept() {
 
 #[tokio::test(start_paused = true)]
 async fn a_taken_name_or_a_missing_dependency_is_refused_with_what_to_do() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
     let extra = Levers::default();
 
     let taken = handle.add(part("audit", &log, &extra)).await.unwrap_err();
@@ -188,12 +188,12 @@ async fn a_taken_name_or_a_missing_dependency_is_refused_with_what_to_do() {
 
 #[tokio::test(start_paused = true)]
 async fn a_service_whose_start_fails_is_not_added_and_can_be_added_again() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
     let extra = Levers::default();
     extra.fail_init.store(true, Ordering::SeqCst);
     let risk = part("risk", &log, &extra);
@@ -298,12 +298,12 @@ async fn an_addition_before_the_run_waits_and_one_after_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_during_the_start_of_an_addition_stops_it_too() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
     let extra = Levers::default();
     extra.hold_init.store(true, Ordering::SeqCst);
     let risk = part("risk", &log, &extra);

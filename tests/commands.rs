@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::Log;
 use hyper::StatusCode;
-use pipeline::{Levers, part, pipeline};
+use pipeline::{Levers, Started, part, pipeline};
 use service_runtime::ServiceStatus::{Error, Running, Stopped};
 use service_runtime::{
     CommandError, HealthStatus, Restart, RestartPolicy, Supervisor, SupervisorError,
@@ -33,12 +33,12 @@ fn named(
 
 #[tokio::test(start_paused = true)]
 async fn stop_stops_the_service_and_its_dependents_first_and_keeps_them_stopped() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
     let before = log.entries().len();
 
     handle.stop("strategy").await.unwrap();
@@ -81,12 +81,12 @@ async fn stop_stops_the_service_and_its_dependents_first_and_keeps_them_stopped(
 
 #[tokio::test(start_paused = true)]
 async fn restart_stops_dependents_first_then_starts_in_order() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers,
+        handle,
+        run,
+    } = Started::start().await;
     let before = log.entries().len();
 
     handle.restart("feed").await.unwrap();
@@ -118,12 +118,12 @@ async fn restart_stops_dependents_first_then_starts_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_starts_what_stop_held_and_it_counts_again() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers,
+        handle,
+        run,
+    } = Started::start().await;
 
     handle.stop("feed").await.unwrap();
     assert!(handle.stats()[..3].iter().all(|s| s.stopped_on_request));
@@ -142,12 +142,12 @@ async fn restart_starts_what_stop_held_and_it_counts_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_held_dependent_stays_stopped_when_its_dependency_restarts() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers,
+        handle,
+        run,
+    } = Started::start().await;
 
     handle.stop("orders").await.unwrap();
     levers[0].crash.notify_one();
@@ -209,12 +209,12 @@ async fn restart_supersedes_a_pending_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_cleanup_is_returned_and_reported() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers,
+        handle,
+        run,
+    } = Started::start().await;
 
     levers[3].fail_cleanup.store(true, Ordering::SeqCst);
     let error = handle.stop("audit").await.unwrap_err();
@@ -243,12 +243,12 @@ async fn a_failed_cleanup_is_returned_and_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_start_is_returned_and_answered_by_the_policy() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log,
+        levers,
+        handle,
+        run,
+    } = Started::start().await;
 
     levers[1].fail_init.store(true, Ordering::SeqCst);
     let error = handle.restart("strategy").await.unwrap_err();
@@ -269,12 +269,12 @@ async fn a_failed_start_is_returned_and_answered_by_the_policy() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unknown_name_is_refused_with_the_names_known() {
-    let log = Log::default();
-    let levers: [Levers; 4] = Default::default();
-    let supervisor = pipeline(&log, &levers);
-    let handle = supervisor.handle();
-    let run = tokio::spawn(supervisor.run_until(std::future::pending()));
-    handle.started().await.unwrap();
+    let Started {
+        log: _,
+        levers: _,
+        handle,
+        run,
+    } = Started::start().await;
     let error = handle.restart("fed").await.unwrap_err();
     assert!(matches!(&error, CommandError::UnknownService { name, .. } if name == "fed"));
     assert_eq!(

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use service_runtime::{Managed, Restart, RestartPolicy, Service, Shutdown, Supervisor, lifecycle};
+use service_runtime::{
+    Managed, Report, Restart, RestartPolicy, Service, Shutdown, Supervisor, SupervisorHandle,
+    lifecycle,
+};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::common::Log;
 
@@ -98,4 +102,29 @@ pub fn pipeline(log: &Log, levers: &[Levers; 4]) -> Supervisor {
         .add(part("orders", log, &levers[2]))
         .depends_on("strategy")
         .add(part("audit", log, &levers[3]))
+}
+
+/// The pipeline, run in a task until its handle shuts it down, every service started.
+pub struct Started {
+    pub log: Log,
+    pub levers: [Levers; 4],
+    pub handle: SupervisorHandle,
+    pub run: JoinHandle<Report>,
+}
+
+impl Started {
+    pub async fn start() -> Started {
+        let log = Log::default();
+        let levers: [Levers; 4] = Default::default();
+        let supervisor = pipeline(&log, &levers);
+        let handle = supervisor.handle();
+        let run = tokio::spawn(supervisor.run_until(std::future::pending()));
+        handle.started().await.unwrap();
+        Started {
+            log,
+            levers,
+            handle,
+            run,
+        }
+    }
 }

@@ -211,7 +211,6 @@ fn failure(state: &mut State, message: &str, event: Observed<'_>) {
     state.print(line);
 }
 
-/// `[   6.402s] strategy       restarting in 250ms (restart #1, with risk, order_gateway)`.
 /// `strategy  stopping on request (with orders)`, then `strategy  stopped on request`:
 /// a command of the program's (`SupervisorHandle::stop`, `restart`) and its end;
 /// `worker-7  adding (after feed)`, then `worker-7  added in 3ms` (`SupervisorHandle::add`).
@@ -220,25 +219,11 @@ fn on_request(state: &mut State, message: &str, event: Observed<'_>) {
         return other(state, message, event);
     };
     let mut text = message.replace(" a service", "");
-    let with = event
-        .fields
-        .get("with")
-        .map(parse_names)
-        .unwrap_or_default();
-    if !with.is_empty() {
-        text.push_str(" (with ");
-        text.push_str(&with.join(", "));
-        text.push(')');
-    }
-    let after = event
-        .fields
-        .get("after")
-        .map(parse_names)
-        .unwrap_or_default();
-    if !after.is_empty() {
-        text.push_str(" (after ");
-        text.push_str(&after.join(", "));
-        text.push(')');
+    for field in ["with", "after"] {
+        let names = event.fields.get(field).map(parse_names).unwrap_or_default();
+        if !names.is_empty() {
+            text.push_str(&format!(" ({field} {})", names.join(", ")));
+        }
     }
     if let Some(took) = event.fields.duration("took") {
         text.push_str(&format!(" in {}", short(took)));
@@ -248,6 +233,7 @@ fn on_request(state: &mut State, message: &str, event: Observed<'_>) {
     state.print(line);
 }
 
+/// `[   6.402s] strategy       restarting in 250ms (restart #1, with risk, order_gateway)`.
 fn restart(state: &mut State, message: &str, event: Observed<'_>) {
     let (Some(service), Some(delay)) = (event.service.clone(), event.fields.duration("delay"))
     else {
