@@ -248,10 +248,11 @@ fn sighup_reloads_the_risk_limit_and_every_service_keeps_running() {
 fn the_demo_s_metrics_pass_promtool_and_the_probes_answer() {
     let mut demo = start_demo();
     let serving = demo.wait_for("the probe endpoint", |line| {
-        line.contains("serving /livez /readyz /startupz /health")
+        line.contains("] probes on http://")
+            && line.ends_with(" (/livez /readyz /startupz /health /metrics)")
     });
     let address: SocketAddr = serving
-        .split("address=")
+        .split("http://")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|address| address.parse().ok())

@@ -45,6 +45,14 @@ pub(super) fn print(printer: &Arc<Printer>, event: Observed<'_>) {
         | "restarted on request"
         | "adding a service"
         | "added a service" => on_request(state, &message, event),
+        "serving /livez /readyz /startupz /health"
+        | "serving /livez /readyz /startupz /health /metrics" => {
+            let paths = message.trim_start_matches("serving ");
+            match event.fields.get("address") {
+                Some(address) => plain(state, &format!("probes on http://{address} ({paths})")),
+                None => other(state, &message, event),
+            }
+        }
         "supervisor starting" => {
             let services = event.fields.get("services").unwrap_or("the");
             let text = format!(

@@ -49,7 +49,10 @@ pub(crate) async fn serve(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_BUF_SIZE);
+    #[cfg(not(feature = "metrics"))]
     tracing::info!(address = %local, "serving /livez /readyz /startupz /health");
+    #[cfg(feature = "metrics")]
+    tracing::info!(address = %local, "serving /livez /readyz /startupz /health /metrics");
     let task = tokio::spawn(super::accept::accept_loop(
         listener,
         limits.max_connections,
