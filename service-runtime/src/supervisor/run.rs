@@ -473,8 +473,8 @@ impl Run {
     /// a second shutdown request abandons what is left.
     async fn shutdown(&mut self, trigger: &mut Trigger<'_>) {
         self.shared.stopping.request();
-        refuse_from_now_on(&mut self.reload_requests);
-        commands::refuse_from_now_on(&mut self.commands);
+        refuse_from_now_on(&mut self.reload_requests, ReloadRequest::refuse);
+        refuse_from_now_on(&mut self.commands, commands::Command::refuse);
         #[cfg(feature = "systemd")]
         if let Some(systemd) = &mut self.systemd {
             systemd.stopping();

@@ -25,7 +25,7 @@
 
 use std::fmt;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::add::NewService;
 use super::restarts::{Desired, EntryState};
@@ -187,11 +187,10 @@ impl Reply {
     }
 }
 
-/// Answers every command still waiting, and those sent from now on, `NotRunning`.
-pub(super) fn refuse_from_now_on(commands: &mut mpsc::UnboundedReceiver<Command>) {
-    commands.close();
-    while let Ok(command) = commands.try_recv() {
-        command.reply.answer(Err(CommandError::NotRunning));
+impl Command {
+    /// Answers the command `NotRunning`: the running phase is over.
+    pub(super) fn refuse(self) {
+        self.reply.answer(Err(CommandError::NotRunning));
     }
 }
 

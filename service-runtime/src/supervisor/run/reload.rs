@@ -75,6 +75,13 @@ impl ReloadRequest {
     }
 }
 
+impl ReloadRequest {
+    /// Answers the request `NotRunning`: the running phase is over.
+    pub(super) fn refuse(self) {
+        self.answer(Err(ReloadError::NotRunning));
+    }
+}
+
 /// The next request (a reload, a command), or never once the channel is closed (it is,
 /// at the shutdown).
 pub(super) async fn next_request<T>(requests: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -84,11 +91,12 @@ pub(super) async fn next_request<T>(requests: &mut mpsc::UnboundedReceiver<T>) -
     }
 }
 
-/// Answers every request still waiting, and those sent from now on, `NotRunning`.
-pub(super) fn refuse_from_now_on(requests: &mut mpsc::UnboundedReceiver<ReloadRequest>) {
+/// Closes the channel and hands every request still waiting to `refuse` (a request
+/// sent from now on fails to send, which its sender answers `NotRunning`).
+pub(super) fn refuse_from_now_on<T>(requests: &mut mpsc::UnboundedReceiver<T>, refuse: impl Fn(T)) {
     requests.close();
     while let Ok(request) = requests.try_recv() {
-        request.answer(Err(ReloadError::NotRunning));
+        refuse(request);
     }
 }
 
