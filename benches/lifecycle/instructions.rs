@@ -14,7 +14,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{Settings, num, ratio};
+use crate::{Settings, num, ratio, targets};
 
 /// (variant of `lifecycle::child`, label, the baseline it compares with).
 const VARIANTS: [(&str, &str, &str); 9] = [
@@ -84,9 +84,9 @@ pub fn run(settings: &Settings) -> String {
         out.push_str(&format!(
             "| {label} | {} | {} | {} |\n",
             num(*count, 0),
-            ratio(count / of(baseline), ours.then_some(1.5)),
+            ratio(count / of(baseline), ours.then(|| targets(variant).0)),
             if ours {
-                ratio(count / tgs, Some(0.25))
+                ratio(count / tgs, Some(targets(variant).1))
             } else {
                 "".to_owned()
             },
