@@ -28,11 +28,19 @@ pub(crate) async fn sleep_until(deadline: tokio::time::Instant) {
     let Some(list) = list else {
         return after_one_turn(deadline).await;
     };
-    let entry = Entry {
-        list,
-        key: list.insert(deadline.into_std()),
-    };
-    std::future::poll_fn(|cx| entry.poll(cx)).await;
+    // Listed at the first poll, with the waker: one visit to the list's lock.
+    let mut entry: Option<Entry> = None;
+    std::future::poll_fn(|cx| match &entry {
+        Some(entry) => entry.poll(cx),
+        None => {
+            entry = Some(Entry {
+                list,
+                key: list.insert(deadline.into_std(), cx.waker().clone()),
+            });
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// A tokio timer, armed only if the deadline's waiter is still waiting one turn of the
@@ -82,7 +90,7 @@ struct List {
 
 #[derive(Default)]
 struct State {
-    entries: BTreeMap<Key, Option<Waker>>,
+    entries: BTreeMap<Key, Waker>,
     next_id: u64,
     /// The deadline the thread sleeps until, if any.
     sleeping_until: Option<Instant>,
@@ -94,11 +102,11 @@ impl List {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, deadline: Instant) -> Key {
+    fn insert(&self, deadline: Instant, waker: Waker) -> Key {
         let mut state = self.lock();
         state.next_id += 1;
         let key = (deadline, state.next_id);
-        state.entries.insert(key, None);
+        state.entries.insert(key, waker);
         let wake = state.sleeping_until.is_none_or(|until| deadline < until);
         drop(state);
         if wake {
@@ -117,7 +125,7 @@ impl List {
             if !due.is_empty() {
                 drop(state);
                 // Woken outside the lock: a waker runs the executor's code.
-                due.into_values().flatten().for_each(Waker::wake);
+                due.into_values().for_each(Waker::wake);
                 state = self.lock();
                 continue;
             }
@@ -153,10 +161,10 @@ impl Entry {
         let Some(waker) = state.entries.get_mut(&self.key) else {
             return Poll::Ready(());
         };
-        let replaced = match waker {
-            Some(kept) if kept.will_wake(cx.waker()) => None,
-            kept => kept.replace(cx.waker().clone()),
-        };
+        if waker.will_wake(cx.waker()) {
+            return Poll::Pending;
+        }
+        let replaced = std::mem::replace(waker, cx.waker().clone());
         drop(state);
         drop(replaced);
         Poll::Pending
@@ -185,7 +193,10 @@ mod tests {
         let list = super::list().expect("the thread starts");
         let entry = super::Entry {
             list,
-            key: list.insert(Instant::now() + Duration::from_secs(3600)),
+            key: list.insert(
+                Instant::now() + Duration::from_secs(3600),
+                std::task::Waker::noop().clone(),
+            ),
         };
         let key = entry.key;
         assert!(list.lock().entries.contains_key(&key));
