@@ -531,10 +531,11 @@ pub fn run(settings: &Settings) -> String {
         "## 1. Start-all and stop-all of N no-op services\n\n\
          Per service: medians of {} fresh processes. \"÷ hand\" compares start + stop with the \
          hand-written baseline started the same way (one by one, or all at once), \"÷ tgs\" with \
-         tokio-graceful-shutdown (targets for ours, one by one: a `#[run]` loop ≤ 2.0 × hand-written and ≤ 0.35 × \
-         tokio-graceful-shutdown, no hooks or one `#[init]` ≤ 1.0 × hand-written and \
-         ≤ 0.25 × tokio-graceful-shutdown; every other row ≤ 1.5 × and ≤ 0.25 ×). Bytes: peak RSS over the baseline, per service (target ≤ 1 KiB \
-         per managed service); \"running B\" is the RSS once every service runs.\n",
+         tokio-graceful-shutdown (targets for ours, one by one: a `#[run]` loop ≤ 2.0 × \
+         hand-written and ≤ 0.35 × tokio-graceful-shutdown, no hooks or one `#[init]` \
+         ≤ 1.0 × hand-written and ≤ 0.25 × tokio-graceful-shutdown; every other row ≤ 1.5 × \
+         and ≤ 0.25 ×). Bytes: peak RSS over the baseline, per service (target ≤ 1 KiB per \
+         managed service); \"running B\" is the RSS once every service runs.\n",
         settings.reps
     );
     for (rt, rt_name) in runtimes {
