@@ -117,7 +117,8 @@ impl SupervisorHandle {
     /// Resolves once every service has started (once), or with why not: the first
     /// service that failed to start, [`StartupError::Interrupted`] when a shutdown came
     /// first, or [`StartupError::Invalid`] when the supervisor cannot run. At once if the
-    /// startup is over; it waits while the supervisor has not been run yet. Where `has_started()` answers now, this waits for the answer.
+    /// startup is over; it waits while the supervisor has not been run yet. Where
+    /// `has_started()` answers now, this waits for the answer.
     pub async fn started(&self) -> Result<(), StartupError> {
         let mut startup = self.shared.startup.subscribe();
         // The sender lives in `Shared`, which this handle holds: the wait cannot fail.

@@ -67,15 +67,14 @@ pub(in crate::supervisor) struct ReloadRequest {
 }
 
 impl ReloadRequest {
+    /// Sends `outcome` to whoever waits for it, if anyone does.
     pub(super) fn answer(self, outcome: Result<(), ReloadError>) {
         if let Some(reply) = self.reply {
             // A caller that stopped waiting does not want it.
             let _ = reply.send(outcome);
         }
     }
-}
 
-impl ReloadRequest {
     /// Answers the request `NotRunning`: the running phase is over.
     pub(super) fn refuse(self) {
         self.answer(Err(ReloadError::NotRunning));
