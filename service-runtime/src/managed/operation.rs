@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -112,13 +112,15 @@ impl<S: Service> Inner<S> {
         // The sequence's future is made at the first poll, inside the box: built here and
         // moved in, it would be copied at every layer.
         let work: BoxedWork = Box::pin(async move {
-            let sequence = sequence(guard.inner.clone());
             let inner = &guard.inner;
+            // Each layer is built in place (`pin!` of one expression): a layer bound to a
+            // local first would keep a second copy of the sequence's state in the box.
             let result = if span.is_disabled() {
-                let sequence = AssertUnwindSafe(sequence).catch_unwind();
+                let sequence = pin!(AssertUnwindSafe(sequence(inner.clone())).catch_unwind());
                 inner.abortable(id, sequence).await
             } else {
-                let sequence = AssertUnwindSafe(sequence.instrument(span)).catch_unwind();
+                let sequence =
+                    pin!(AssertUnwindSafe(sequence(inner.clone()).instrument(span)).catch_unwind());
                 inner.abortable(id, sequence).await
             };
             // The span covers the sequence only: should its exit panic (a subscriber's
@@ -157,8 +159,7 @@ impl<S: Service> Inner<S> {
     /// Drives the sequence of the operation `id`. Once it waits (its first poll is
     /// pending), the operation gets an abort token, with which [`abandon`](Self::abandon)
     /// cancels it; `None` when it is cancelled (or was abandoned before it waited).
-    async fn abortable<F: Future>(&self, id: u64, sequence: F) -> Option<F::Output> {
-        let mut sequence = std::pin::pin!(sequence);
+    async fn abortable<F: Future>(&self, id: u64, mut sequence: Pin<&mut F>) -> Option<F::Output> {
         if let Some(output) = poll_now(&mut sequence).await {
             return Some(output);
         }
