@@ -84,9 +84,9 @@ impl<S: Service> Inner<S> {
                 op.join(self).map_or(Step::Again, Step::Await)
             }
             Plan::AfterInFlight { cancel } => {
-                let op = ctl.op.as_ref().expect("decided on the operation in flight");
-                if cancel && let Some(token) = &op.cancel {
-                    token.cancel();
+                let op = ctl.op.as_mut().expect("decided on the operation in flight");
+                if cancel && let Some(start) = &mut op.cancel {
+                    start.request();
                 }
                 op.join(self).map_or(Step::Again, Step::AfterInFlight)
             }

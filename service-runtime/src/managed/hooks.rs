@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::cancel::StartCancelled;
 use super::control::Inner;
 use crate::__private::HookFuture;
 use crate::error::{HookFailure, HookKind, ServiceError};
@@ -34,11 +34,11 @@ impl<S: Service> Inner<S> {
         hook: &'static str,
         future: HookFuture<'_>,
         timeout: Duration,
-        cancel: Option<&CancellationToken>,
+        cancel: Option<StartCancelled>,
     ) -> HookOutcome {
         let span = self.hook_span(kind, hook);
         let started = Instant::now();
-        if cancel.is_some_and(CancellationToken::is_cancelled) {
+        if cancel.is_some_and(|cancel| cancel.is_requested(self)) {
             tracing::info!(parent: &span, elapsed = ?Duration::ZERO, "hook cancelled by stop()");
             return HookOutcome::Cancelled;
         }
@@ -57,7 +57,10 @@ impl<S: Service> Inner<S> {
                     tokio::time::timeout_at(started + timeout, future).instrument(span.clone());
                 // Boxed: most hooks never get here, and their futures stay small.
                 let waited = match cancel {
-                    Some(cancel) => Box::pin(cancel.run_until_cancelled(guarded)).await,
+                    Some(cancel) => {
+                        let token = cancel.token(self);
+                        Box::pin(token.run_until_cancelled_owned(guarded)).await
+                    }
                     None => Some(Box::pin(guarded).await),
                 };
                 let Some(result) = waited else {

@@ -3,6 +3,7 @@
 
 mod abandon;
 mod call;
+mod cancel;
 mod components;
 mod control;
 mod decide;

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::cancel::StartCancel;
 use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::poll_now;
@@ -52,8 +53,8 @@ pub(super) struct Op {
     pub(super) kind: OpKind,
     pub(super) id: u64,
     pub(super) work: OpWork,
-    /// A start's cancellation, requested by `stop()`.
-    pub(super) cancel: Option<CancellationToken>,
+    /// A start's cancellation, requested by `stop()`; `None` for a stop.
+    pub(super) cancel: Option<StartCancel>,
     /// Where the work goes on when a call waiting for it goes away outside any runtime.
     pub(super) runtime: Option<Handle>,
 }
@@ -91,18 +92,17 @@ impl Op {
 
 impl<S: Service> Inner<S> {
     /// Records an operation of `kind` in `ctl` (whose status its caller has just moved
-    /// to `starting` or `stopping`) and builds its work around `sequence`, which ends
-    /// with the operation's final transition. `runtime`: see [`Op::runtime`].
+    /// to `starting` or `stopping`) and builds its work around `sequence`, which gets the
+    /// operation's id and ends with its final transition. `runtime`: see [`Op::runtime`].
     pub(super) fn begin<F, Fut>(
         self: &Arc<Self>,
         ctl: &mut Control,
         kind: OpKind,
-        cancel: Option<CancellationToken>,
         runtime: Option<Handle>,
         sequence: F,
     ) -> Waiting
     where
-        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Self>, u64) -> Fut + Send + 'static,
         Fut: Future<Output = OpResult> + Send + 'static,
     {
         let id = ctl.next_id();
@@ -116,11 +116,12 @@ impl<S: Service> Inner<S> {
             // Each layer is built in place (`pin!` of one expression): a layer bound to a
             // local first would keep a second copy of the sequence's state in the box.
             let result = if span.is_disabled() {
-                let sequence = pin!(AssertUnwindSafe(sequence(inner.clone())).catch_unwind());
+                let sequence = pin!(AssertUnwindSafe(sequence(inner.clone(), id)).catch_unwind());
                 inner.abortable(id, sequence).await
             } else {
-                let sequence =
-                    pin!(AssertUnwindSafe(sequence(inner.clone()).instrument(span)).catch_unwind());
+                let sequence = pin!(
+                    AssertUnwindSafe(sequence(inner.clone(), id).instrument(span)).catch_unwind()
+                );
                 inner.abortable(id, sequence).await
             };
             // The span covers the sequence only: should its exit panic (a subscriber's
@@ -147,7 +148,7 @@ impl<S: Service> Inner<S> {
                 work: work.downgrade().expect("not polled yet"),
                 abort: None,
             },
-            cancel,
+            cancel: (kind == OpKind::Start).then(StartCancel::default),
             runtime: runtime.clone(),
         }));
         Waiting {

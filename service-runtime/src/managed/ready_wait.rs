@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Managed;
+use super::cancel::StartCancelled;
 use super::control::{Inner, run_hook_name};
 use super::operation::OpResult;
 use super::run_loop::{EarlyExit, LoopStart};
@@ -52,8 +53,9 @@ impl<S: Service> Inner<S> {
         self: &Arc<Self>,
         mut started: Vec<ComponentEntry>,
         state: Option<S::__RunState>,
-        cancel: &CancellationToken,
+        cancel: StartCancelled,
     ) -> OpResult {
+        let cancel = &cancel.token(self);
         let (ready, notified) = Ready::channel();
         let (early_exit, mut exited) = oneshot::channel();
         let spawned = {

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::RwLockWriteGuard;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use super::cancel::StartCancelled;
 use super::control::{Control, Inner};
 use super::decide::OpKind;
 use super::hooks::HookOutcome;
@@ -58,10 +58,8 @@ impl<S: Service> Inner<S> {
         };
         drop(ctl.take_stop_cause());
         self.transition(ctl, first, None, Instant::now());
-        let cancel = CancellationToken::new();
-        let token = cancel.clone();
-        self.begin(ctl, OpKind::Start, Some(cancel), None, move |inner| {
-            inner.start_sequence(token, restart_cleanup)
+        self.begin(ctl, OpKind::Start, None, move |inner, id| {
+            inner.start_sequence(StartCancelled { id }, restart_cleanup)
         })
     }
 
@@ -103,18 +101,18 @@ impl<S: Service> Inner<S> {
     /// start was cancelled by `stop()`).
     async fn start_sequence(
         self: Arc<Self>,
-        cancel: CancellationToken,
+        cancel: StartCancelled,
         restart_cleanup: bool,
     ) -> OpResult {
         if restart_cleanup {
             Box::pin(self.stop_owed()).await?;
             let mut ctl = self.lock();
-            if cancel.is_cancelled() {
+            if cancel.is_requested_in(&ctl) {
                 return Err(self.cancelled());
             }
             self.transition(&mut ctl, ServiceStatus::Starting, None, Instant::now());
         }
-        let mut service = match self.write_for_init(&cancel).await {
+        let mut service = match self.write_for_init(cancel).await {
             Ok(service) => service,
             Err(None) => return Err(Box::pin(self.abandon_start(Vec::new(), false)).await),
             Err(Some(error)) => {
@@ -128,7 +126,7 @@ impl<S: Service> Inner<S> {
             let timeout = spec.timeout.unwrap_or(self.config().start_timeout);
             let future = service.__init(index, &mut state);
             match self
-                .run_hook(HookKind::Init, spec.name, future, timeout, Some(&cancel))
+                .run_hook(HookKind::Init, spec.name, future, timeout, Some(cancel))
                 .await
             {
                 HookOutcome::Done => {}
@@ -151,20 +149,26 @@ impl<S: Service> Inner<S> {
         let started = if components.is_empty() {
             Vec::new()
         } else {
-            Box::pin(self.start_components(components, &cancel)).await?
+            Box::pin(self.start_components(components, cancel)).await?
         };
 
         if S::__HOOKS.run_ready {
             // Boxed: only services whose run hook signals ready carry this wait.
-            return Box::pin(self.start_awaiting_ready(started, state, &cancel)).await;
+            return Box::pin(self.start_awaiting_ready(started, state, cancel)).await;
         }
-        let mut ctl = self.lock();
-        if cancel.is_cancelled() {
-            drop(ctl);
-            return Err(Box::pin(self.abandon_start(started, true)).await);
-        }
-        let result = self.become_running(&mut ctl, started, state, Instant::now());
-        drop(ctl);
+        // Decided under one lock with `stop()`'s request: a cancelled start never runs.
+        let running = {
+            let mut ctl = self.lock();
+            if cancel.is_requested_in(&ctl) {
+                Err(started)
+            } else {
+                Ok(self.become_running(&mut ctl, started, state, Instant::now()))
+            }
+        };
+        let result = match running {
+            Ok(result) => result,
+            Err(started) => return Err(Box::pin(self.abandon_start(started, true)).await),
+        };
         // This start may end in a task after every handle went: nothing could stop the
         // loop it spawned, so it ends now.
         if self.handles.load(Ordering::Acquire) == 0 {
@@ -178,8 +182,9 @@ impl<S: Service> Inner<S> {
     async fn start_components(
         &self,
         components: Vec<ComponentEntry>,
-        cancel: &CancellationToken,
+        cancel: StartCancelled,
     ) -> Result<Vec<ComponentEntry>, ServiceError> {
+        let cancel = cancel.token(self);
         let mut started = Vec::with_capacity(components.len());
         for entry in components {
             match cancel.run_until_cancelled(entry.handle.0.start()).await {
@@ -207,7 +212,7 @@ impl<S: Service> Inner<S> {
     /// cancelled.
     async fn write_for_init(
         &self,
-        cancel: &CancellationToken,
+        cancel: StartCancelled,
     ) -> Result<RwLockWriteGuard<'_, S>, Option<ServiceError>> {
         if let Ok(service) = self.service.try_write() {
             return Ok(service);
@@ -215,7 +220,9 @@ impl<S: Service> Inner<S> {
         let limit = self.config().start_timeout;
         // Boxed: a rare wait, kept out of every start's future.
         match Box::pin(
-            cancel.run_until_cancelled(tokio::time::timeout(limit, self.service.write())),
+            cancel
+                .token(self)
+                .run_until_cancelled_owned(tokio::time::timeout(limit, self.service.write())),
         )
         .await
         {
