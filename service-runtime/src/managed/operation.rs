@@ -55,7 +55,8 @@ pub(super) struct Op {
     pub(super) work: OpWork,
     /// A start's cancellation, requested by `stop()`; `None` for a stop.
     pub(super) cancel: Option<StartCancel>,
-    /// Where the work goes on when a call waiting for it goes away outside any runtime.
+    /// Where the work goes on when a call waiting for it goes away outside any runtime:
+    /// the run loop's runtime for a stop in the loop, `None` for shared work.
     pub(super) runtime: Option<Handle>,
 }
 
@@ -93,12 +94,12 @@ impl Op {
 impl<S: Service> Inner<S> {
     /// Records an operation of `kind` in `ctl` (whose status its caller has just moved
     /// to `starting` or `stopping`) and builds its work around `sequence`, which gets the
-    /// operation's id and ends with its final transition. `runtime`: see [`Op::runtime`].
+    /// operation's id and ends with its final transition. A call that goes away outside
+    /// any runtime leaves the work to its other callers ([`Op::runtime`] is `None`).
     pub(super) fn begin<F, Fut>(
         self: &Arc<Self>,
         ctl: &mut Control,
         kind: OpKind,
-        runtime: Option<Handle>,
         sequence: F,
     ) -> Waiting
     where
@@ -149,11 +150,11 @@ impl<S: Service> Inner<S> {
                 abort: None,
             },
             cancel: (kind == OpKind::Start).then(StartCancel::default),
-            runtime: runtime.clone(),
+            runtime: None,
         }));
         Waiting {
             wait: Some(Wait::Shared(work)),
-            runtime,
+            runtime: None,
         }
     }
 

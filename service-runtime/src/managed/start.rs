@@ -58,7 +58,7 @@ impl<S: Service> Inner<S> {
         };
         drop(ctl.take_stop_cause());
         self.transition(ctl, first, None, Instant::now());
-        self.begin(ctl, OpKind::Start, None, move |inner, id| {
+        self.begin(ctl, OpKind::Start, move |inner, id| {
             inner.start_sequence(StartCancelled { id }, restart_cleanup)
         })
     }

@@ -49,7 +49,7 @@ impl<S: Service> Inner<S> {
         if let Some(run) = ctl.run.take() {
             return self.begin_loop_stop(ctl, run, now);
         }
-        self.begin(ctl, OpKind::Stop, None, |inner, _| async move {
+        self.begin(ctl, OpKind::Stop, |inner, _| async move {
             inner.stop_owed().await
         })
     }
