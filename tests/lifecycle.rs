@@ -706,6 +706,57 @@ async fn components_start_after_init_and_stop_before_cleanup() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stop_while_a_component_starts_cancels_the_start_and_undoes_it() {
+    let log = Log::default();
+    let mut parent = parent(&log);
+    parent.third = Managed::new(Child {
+        log: log.clone(),
+        label: "third",
+        fault: Fault::Hang,
+        health: HealthStatus::Healthy,
+    });
+    let (service, mut changes) = watched(parent);
+    let starting = tokio::spawn({
+        let service = service.clone();
+        async move { service.start().await }
+    });
+    settle().await;
+    assert_eq!(service.status(), Starting);
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
+    let error = starting.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, ServiceError::StartCancelled { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        log.entries(),
+        [
+            "init:parent",
+            "init:first",
+            "init:second",
+            "init:third",
+            "cleanup:second",
+            "cleanup:first",
+            "cleanup:parent"
+        ],
+        "the hanging component's start is cancelled; what started is undone"
+    );
+    let children = service.read().await;
+    assert_eq!(children.third.status(), Stopped);
+    assert_eq!(children.first.status(), Stopped);
+    drop(children);
+    assert_eq!(
+        history(&mut changes),
+        [
+            (Stopped, Starting),
+            (Starting, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_component_stops_the_started_ones_and_fails_the_start() {
     let log = Log::default();
     let mut parent = parent(&log);
@@ -959,6 +1010,36 @@ async fn a_read_guard_held_too_long_fails_the_start_at_its_timeout() {
     drop(guard);
     service.start().await.unwrap();
     service.stop().await.unwrap_err();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_while_init_waits_for_a_read_guard_cancels_the_start() {
+    let log = Log::default();
+    let (service, mut changes) = watched(probe(&log));
+    let guard = service.read().await;
+    let starting = tokio::spawn({
+        let service = service.clone();
+        async move { service.start().await }
+    });
+    settle().await;
+    assert_eq!(service.status(), Starting);
+    service.stop().await.unwrap();
+    assert_eq!(service.status(), Stopped);
+    let error = starting.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, ServiceError::StartCancelled { .. }),
+        "{error}"
+    );
+    drop(guard);
+    assert!(log.entries().is_empty(), "no init hook ran");
+    assert_eq!(
+        history(&mut changes),
+        [
+            (Stopped, Starting),
+            (Starting, Stopping),
+            (Stopping, Stopped)
+        ]
+    );
 }
 
 #[derive(Debug)]

@@ -2,10 +2,10 @@
 //!
 //! `stop()` requests it, under the control lock, on the start in flight
 //! ([`StartCancel::request`]); the start's steps read it under the same lock, by the
-//! start's id ([`StartCancelled::is_requested_in`]). A step that waits (a hook that does not finish at its
-//! first poll, a component's start, the run loop's ready signal) waits on a token as
-//! well, made on the first such wait: most starts end at their first poll and never
-//! need one.
+//! start's id ([`StartCancelled::is_requested_in`]). A step that waits (a hook that
+//! does not finish at its first poll, the wait for a `read()` guard, a component's
+//! start, the run loop's ready signal) waits on a token as well, made on the first such
+//! wait: most starts end at their first poll and never need one.
 //!
 //! Invariants, all under the control lock: once requested, a start stays cancelled, and
 //! its token, made before or after the request, is cancelled. A step of a start that is
@@ -70,15 +70,16 @@ impl StartCancelled {
     pub(super) fn token<S: Service>(self, inner: &Inner<S>) -> CancellationToken {
         let mut ctl = inner.lock();
         let op = ctl.op.as_mut().filter(|op| op.id == self.id);
-        match op.and_then(|op| op.cancel.as_mut()) {
-            Some(cancel) => cancel.token(),
-            None => CancellationToken::new(),
-        }
+        op.and_then(|op| op.cancel.as_mut())
+            .map_or_else(CancellationToken::new, StartCancel::token)
     }
 
     fn find(self, ctl: &Control) -> Option<&StartCancel> {
-        let op = ctl.op.as_ref().filter(|op| op.id == self.id)?;
-        op.cancel.as_ref()
+        ctl.op
+            .as_ref()
+            .filter(|op| op.id == self.id)?
+            .cancel
+            .as_ref()
     }
 }
 
