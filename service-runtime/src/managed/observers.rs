@@ -66,6 +66,10 @@ impl Subscribers {
         now: Instant,
         error: Option<&ServiceError>,
     ) {
+        // Most services have no subscriber; `retain` would still walk its bookkeeping.
+        if self.0.is_empty() {
+            return;
+        }
         let mut name = Some(name);
         let mut change: Option<StatusChange> = None;
         self.0.retain(|subscriber| match subscriber {
