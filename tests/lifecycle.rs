@@ -8,7 +8,7 @@ use common::{CLEAN_CYCLE, DropFlag, Fault, Log, history, settle, watched};
 use service_runtime::ServiceStatus::{Error, Running, Starting, Stopped, Stopping};
 use service_runtime::{
     HealthDetail, HealthReport, HealthStatus, HookKind, Managed, Service, ServiceError, Shutdown,
-    lifecycle,
+    StatusChanges, lifecycle,
 };
 use tokio::time::Instant;
 
@@ -250,13 +250,10 @@ async fn every_cleanup_runs_and_every_failure_is_reported() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn stop_while_starting_cancels_init_and_never_reports_running() {
-    let log = Log::default();
-    let (service, mut changes) = watched(Probe {
-        second_init_fault: Fault::Hang,
-        ..probe(&log)
-    });
+/// Starts `service` in a task and stops it while it is `starting`, as every test of a
+/// cancelled start does: the stop succeeds, the start fails with `StartCancelled`, and
+/// the service goes `stopped → starting → stopping → stopped`, never `running`.
+async fn stop_while_starting<S: Service>(service: &Managed<S>, changes: &mut StatusChanges) {
     let starting = tokio::spawn({
         let service = service.clone();
         async move { service.start().await }
@@ -271,17 +268,27 @@ async fn stop_while_starting_cancels_init_and_never_reports_running() {
         "{error}"
     );
     assert_eq!(
-        log.entries(),
-        ["init:connect", "init:subscribe"],
-        "no cleanup is owed"
-    );
-    assert_eq!(
-        history(&mut changes),
+        history(changes),
         [
             (Stopped, Starting),
             (Starting, Stopping),
             (Stopping, Stopped)
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_while_starting_cancels_init_and_never_reports_running() {
+    let log = Log::default();
+    let (service, mut changes) = watched(Probe {
+        second_init_fault: Fault::Hang,
+        ..probe(&log)
+    });
+    stop_while_starting(&service, &mut changes).await;
+    assert_eq!(
+        log.entries(),
+        ["init:connect", "init:subscribe"],
+        "no cleanup is owed"
     );
 }
 
@@ -678,6 +685,32 @@ fn parent(log: &Log) -> Parent {
     }
 }
 
+/// What [`parent_whose_third_fails`] logs when its third component's start does not
+/// complete: every init hook up to the third's, then the started ones undone in reverse.
+const UNDONE_AFTER_THE_THIRD: [&str; 7] = [
+    "init:parent",
+    "init:first",
+    "init:second",
+    "init:third",
+    "cleanup:second",
+    "cleanup:first",
+    "cleanup:parent",
+];
+
+/// [`parent`] whose third component's init hook does `fault`; the component keeps its
+/// type's name, `child`.
+fn parent_whose_third_fails(log: &Log, fault: Fault) -> Parent {
+    Parent {
+        third: Managed::new(Child {
+            log: log.clone(),
+            label: "third",
+            fault,
+            health: HealthStatus::Healthy,
+        }),
+        ..parent(log)
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn components_start_after_init_and_stop_before_cleanup() {
     let log = Log::default();
@@ -708,65 +741,22 @@ async fn components_start_after_init_and_stop_before_cleanup() {
 #[tokio::test(start_paused = true)]
 async fn stop_while_a_component_starts_cancels_the_start_and_undoes_it() {
     let log = Log::default();
-    let mut parent = parent(&log);
-    parent.third = Managed::new(Child {
-        log: log.clone(),
-        label: "third",
-        fault: Fault::Hang,
-        health: HealthStatus::Healthy,
-    });
-    let (service, mut changes) = watched(parent);
-    let starting = tokio::spawn({
-        let service = service.clone();
-        async move { service.start().await }
-    });
-    settle().await;
-    assert_eq!(service.status(), Starting);
-    service.stop().await.unwrap();
-    assert_eq!(service.status(), Stopped);
-    let error = starting.await.unwrap().unwrap_err();
-    assert!(
-        matches!(error, ServiceError::StartCancelled { .. }),
-        "{error}"
-    );
+    let (service, mut changes) = watched(parent_whose_third_fails(&log, Fault::Hang));
+    stop_while_starting(&service, &mut changes).await;
     assert_eq!(
         log.entries(),
-        [
-            "init:parent",
-            "init:first",
-            "init:second",
-            "init:third",
-            "cleanup:second",
-            "cleanup:first",
-            "cleanup:parent"
-        ],
+        UNDONE_AFTER_THE_THIRD,
         "the hanging component's start is cancelled; what started is undone"
     );
     let children = service.read().await;
     assert_eq!(children.third.status(), Stopped);
     assert_eq!(children.first.status(), Stopped);
-    drop(children);
-    assert_eq!(
-        history(&mut changes),
-        [
-            (Stopped, Starting),
-            (Starting, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_component_stops_the_started_ones_and_fails_the_start() {
     let log = Log::default();
-    let mut parent = parent(&log);
-    parent.third = Managed::new(Child {
-        log: log.clone(),
-        label: "third",
-        fault: Fault::Err,
-        health: HealthStatus::Healthy,
-    });
-    let (service, mut changes) = watched(parent);
+    let (service, mut changes) = watched(parent_whose_third_fails(&log, Fault::Err));
     let error = service.start().await.unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -775,15 +765,7 @@ async fn a_failing_component_stops_the_started_ones_and_fails_the_start() {
     assert_eq!(error.hook(), Some((HookKind::Init, "open")));
     assert_eq!(
         log.entries(),
-        [
-            "init:parent",
-            "init:first",
-            "init:second",
-            "init:third",
-            "cleanup:second",
-            "cleanup:first",
-            "cleanup:parent"
-        ],
+        UNDONE_AFTER_THE_THIRD,
         "every init hook completed, so the failed start cleans up after itself"
     );
     assert_eq!(
@@ -1017,29 +999,9 @@ async fn stop_while_init_waits_for_a_read_guard_cancels_the_start() {
     let log = Log::default();
     let (service, mut changes) = watched(probe(&log));
     let guard = service.read().await;
-    let starting = tokio::spawn({
-        let service = service.clone();
-        async move { service.start().await }
-    });
-    settle().await;
-    assert_eq!(service.status(), Starting);
-    service.stop().await.unwrap();
-    assert_eq!(service.status(), Stopped);
-    let error = starting.await.unwrap().unwrap_err();
-    assert!(
-        matches!(error, ServiceError::StartCancelled { .. }),
-        "{error}"
-    );
+    stop_while_starting(&service, &mut changes).await;
     drop(guard);
     assert!(log.entries().is_empty(), "no init hook ran");
-    assert_eq!(
-        history(&mut changes),
-        [
-            (Stopped, Starting),
-            (Starting, Stopping),
-            (Stopping, Stopped)
-        ]
-    );
 }
 
 #[derive(Debug)]
