@@ -8,7 +8,8 @@
 //! entry and wakes its waiter; an entry is removed when its wait ends or is dropped. On a
 //! current-thread runtime a deadline is a tokio timer, so that a paused clock (tests)
 //! moves it, armed only after one turn of the scheduler (by then the loop has usually
-//! returned, and the timer is never registered). This module is the only code that asks the runtime's flavour.
+//! returned, and the timer is never registered). The flavour is asked of
+//! [`flavour`](crate::flavour).
 //!
 //! The list's lock is held only to insert, remove and take entries; wakers are woken
 //! after it is released.
@@ -18,13 +19,13 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use tokio::runtime::{Handle, RuntimeFlavor};
-
 /// Resolves once `deadline` has passed.
 pub(crate) async fn sleep_until(deadline: tokio::time::Instant) {
-    let on_current_thread = Handle::try_current()
-        .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
-    let list = if on_current_thread { None } else { list() };
+    let list = if crate::flavour::current_thread() {
+        None
+    } else {
+        list()
+    };
     let Some(list) = list else {
         return after_one_turn(deadline).await;
     };

@@ -60,6 +60,7 @@ mod breaker;
 pub mod console;
 mod deadline;
 mod error;
+mod flavour;
 mod health;
 mod local;
 mod managed;

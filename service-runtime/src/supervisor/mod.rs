@@ -455,7 +455,7 @@ impl Supervisor {
             Ok(signals) => signals,
             Err(error) => return Report::single(SupervisorError::Signal(Arc::new(error))).logged(),
         };
-        if on_multi_thread_runtime() {
+        if crate::flavour::multi_thread() {
             // Aborted when dropped: dropping the returned future ends the supervisor.
             let task = AbortOnDropHandle::new(tokio::spawn(
                 self.run(Trigger::Channel(signals), None).in_current_span(),
@@ -482,7 +482,7 @@ impl Supervisor {
     where
         F: Future<Output = ()> + Send,
     {
-        if !on_multi_thread_runtime() {
+        if !crate::flavour::multi_thread() {
             return self
                 .run(Trigger::Future(Some(Box::pin(until))), None)
                 .await
@@ -523,13 +523,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// Whether the caller runs on the multi-thread runtime, where the supervisor gets a task
-/// of its own (on a worker) rather than running in the caller's (perhaps `block_on`).
-fn on_multi_thread_runtime() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// The report of the supervisor's own task: a panic of the supervisor reaches the

@@ -1,5 +1,5 @@
 //! [`Shared`], the state a supervisor's run shares with its handles (what each lock
-//! protects is in [`run`](super::run)'s invariants), and the [`Figures`] it keeps of each
+//! protects is in [`run`]'s invariants), and the [`Figures`] it keeps of each
 //! service.
 
 use std::sync::{Arc, Mutex, OnceLock};
