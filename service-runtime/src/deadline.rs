@@ -5,11 +5,19 @@
 //! although nearly every run loop returns long before its deadline. There (and outside
 //! any runtime) a deadline is an entry in one list of the process instead, served by one
 //! thread (`service-deadlines`, started at the first use) that sleeps until the earliest
-//! entry and wakes its waiter; an entry is removed when its wait ends or is dropped. On a
-//! current-thread runtime a deadline is a tokio timer, so that a paused clock (tests)
-//! moves it, armed only after one turn of the scheduler (by then the loop has usually
-//! returned, and the timer is never registered). The flavour is asked of
-//! [`flavour`](crate::flavour).
+//! entry and wakes its waiter; an entry is removed when its wait ends or is dropped.
+//!
+//! The entry is listed at the wait's first poll, not later: the stop's task may sit in
+//! the local queue of the very worker its loop blocks (a loop that ignores the request
+//! and blocks its thread), and on a runtime whose other workers are busy nobody steals
+//! it, so a timer armed at a later poll would never be armed. The list's thread wakes
+//! the task from outside the workers, which puts it on the runtime's shared queue, where
+//! a busy worker still finds it.
+//!
+//! On a current-thread runtime a deadline is a tokio timer, so that a paused clock
+//! (tests) moves it, armed only after one turn of the scheduler (by then the loop has
+//! usually returned, and the timer is never registered; a loop that blocks the only
+//! thread blocks every timer anyway). The flavour is asked of [`flavour`](crate::flavour).
 //!
 //! The list's lock is held only to insert, remove and take entries; wakers are woken
 //! after it is released.

@@ -311,8 +311,8 @@ pub struct HealthReport {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<Cow<'static, str>, String>,
     /// The data of each check that returned some ([`HealthDetail::data`]), by the
-    /// check's name. Like `details`, the probe endpoint shows it only at
-    /// [`ShowDetails::Always`](crate::ShowDetails) (feature `http`).
+    /// check's name. Like `details`, the probe endpoint (feature `http`) shows it only
+    /// when its `ShowDetails` is `Always`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<Cow<'static, str>, BTreeMap<String, serde_json::Value>>,
 }
