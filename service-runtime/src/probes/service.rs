@@ -107,6 +107,8 @@ impl<B: Send + 'static> hyper::service::Service<Request<B>> for ProbeService {
 #[must_use = "futures do nothing unless polled"]
 pub struct ProbeFuture(Pin<Box<dyn Future<Output = Answer> + Send>>);
 
+// A named type because the `Service` traits' `Future` must be nameable (and the box
+// not part of the public API); it only forwards to the boxed answer.
 impl Future for ProbeFuture {
     type Output = Answer;
 
