@@ -10,9 +10,9 @@
 //! The entry is listed at the wait's first poll, not later: the stop's task may sit in
 //! the local queue of the very worker its loop blocks (a loop that ignores the request
 //! and blocks its thread), and on a runtime whose other workers are busy nobody steals
-//! it, so a timer armed at a later poll would never be armed. The list's thread wakes
-//! the task from outside the workers, which puts it on the runtime's shared queue, where
-//! a busy worker still finds it.
+//! it, so a timer armed at a later poll would wait for the loop to release its worker.
+//! The list's thread wakes the task from outside the workers, which puts it on the
+//! runtime's shared queue, where a busy worker still finds it.
 //!
 //! On a current-thread runtime a deadline is a tokio timer, so that a paused clock
 //! (tests) moves it, armed only after one turn of the scheduler (by then the loop has
