@@ -4,7 +4,8 @@
 //!
 //! - a run loop's stop deadline ([`deadline`](crate::deadline)) is a tokio timer on a
 //!   current-thread runtime, so that a paused clock moves it, and an entry in the
-//!   process's deadline list elsewhere, so that arming it wakes no parked worker;
+//!   process's deadline list elsewhere, so that arming it wakes no parked worker and
+//!   it holds while a loop blocks the worker its stop waits on;
 //! - on a multi-thread runtime, `Supervisor::run_until_signal` and `run_until` run the
 //!   supervisor in a task of its own, on a worker rather than in `block_on` on the main
 //!   thread.
