@@ -10,7 +10,7 @@
 //!   supervisor in a task of its own, on a worker rather than in `block_on` on the main
 //!   thread.
 //!
-//! Everything else behaves the same on every flavour.
+//! No other code branches on the flavour.
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
